@@ -1,0 +1,593 @@
+//! Every `wsgi_*` directive: parsing, validation (`nginx -t` messages) and
+//! merging (location inherits server inherits http, as with `uwsgi_*`).
+
+use core::ffi::{c_char, c_void};
+use core::ptr;
+
+use nginx_sys::{
+    ngx_command_t, ngx_conf_t, ngx_http_compile_complex_value, ngx_http_compile_complex_value_t,
+    ngx_http_complex_value_t, ngx_http_core_loc_conf_t, ngx_http_core_module, ngx_msec_t,
+    ngx_pcalloc, ngx_str_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_FLAG, NGX_CONF_TAKE1,
+    NGX_CONF_TAKE23, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
+    NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_OK,
+};
+use ngx::http::{HttpModuleMainConf, Merge, MergeConfigError};
+use ngx::ngx_conf_log_error;
+
+use crate::target::AppTarget;
+use crate::util::{conf_args, ngx_bytes, parse_msec, parse_size, CONF_ERROR, CONF_OK};
+use crate::HttpWsgiModule;
+
+pub const DEFAULT_THREADS: usize = 4;
+pub const DEFAULT_QUEUE_SIZE: usize = 1024;
+pub const DEFAULT_QUEUE_TIMEOUT_MS: u64 = 60_000;
+pub const DEFAULT_BUFFER_SIZE: usize = 128 * 1024;
+pub const DEFAULT_READ_TIMEOUT_MS: u64 = 60_000;
+
+/// http-level settings: one interpreter and one pool per worker process.
+#[derive(Default)]
+pub struct MainConf {
+    pub python_path: Vec<String>,
+    pub python_home: Option<String>,
+    pub threads: Option<usize>,
+    pub queue_size: Option<usize>,
+    pub queue_timeout: Option<u64>,
+    pub import_check: Option<bool>,
+    /// Every distinct `wsgi_pass` target, imported once per worker.
+    pub apps: Vec<AppTarget>,
+}
+
+impl MainConf {
+    pub fn threads(&self) -> usize {
+        self.threads.unwrap_or(DEFAULT_THREADS)
+    }
+    pub fn queue_size(&self) -> usize {
+        self.queue_size.unwrap_or(DEFAULT_QUEUE_SIZE)
+    }
+    pub fn queue_timeout_ms(&self) -> u64 {
+        self.queue_timeout.unwrap_or(DEFAULT_QUEUE_TIMEOUT_MS)
+    }
+}
+
+/// A `wsgi_param NAME VALUE [if_not_empty]`.
+#[derive(Clone)]
+pub struct Param {
+    pub name: Vec<u8>,
+    /// Compiled value (may hold variables); lives in the cycle pool.
+    pub value: *mut ngx_http_complex_value_t,
+    pub if_not_empty: bool,
+}
+
+/// Settings that may differ per location.
+#[derive(Default, Clone)]
+pub struct LocConf {
+    /// Index into [`MainConf::apps`]; set by `wsgi_pass`.
+    pub app: Option<usize>,
+    pub script_name: Option<Vec<u8>>,
+    pub params: Option<Vec<Param>>,
+    pub buffer_size: Option<usize>,
+    pub read_timeout: Option<u64>,
+    pub request_buffering: Option<bool>,
+}
+
+impl LocConf {
+    pub fn buffer_size(&self) -> usize {
+        self.buffer_size.unwrap_or(DEFAULT_BUFFER_SIZE)
+    }
+    pub fn read_timeout_ms(&self) -> ngx_msec_t {
+        self.read_timeout.unwrap_or(DEFAULT_READ_TIMEOUT_MS) as ngx_msec_t
+    }
+    pub fn params(&self) -> &[Param] {
+        self.params.as_deref().unwrap_or(&[])
+    }
+}
+
+impl Merge for MainConf {
+    fn merge(&mut self, _prev: &Self) -> Result<(), MergeConfigError> {
+        Ok(())
+    }
+}
+
+impl Merge for LocConf {
+    fn merge(&mut self, prev: &Self) -> Result<(), MergeConfigError> {
+        // wsgi_pass and wsgi_script_name are not inherited by nested
+        // locations that set no handler of their own, like proxy_pass.
+        if self.params.is_none() {
+            self.params = prev.params.clone();
+        }
+        self.buffer_size = self.buffer_size.or(prev.buffer_size);
+        self.read_timeout = self.read_timeout.or(prev.read_timeout);
+        self.request_buffering = self.request_buffering.or(prev.request_buffering);
+        Ok(())
+    }
+}
+
+/// Reports a configuration error at the current file:line and fails.
+macro_rules! conf_err {
+    ($cf:expr, $($arg:tt)+) => {{
+        ngx_conf_log_error!(NGX_LOG_EMERG, $cf, $($arg)+);
+        return CONF_ERROR;
+    }};
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Shared "is duplicate" check: nginx says `"x" directive is duplicate`.
+const DUPLICATE: *mut c_char = c"is duplicate".as_ptr() as *mut c_char;
+
+unsafe fn main_conf<'a>(cf: *mut ngx_conf_t) -> &'a mut MainConf {
+    // SAFETY: the http block created our main conf before any directive in it.
+    HttpWsgiModule::main_conf_mut(unsafe { &*cf }).expect("wsgi main conf")
+}
+
+extern "C" fn set_python_path(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    _conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: called by nginx's parser with a valid cf.
+    let (args, mcf) = unsafe { (conf_args(cf), main_conf(cf)) };
+    for a in &args[1..] {
+        // SAFETY: arguments live in the conf pool.
+        let dir = unsafe { ngx_bytes(a) };
+        if dir.is_empty() {
+            conf_err!(cf, "empty path in \"wsgi_python_path\" directive");
+        }
+        match std::str::from_utf8(dir) {
+            Ok(s) => mcf.python_path.push(s.to_string()),
+            Err(_) => conf_err!(
+                cf,
+                "path \"{}\" in \"wsgi_python_path\" directive is not valid UTF-8",
+                lossy(dir)
+            ),
+        }
+    }
+    CONF_OK
+}
+
+extern "C" fn set_python_home(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    _conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: called by nginx's parser with a valid cf.
+    let (args, mcf) = unsafe { (conf_args(cf), main_conf(cf)) };
+    if mcf.python_home.is_some() {
+        return DUPLICATE;
+    }
+    // SAFETY: arguments live in the conf pool.
+    let dir = unsafe { ngx_bytes(&args[1]) };
+    let Ok(dir) = std::str::from_utf8(dir) else {
+        conf_err!(cf, "\"wsgi_python_home\" path is not valid UTF-8");
+    };
+    if !dir.starts_with('/') {
+        conf_err!(
+            cf,
+            "\"wsgi_python_home\" must be an absolute path, not \"{}\"",
+            dir
+        );
+    }
+    mcf.python_home = Some(dir.trim_end_matches('/').to_string());
+    CONF_OK
+}
+
+/// Parses a positive integer argument, naming the directive on failure.
+unsafe fn positive_arg(cf: *mut ngx_conf_t, max: usize) -> Result<usize, ()> {
+    // SAFETY: called from a directive handler.
+    let args = unsafe { conf_args(cf) };
+    // SAFETY: arguments live in the conf pool.
+    let (name, value) = unsafe { (ngx_bytes(&args[0]), ngx_bytes(&args[1])) };
+    match std::str::from_utf8(value)
+        .ok()
+        .and_then(|s| s.parse::<usize>().ok())
+    {
+        Some(n) if n >= 1 && n <= max => Ok(n),
+        _ => {
+            ngx_conf_log_error!(
+                NGX_LOG_EMERG,
+                cf,
+                "invalid value \"{}\" in \"{}\" directive, it must be a number from 1 to {}",
+                lossy(value),
+                lossy(name),
+                max
+            );
+            Err(())
+        }
+    }
+}
+
+extern "C" fn set_threads(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    _conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: called by nginx's parser with a valid cf.
+    let mcf = unsafe { main_conf(cf) };
+    if mcf.threads.is_some() {
+        return DUPLICATE;
+    }
+    // SAFETY: directive handler context.
+    match unsafe { positive_arg(cf, 4096) } {
+        Ok(n) => mcf.threads = Some(n),
+        Err(()) => return CONF_ERROR,
+    }
+    CONF_OK
+}
+
+extern "C" fn set_queue_size(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    _conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: called by nginx's parser with a valid cf.
+    let mcf = unsafe { main_conf(cf) };
+    if mcf.queue_size.is_some() {
+        return DUPLICATE;
+    }
+    // SAFETY: directive handler context.
+    match unsafe { positive_arg(cf, 1 << 20) } {
+        Ok(n) => mcf.queue_size = Some(n),
+        Err(()) => return CONF_ERROR,
+    }
+    CONF_OK
+}
+
+/// Parses a time argument (`30s`, `500ms`) of the current directive.
+unsafe fn time_arg(cf: *mut ngx_conf_t) -> Result<u64, ()> {
+    // SAFETY: directive handler context; arguments live in the conf pool.
+    let args = unsafe { conf_args(cf) };
+    let (name, value) = unsafe { (ngx_bytes(&args[0]), ngx_bytes(&args[1])) };
+    match parse_msec(value) {
+        Some(ms) if ms > 0 => Ok(ms),
+        _ => {
+            ngx_conf_log_error!(
+                NGX_LOG_EMERG,
+                cf,
+                "invalid time \"{}\" in \"{}\" directive",
+                lossy(value),
+                lossy(name)
+            );
+            Err(())
+        }
+    }
+}
+
+extern "C" fn set_queue_timeout(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    _conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: called by nginx's parser with a valid cf.
+    let mcf = unsafe { main_conf(cf) };
+    if mcf.queue_timeout.is_some() {
+        return DUPLICATE;
+    }
+    // SAFETY: directive handler context.
+    match unsafe { time_arg(cf) } {
+        Ok(ms) => mcf.queue_timeout = Some(ms),
+        Err(()) => return CONF_ERROR,
+    }
+    CONF_OK
+}
+
+/// Parses `on`/`off` of the current directive.
+unsafe fn flag_arg(cf: *mut ngx_conf_t) -> Result<bool, ()> {
+    // SAFETY: directive handler context; arguments live in the conf pool.
+    let args = unsafe { conf_args(cf) };
+    let (name, value) = unsafe { (ngx_bytes(&args[0]), ngx_bytes(&args[1])) };
+    if value.eq_ignore_ascii_case(b"on") {
+        Ok(true)
+    } else if value.eq_ignore_ascii_case(b"off") {
+        Ok(false)
+    } else {
+        ngx_conf_log_error!(
+            NGX_LOG_EMERG,
+            cf,
+            "invalid value \"{}\" in \"{}\" directive, it must be \"on\" or \"off\"",
+            lossy(value),
+            lossy(name)
+        );
+        Err(())
+    }
+}
+
+extern "C" fn set_import_check(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    _conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: called by nginx's parser with a valid cf.
+    let mcf = unsafe { main_conf(cf) };
+    if mcf.import_check.is_some() {
+        return DUPLICATE;
+    }
+    // SAFETY: directive handler context.
+    match unsafe { flag_arg(cf) } {
+        Ok(v) => mcf.import_check = Some(v),
+        Err(()) => return CONF_ERROR,
+    }
+    CONF_OK
+}
+
+extern "C" fn set_pass(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes our location conf as `conf` for LOC_CONF_OFFSET.
+    let lcf = unsafe { &mut *(conf as *mut LocConf) };
+    if lcf.app.is_some() {
+        return DUPLICATE;
+    }
+    // SAFETY: directive handler context; arguments live in the conf pool.
+    let (args, mcf) = unsafe { (conf_args(cf), main_conf(cf)) };
+    let spec = unsafe { ngx_bytes(&args[1]) };
+    let Ok(spec) = std::str::from_utf8(spec) else {
+        conf_err!(cf, "\"wsgi_pass\" target is not valid UTF-8");
+    };
+    let target = match AppTarget::parse(spec) {
+        Ok(t) => t,
+        Err(e) => conf_err!(cf, "invalid \"wsgi_pass\" target: {}", e),
+    };
+    let index = match mcf.apps.iter().position(|t| *t == target) {
+        Some(i) => i,
+        None => {
+            mcf.apps.push(target);
+            mcf.apps.len() - 1
+        }
+    };
+    lcf.app = Some(index);
+
+    // SAFETY: the core module's location conf exists in every location.
+    let clcf = unsafe {
+        let ctx = (*cf).ctx as *mut nginx_sys::ngx_http_conf_ctx_t;
+        &mut *(*(*ctx).loc_conf.add(ngx_http_core_module.ctx_index)
+            as *mut ngx_http_core_loc_conf_t)
+    };
+    clcf.handler = Some(crate::handler::content_handler);
+    // As with proxy_pass: "/app" redirects to "/app/" for "location /app/".
+    // SAFETY: the location name lives in the conf pool.
+    if unsafe { ngx_bytes(&clcf.name) }.ends_with(b"/") {
+        clcf.set_auto_redirect(1);
+    }
+    CONF_OK
+}
+
+extern "C" fn set_script_name(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes our location conf as `conf`.
+    let lcf = unsafe { &mut *(conf as *mut LocConf) };
+    if lcf.script_name.is_some() {
+        return DUPLICATE;
+    }
+    // SAFETY: directive handler context.
+    let prefix = unsafe { ngx_bytes(&conf_args(cf)[1]) };
+    if !prefix.is_empty() && !prefix.starts_with(b"/") {
+        conf_err!(
+            cf,
+            "\"wsgi_script_name\" must be empty or start with \"/\", not \"{}\"",
+            lossy(prefix)
+        );
+    }
+    // "/app/" and "/app" mount the same way; SCRIPT_NAME never ends in "/".
+    let mut p = prefix.to_vec();
+    while p.ends_with(b"/") {
+        p.pop();
+    }
+    lcf.script_name = Some(p);
+    CONF_OK
+}
+
+extern "C" fn set_param(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes our conf for this level as `conf`.
+    let lcf = unsafe { &mut *(conf as *mut LocConf) };
+    // SAFETY: directive handler context.
+    let args = unsafe { conf_args(cf) };
+    let name = unsafe { ngx_bytes(&args[1]) };
+    if name.is_empty() {
+        conf_err!(cf, "empty name in \"wsgi_param\" directive");
+    }
+    let if_not_empty = match args.get(3) {
+        None => false,
+        Some(a) if unsafe { ngx_bytes(a) } == b"if_not_empty" => true,
+        Some(a) => conf_err!(
+            cf,
+            "invalid parameter \"{}\" in \"wsgi_param\" directive",
+            lossy(unsafe { ngx_bytes(a) })
+        ),
+    };
+    // SAFETY: pool allocation; zeroed as nginx's compile API expects.
+    let cv = unsafe {
+        ngx_pcalloc((*cf).pool, core::mem::size_of::<ngx_http_complex_value_t>())
+            as *mut ngx_http_complex_value_t
+    };
+    if cv.is_null() {
+        return CONF_ERROR;
+    }
+    let mut ccv: ngx_http_compile_complex_value_t = unsafe { core::mem::zeroed() };
+    ccv.cf = cf;
+    ccv.value = &args[2] as *const ngx_str_t as *mut ngx_str_t;
+    ccv.complex_value = cv;
+    // SAFETY: ccv is fully initialised; nginx logs its own error on failure.
+    if unsafe { ngx_http_compile_complex_value(&mut ccv) } != NGX_OK as isize {
+        return CONF_ERROR;
+    }
+    lcf.params.get_or_insert_with(Vec::new).push(Param {
+        name: name.to_vec(),
+        value: cv,
+        if_not_empty,
+    });
+    CONF_OK
+}
+
+extern "C" fn set_buffer_size(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes our conf for this level as `conf`.
+    let lcf = unsafe { &mut *(conf as *mut LocConf) };
+    if lcf.buffer_size.is_some() {
+        return DUPLICATE;
+    }
+    // SAFETY: directive handler context.
+    let value = unsafe { ngx_bytes(&conf_args(cf)[1]) };
+    match parse_size(value) {
+        Some(n) if n >= 1024 => lcf.buffer_size = Some(n),
+        _ => conf_err!(
+            cf,
+            "invalid size \"{}\" in \"wsgi_buffer_size\" directive, it must be 1k or more",
+            lossy(value)
+        ),
+    }
+    CONF_OK
+}
+
+extern "C" fn set_read_timeout(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes our conf for this level as `conf`.
+    let lcf = unsafe { &mut *(conf as *mut LocConf) };
+    if lcf.read_timeout.is_some() {
+        return DUPLICATE;
+    }
+    // SAFETY: directive handler context.
+    match unsafe { time_arg(cf) } {
+        Ok(ms) => lcf.read_timeout = Some(ms),
+        Err(()) => return CONF_ERROR,
+    }
+    CONF_OK
+}
+
+extern "C" fn set_request_buffering(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes our conf for this level as `conf`.
+    let lcf = unsafe { &mut *(conf as *mut LocConf) };
+    if lcf.request_buffering.is_some() {
+        return DUPLICATE;
+    }
+    // SAFETY: directive handler context.
+    match unsafe { flag_arg(cf) } {
+        Ok(v) => lcf.request_buffering = Some(v),
+        Err(()) => return CONF_ERROR,
+    }
+    CONF_OK
+}
+
+type SetFn = unsafe extern "C" fn(*mut ngx_conf_t, *mut ngx_command_t, *mut c_void) -> *mut c_char;
+
+/// One directive. Names are C strings: nginx compares them with strcmp.
+const fn command(
+    name: &'static core::ffi::CStr,
+    type_: u32,
+    set: SetFn,
+    conf: usize,
+) -> ngx_command_t {
+    ngx_command_t {
+        name: ngx_str_t {
+            len: name.count_bytes(),
+            data: name.as_ptr() as *mut u8,
+        },
+        type_: type_ as ngx_uint_t,
+        set: Some(set),
+        conf: conf as ngx_uint_t,
+        offset: 0,
+        post: ptr::null_mut(),
+    }
+}
+
+const MAIN: u32 = NGX_HTTP_MAIN_CONF;
+const ANY_LEVEL: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
+const MAIN_OFF: usize = NGX_HTTP_MAIN_CONF_OFFSET;
+const LOC_OFF: usize = NGX_HTTP_LOC_CONF_OFFSET;
+
+/// The directive table nginx reads (`ngx_module_t.commands`).
+pub static mut COMMANDS: [ngx_command_t; 13] = [
+    command(
+        c"wsgi_pass",
+        NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
+        set_pass,
+        LOC_OFF,
+    ),
+    command(
+        c"wsgi_python_path",
+        MAIN | NGX_CONF_1MORE,
+        set_python_path,
+        MAIN_OFF,
+    ),
+    command(
+        c"wsgi_python_home",
+        MAIN | NGX_CONF_TAKE1,
+        set_python_home,
+        MAIN_OFF,
+    ),
+    command(
+        c"wsgi_threads",
+        MAIN | NGX_CONF_TAKE1,
+        set_threads,
+        MAIN_OFF,
+    ),
+    command(
+        c"wsgi_queue_size",
+        MAIN | NGX_CONF_TAKE1,
+        set_queue_size,
+        MAIN_OFF,
+    ),
+    command(
+        c"wsgi_queue_timeout",
+        MAIN | NGX_CONF_TAKE1,
+        set_queue_timeout,
+        MAIN_OFF,
+    ),
+    command(
+        c"wsgi_import_check",
+        MAIN | NGX_CONF_FLAG,
+        set_import_check,
+        MAIN_OFF,
+    ),
+    command(
+        c"wsgi_script_name",
+        NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
+        set_script_name,
+        LOC_OFF,
+    ),
+    command(
+        c"wsgi_param",
+        ANY_LEVEL | NGX_CONF_TAKE23,
+        set_param,
+        LOC_OFF,
+    ),
+    command(
+        c"wsgi_buffer_size",
+        ANY_LEVEL | NGX_CONF_TAKE1,
+        set_buffer_size,
+        LOC_OFF,
+    ),
+    command(
+        c"wsgi_read_timeout",
+        ANY_LEVEL | NGX_CONF_TAKE1,
+        set_read_timeout,
+        LOC_OFF,
+    ),
+    command(
+        c"wsgi_request_buffering",
+        ANY_LEVEL | NGX_CONF_FLAG,
+        set_request_buffering,
+        LOC_OFF,
+    ),
+    ngx_command_t::empty(),
+];

@@ -1,0 +1,630 @@
+//! nginx thread: the content handler. Reads the request body with nginx's
+//! own machinery, copies what the app needs into owned data, queues a job
+//! for the pool, and watches the request (client gone, timeouts) until the
+//! reply is complete. Never takes the GIL.
+
+use core::ffi::c_void;
+use core::ptr;
+use std::collections::VecDeque;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use nginx_sys::{
+    ngx_add_timer, ngx_chain_t, ngx_connection_local_sockaddr, ngx_current_msec, ngx_del_timer,
+    ngx_delete_posted_event, ngx_event_t, ngx_http_complex_value, ngx_http_core_module,
+    ngx_http_core_srv_conf_t, ngx_http_finalize_request, ngx_http_read_client_request_body,
+    ngx_http_request_t, ngx_inet_get_port, ngx_int_t, ngx_list_push, ngx_msec_t, ngx_str_t,
+    NGX_DECLINED, NGX_DONE, NGX_ERROR, NGX_HTTP_CLIENT_CLOSED_REQUEST, NGX_HTTP_GATEWAY_TIME_OUT,
+    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_SERVICE_UNAVAILABLE, NGX_HTTP_SPECIAL_RESPONSE,
+    NGX_LOG_ERR, NGX_LOG_INFO, NGX_OK,
+};
+use ngx::core::Pool;
+use ngx::http::{HttpModule, HttpModuleLocationConf};
+use ngx::ngx_log_error;
+
+use crate::conf::{LocConf, Param};
+use crate::message::{Body, BodySegment, Exchange, Job, Reply, RequestEnv, RequestId};
+use crate::util::{for_each_header, ngx_bytes};
+use crate::{notify, output, worker, HttpWsgiModule};
+
+/// Per-request state, allocated in the request pool; dropped (with all the
+/// clean-up that implies) when nginx frees the request, whatever the path.
+pub struct RequestCtx {
+    pub r: *mut ngx_http_request_t,
+    pub id: RequestId,
+    pub exchange: Arc<Exchange>,
+    pub app: usize,
+    pub done: bool,
+    pub head_sent: bool,
+    pub header_only: bool,
+    /// Replies taken from the exchange and not yet handed to nginx.
+    pub replies: VecDeque<Reply>,
+    /// Memory and files that nginx's buffers point at until written.
+    pub held: VecDeque<output::Held>,
+    pub free: *mut ngx_chain_t,
+    pub busy: *mut ngx_chain_t,
+    /// Posted by the notifier when the pool has replies for us.
+    pub wake: ngx_event_t,
+    /// Queue and read timeouts.
+    pub timer: ngx_event_t,
+    pub buffer_size: usize,
+    pub read_timeout: ngx_msec_t,
+    pub queue_timeout: ngx_msec_t,
+    pub dispatched_at: ngx_msec_t,
+    pub last_activity: ngx_msec_t,
+    pub first_reply_at: Option<ngx_msec_t>,
+    pub waiting_on_client: bool,
+    pub bytes_out: u64,
+}
+
+impl Drop for RequestCtx {
+    fn drop(&mut self) {
+        // Runs on the nginx thread from the request pool's cleanup.
+        if !self.done {
+            self.exchange.cancel();
+        }
+        // SAFETY: both events are ours and live inside this ctx.
+        unsafe {
+            if self.timer.timer_set() != 0 {
+                ngx_del_timer(&mut self.timer);
+            }
+            if self.wake.posted() != 0 {
+                ngx_delete_posted_event(&mut self.wake);
+            }
+        }
+        notify::unregister(self.id);
+        worker::request_finished();
+    }
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Returns the request's ctx if the module set one.
+///
+/// # Safety
+/// `r` must be a live request.
+pub unsafe fn ctx_of<'a>(r: *mut ngx_http_request_t) -> Option<&'a mut RequestCtx> {
+    // SAFETY: ctx slots are NULL or what `dispatch` stored.
+    unsafe {
+        let p = *(*r).ctx.add(HttpWsgiModule::module().ctx_index) as *mut RequestCtx;
+        p.as_mut()
+    }
+}
+
+fn loc_conf<'a>(r: *mut ngx_http_request_t) -> &'a LocConf {
+    // SAFETY: a request always has location confs for every module.
+    HttpWsgiModule::location_conf(unsafe { &*r }).expect("wsgi loc conf")
+}
+
+/// The content handler installed by `wsgi_pass`.
+pub extern "C" fn content_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    catch_unwind(AssertUnwindSafe(|| unsafe { start(r) }))
+        .unwrap_or(NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t)
+}
+
+unsafe fn start(r: *mut ngx_http_request_t) -> ngx_int_t {
+    let lcf = loc_conf(r);
+    let Some(app) = lcf.app else {
+        return NGX_DECLINED as ngx_int_t;
+    };
+    // SAFETY: r is the live request nginx handed us.
+    let log = unsafe { (*(*r).connection).log };
+    match worker::runtime() {
+        None => {
+            ngx_log_error!(
+                NGX_LOG_ERR,
+                log,
+                "wsgi: Python is not running in this worker (see the errors at worker start) while handling request"
+            );
+            return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+        }
+        Some(rt) if !rt.app_ready(app) => {
+            ngx_log_error!(
+                NGX_LOG_ERR,
+                log,
+                "wsgi: application \"{}\" failed to load (see the error at worker start) while handling request",
+                rt.app_name(app)
+            );
+            return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+        }
+        Some(_) => {}
+    }
+    // SAFETY: standard nginx body reading; it takes a request reference
+    // that the final ngx_http_finalize_request releases.
+    let rc = unsafe { ngx_http_read_client_request_body(r, Some(body_ready)) };
+    if rc >= NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t {
+        return rc;
+    }
+    NGX_DONE as ngx_int_t
+}
+
+extern "C" fn body_ready(r: *mut ngx_http_request_t) {
+    let ok = catch_unwind(AssertUnwindSafe(|| unsafe { dispatch(r) }));
+    if ok.is_err() {
+        // SAFETY: r is live; finalizing releases the body-reading reference.
+        unsafe { ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t) };
+    }
+}
+
+/// Builds the job and hands it to the pool (nginx thread, body complete).
+unsafe fn dispatch(r: *mut ngx_http_request_t) {
+    let lcf = loc_conf(r);
+    let rt = worker::runtime().expect("checked in start");
+    let app = lcf.app.expect("checked in start");
+    // SAFETY: r is live for the whole function.
+    let (c, log) = unsafe { ((*r).connection, (*(*r).connection).log) };
+
+    // SAFETY: the body was read completely by nginx.
+    let body = match unsafe { collect_body(r) } {
+        Ok(b) => b,
+        Err(e) => {
+            ngx_log_error!(
+                NGX_LOG_ERR,
+                log,
+                "wsgi: cannot keep the request body: {} while sending request to application",
+                e
+            );
+            unsafe { ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t) };
+            return;
+        }
+    };
+    // SAFETY: r is live; the env only copies from it.
+    let env = unsafe { collect_env(r, lcf, &body) };
+
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let exchange = Arc::new(Exchange::new(id, lcf.buffer_size()));
+    // SAFETY: ngx_current_msec is only written by this (the nginx) thread.
+    let now = unsafe { ngx_current_msec };
+    let ctx = RequestCtx {
+        r,
+        id,
+        exchange: exchange.clone(),
+        app,
+        done: false,
+        head_sent: false,
+        header_only: false,
+        replies: VecDeque::new(),
+        held: VecDeque::new(),
+        free: ptr::null_mut(),
+        busy: ptr::null_mut(),
+        // SAFETY: ngx_event_t is a plain C struct; all-zero is its idle state.
+        wake: unsafe { core::mem::zeroed() },
+        timer: unsafe { core::mem::zeroed() },
+        buffer_size: lcf.buffer_size(),
+        read_timeout: lcf.read_timeout_ms(),
+        queue_timeout: rt.queue_timeout_ms as ngx_msec_t,
+        dispatched_at: now,
+        last_activity: now,
+        first_reply_at: None,
+        waiting_on_client: false,
+        bytes_out: 0,
+    };
+    // SAFETY: the request pool outlives every use of the ctx; Pool::allocate
+    // registers a cleanup that drops it when the request is freed.
+    let pool = unsafe { Pool::from_ngx_pool((*r).pool) };
+    let ctx = pool.allocate(ctx);
+    if ctx.is_null() {
+        unsafe { ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t) };
+        return;
+    }
+    worker::request_started();
+    // SAFETY: ctx is a fresh, pool-owned allocation; r is live.
+    unsafe {
+        *(*r).ctx.add(HttpWsgiModule::module().ctx_index) = ctx as *mut c_void;
+        let cx = &mut *ctx;
+        cx.wake.handler = Some(output::wake_handler);
+        cx.wake.data = r as *mut c_void;
+        cx.wake.log = log;
+        cx.timer.handler = Some(timer_handler);
+        cx.timer.data = r as *mut c_void;
+        cx.timer.log = log;
+        // Non-cancelable: a graceful quit waits for requests in Python.
+        ngx_add_timer(&mut cx.timer, cx.queue_timeout.min(cx.read_timeout));
+        (*r).read_event_handler = Some(check_broken_connection);
+        (*r).write_event_handler = Some(output::write_handler);
+    }
+    notify::register(id, ctx);
+
+    let job = Job {
+        id,
+        app,
+        env,
+        body,
+        exchange,
+        queued_at: Instant::now(),
+    };
+    let counters = &rt.hub.counters;
+    counters.requests.fetch_add(1, Ordering::Relaxed);
+    match rt.submit(job) {
+        Ok(()) => {}
+        Err(waiting) => {
+            counters.rejected_503.fetch_add(1, Ordering::Relaxed);
+            ngx_log_error!(
+                NGX_LOG_ERR,
+                log,
+                "wsgi: all {} threads are busy and the queue is full ({} waiting, wsgi_queue_size) while sending request to application",
+                rt.threads,
+                waiting
+            );
+            // SAFETY: r is live; the header list is initialised.
+            unsafe {
+                add_retry_after(r);
+                let cx = ctx_of(r).expect("just set");
+                cx.done = true;
+                if cx.timer.timer_set() != 0 {
+                    ngx_del_timer(&mut cx.timer);
+                }
+                ngx_http_finalize_request(r, NGX_HTTP_SERVICE_UNAVAILABLE as ngx_int_t);
+            }
+        }
+    }
+    let _ = c;
+}
+
+/// `Retry-After: 1` on 503s, so well-behaved clients back off briefly.
+unsafe fn add_retry_after(r: *mut ngx_http_request_t) {
+    // SAFETY: pushing onto the live request's header list.
+    unsafe {
+        let h = ngx_list_push(&mut (*r).headers_out.headers) as *mut nginx_sys::ngx_table_elt_t;
+        if h.is_null() {
+            return;
+        }
+        (*h).hash = 1;
+        (*h).next = ptr::null_mut();
+        (*h).key = ngx_str_t {
+            len: 11,
+            data: c"Retry-After".as_ptr() as *mut u8,
+        };
+        (*h).value = ngx_str_t {
+            len: 1,
+            data: c"1".as_ptr() as *mut u8,
+        };
+        (*h).lowcase_key = ptr::null_mut();
+    }
+}
+
+/// Copies the request body (memory and temp-file ranges) into owned data.
+/// Temp-file ranges are read later through our own duplicate descriptor.
+unsafe fn collect_body(r: *mut ngx_http_request_t) -> std::io::Result<Body> {
+    let mut body = Body::default();
+    // SAFETY: r is live; request_body and its chain are nginx's, complete.
+    unsafe {
+        let rb = (*r).request_body;
+        if rb.is_null() {
+            return Ok(body);
+        }
+        let mut cl = (*rb).bufs;
+        let mut last_fd: Option<(i32, Arc<OwnedFd>)> = None;
+        while !cl.is_null() {
+            let b = (*cl).buf;
+            if (*b).in_file() != 0 && !(*b).file.is_null() {
+                let raw = (*(*b).file).fd;
+                let fd = match &last_fd {
+                    Some((n, fd)) if *n == raw => fd.clone(),
+                    _ => {
+                        let dup = libc::fcntl(raw, libc::F_DUPFD_CLOEXEC, 0);
+                        if dup < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        let fd = Arc::new(OwnedFd::from_raw_fd(dup));
+                        last_fd = Some((raw, fd.clone()));
+                        fd
+                    }
+                };
+                let len = ((*b).file_last - (*b).file_pos).max(0) as u64;
+                if len > 0 {
+                    body.segments.push_back(BodySegment::File {
+                        fd,
+                        offset: (*b).file_pos as u64,
+                        len,
+                    });
+                }
+            } else if !(*b).pos.is_null() && (*b).last > (*b).pos {
+                let len = (*b).last.offset_from((*b).pos) as usize;
+                let bytes = core::slice::from_raw_parts((*b).pos, len);
+                match body.segments.back_mut() {
+                    Some(BodySegment::Memory(v)) => v.extend_from_slice(bytes),
+                    _ => body.segments.push_back(BodySegment::Memory(bytes.to_vec())),
+                }
+            }
+            cl = (*cl).next;
+        }
+    }
+    Ok(body)
+}
+
+fn port_of(sa: *mut nginx_sys::sockaddr) -> Vec<u8> {
+    if sa.is_null() {
+        return b"0".to_vec();
+    }
+    // SAFETY: nginx sockaddrs are valid for their family.
+    let port = unsafe { ngx_inet_get_port(sa) };
+    port.to_string().into_bytes()
+}
+
+/// Copies what environ needs out of the request.
+unsafe fn collect_env(r: *mut ngx_http_request_t, lcf: &LocConf, body: &Body) -> RequestEnv {
+    // SAFETY: r is live; every ngx_str_t copied here lives in its pools.
+    unsafe {
+        let c = (*r).connection;
+        let mut env = RequestEnv {
+            method: ngx_bytes(&(*r).method_name).to_vec(),
+            request_uri: ngx_bytes(&(*r).unparsed_uri).to_vec(),
+            query_string: ngx_bytes(&(*r).args).to_vec(),
+            protocol: ngx_bytes(&(*r).http_protocol).to_vec(),
+            remote_addr: ngx_bytes(&(*c).addr_text).to_vec(),
+            remote_port: port_of((*c).sockaddr),
+            ..Default::default()
+        };
+        if env.protocol.is_empty() {
+            env.protocol = b"HTTP/0.9".to_vec();
+        }
+        let (script_name, path_info) =
+            split_script_name(ngx_bytes(&(*r).uri), lcf.script_name.as_deref());
+        env.script_name = script_name.to_vec();
+        env.path_info = path_info.to_vec();
+
+        let cscf =
+            *(*r).srv_conf.add(ngx_http_core_module.ctx_index) as *const ngx_http_core_srv_conf_t;
+        let name = ngx_bytes(&(*cscf).server_name);
+        env.server_name = if name.is_empty() {
+            ngx_bytes(&(*r).headers_in.server).to_vec()
+        } else {
+            name.to_vec()
+        };
+        if env.server_name.is_empty() {
+            env.server_name = b"localhost".to_vec();
+        }
+        if ngx_connection_local_sockaddr(c, ptr::null_mut(), 0) == NGX_OK as ngx_int_t {
+            env.server_port = port_of((*c).local_sockaddr);
+        } else {
+            env.server_port = b"0".to_vec();
+        }
+        #[cfg(ngx_feature = "ssl")]
+        {
+            env.https = !(*c).ssl.is_null();
+        }
+
+        let mut has_length_header = false;
+        for_each_header(&(*r).headers_in.headers, |h| {
+            if h.hash == 0 {
+                return; // removed by nginx
+            }
+            let name = ngx_bytes(&h.key);
+            let value = ngx_bytes(&h.value);
+            if name.eq_ignore_ascii_case(b"content-type") {
+                env.content_type = Some(value.to_vec());
+            } else if name.eq_ignore_ascii_case(b"content-length") {
+                has_length_header = true;
+            } else {
+                env.headers.push((name.to_vec(), value.to_vec()));
+            }
+        });
+        let len = body.len();
+        if has_length_header || (*r).headers_in.chunked() != 0 || len > 0 {
+            env.content_length = Some(len);
+        }
+
+        for p in lcf.params() {
+            if let Some(v) = eval_param(r, p) {
+                env.params.push((p.name.clone(), v));
+            }
+        }
+        env
+    }
+}
+
+/// Evaluates a `wsgi_param` value; `None` if empty and `if_not_empty`.
+unsafe fn eval_param(r: *mut ngx_http_request_t, p: &Param) -> Option<Vec<u8>> {
+    let mut out = ngx_str_t {
+        len: 0,
+        data: ptr::null_mut(),
+    };
+    // SAFETY: the compiled value lives in the cycle pool; r is live.
+    if unsafe { ngx_http_complex_value(r, p.value, &mut out) } != NGX_OK as ngx_int_t {
+        return None;
+    }
+    // SAFETY: the result lives in the request pool.
+    let v = unsafe { ngx_bytes(&out) };
+    if v.is_empty() && p.if_not_empty {
+        None
+    } else {
+        Some(v.to_vec())
+    }
+}
+
+/// Splits the (decoded) URI into SCRIPT_NAME and PATH_INFO for a mount
+/// prefix. The prefix matches only at a path-segment boundary.
+pub fn split_script_name<'a>(uri: &'a [u8], prefix: Option<&'a [u8]>) -> (&'a [u8], &'a [u8]) {
+    match prefix {
+        Some(p) if !p.is_empty() => {
+            if uri.starts_with(p) && (uri.len() == p.len() || uri[p.len()] == b'/') {
+                (p, &uri[p.len()..])
+            } else {
+                // Not under the mount point: nothing to strip.
+                (b"", uri)
+            }
+        }
+        _ => (b"", uri),
+    }
+}
+
+/// Read-event handler while the app runs: notices a client that went away.
+extern "C" fn check_broken_connection(r: *mut ngx_http_request_t) {
+    // SAFETY: nginx calls this with a live request on its thread.
+    unsafe {
+        let c = (*r).connection;
+        let rev = (*c).read;
+        let closed;
+        #[cfg(ngx_feature = "http_v2")]
+        {
+            if !(*r).stream.is_null() {
+                if (*c).error() != 0 {
+                    abort_request(r, "client prematurely closed stream");
+                }
+                return;
+            }
+        }
+        if (nginx_sys::ngx_event_flags & nginx_sys::NGX_USE_EPOLL_EVENT as usize) != 0
+            && nginx_sys::ngx_use_epoll_rdhup != 0
+        {
+            if (*rev).pending_eof() == 0 {
+                return;
+            }
+            closed = true;
+        } else {
+            let mut buf = [0u8; 1];
+            let n = libc::recv((*c).fd, buf.as_mut_ptr() as *mut c_void, 1, libc::MSG_PEEK);
+            if n > 0 {
+                return; // pipelined data: not ours to judge
+            }
+            if n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN) {
+                return;
+            }
+            closed = true;
+        }
+        if closed {
+            (*rev).set_eof(1);
+            (*c).set_error(1);
+            abort_request(r, "client prematurely closed connection");
+        }
+    }
+}
+
+/// Ends a request whose client is gone; the app is told at its next write.
+unsafe fn abort_request(r: *mut ngx_http_request_t, why: &str) {
+    // SAFETY: r is live (we are in one of its event handlers).
+    unsafe {
+        let Some(cx) = ctx_of(r) else { return };
+        if cx.done {
+            return;
+        }
+        ngx_log_error!(
+            NGX_LOG_INFO,
+            (*(*r).connection).log,
+            "wsgi: {} while waiting for application",
+            why
+        );
+        if let Some(rt) = worker::runtime() {
+            rt.hub
+                .counters
+                .client_aborts
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        output::finish(cx, NGX_HTTP_CLIENT_CLOSED_REQUEST as ngx_int_t, true);
+    }
+}
+
+/// Queue and read timeouts, checked lazily: replies only move a timestamp,
+/// and this handler re-arms itself for what remains.
+extern "C" fn timer_handler(ev: *mut ngx_event_t) {
+    // SAFETY: ev is our ctx's timer; its data is the live request (the ctx
+    // deletes the timer before the request goes away).
+    unsafe {
+        let r = (*ev).data as *mut ngx_http_request_t;
+        let c = (*r).connection;
+        let Some(cx) = ctx_of(r) else { return };
+        (*ev).set_timedout(0);
+        if cx.done {
+            return;
+        }
+        let now = ngx_current_msec;
+        let log = (*c).log;
+        if !cx.exchange.started.load(Ordering::Acquire) {
+            let waited = now.wrapping_sub(cx.dispatched_at);
+            if waited >= cx.queue_timeout {
+                if let Some(rt) = worker::runtime() {
+                    rt.hub.counters.rejected_503.fetch_add(1, Ordering::Relaxed);
+                }
+                ngx_log_error!(
+                    NGX_LOG_ERR,
+                    log,
+                    "wsgi: request waited {} ms for a free thread (wsgi_queue_timeout) while sending request to application",
+                    waited
+                );
+                add_retry_after(r);
+                output::finish(cx, NGX_HTTP_SERVICE_UNAVAILABLE as ngx_int_t, true);
+                nginx_sys::ngx_http_run_posted_requests(c);
+                return;
+            }
+            let left = (cx.queue_timeout - waited).min(cx.read_timeout);
+            ngx_add_timer(ev, left.max(1));
+            return;
+        }
+        if cx.waiting_on_client {
+            // The app is paused by backpressure; send_timeout guards the client.
+            ngx_add_timer(ev, cx.read_timeout);
+            return;
+        }
+        let queued_ms = cx.exchange.queue_time_us.load(Ordering::Relaxed) / 1000;
+        let started_at = cx.dispatched_at.wrapping_add(queued_ms as ngx_msec_t);
+        let last = if cx.last_activity.wrapping_sub(started_at) as i64 > 0 {
+            cx.last_activity
+        } else {
+            started_at
+        };
+        let idle = now.wrapping_sub(last);
+        if idle < cx.read_timeout {
+            ngx_add_timer(ev, (cx.read_timeout - idle).max(1));
+            return;
+        }
+        if let Some(rt) = worker::runtime() {
+            rt.hub.counters.timeouts_504.fetch_add(1, Ordering::Relaxed);
+            rt.interrupt(cx.id, cx.exchange.thread_ident.load(Ordering::Acquire));
+        }
+        ngx_log_error!(
+            NGX_LOG_ERR,
+            log,
+            "wsgi: application timed out after {} ms (wsgi_read_timeout) while reading response from application",
+            idle
+        );
+        let rc = if cx.head_sent {
+            NGX_ERROR as ngx_int_t
+        } else {
+            NGX_HTTP_GATEWAY_TIME_OUT as ngx_int_t
+        };
+        output::finish(cx, rc, true);
+        nginx_sys::ngx_http_run_posted_requests(c);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_script_name;
+
+    #[test]
+    fn no_prefix_keeps_whole_path() {
+        assert_eq!(split_script_name(b"/a/b", None), (&b""[..], &b"/a/b"[..]));
+        assert_eq!(
+            split_script_name(b"/a/b", Some(b"")),
+            (&b""[..], &b"/a/b"[..])
+        );
+    }
+
+    #[test]
+    fn prefix_splits_at_segment_boundary() {
+        assert_eq!(
+            split_script_name(b"/app/x", Some(b"/app")),
+            (&b"/app"[..], &b"/x"[..])
+        );
+        assert_eq!(
+            split_script_name(b"/app", Some(b"/app")),
+            (&b"/app"[..], &b""[..])
+        );
+        assert_eq!(
+            split_script_name(b"/app/", Some(b"/app")),
+            (&b"/app"[..], &b"/"[..])
+        );
+    }
+
+    #[test]
+    fn prefix_is_not_a_string_prefix() {
+        assert_eq!(
+            split_script_name(b"/application", Some(b"/app")),
+            (&b""[..], &b"/application"[..])
+        );
+    }
+}

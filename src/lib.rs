@@ -1,0 +1,84 @@
+//! ngx_http_wsgi_module: runs Python WSGI applications inside nginx workers.
+//!
+//! The nginx event loop never waits for Python. Where code runs:
+//!
+//! * nginx thread — [`conf`] (directives), [`handler`] (content handler,
+//!   request body, dispatch), [`output`] (response to nginx's filters,
+//!   backpressure, finalisation), [`notify`] (the eventfd that wakes the
+//!   event loop), [`worker`] (per-worker start and exit), [`variables`].
+//!   None of these take the GIL.
+//! * pool threads — [`pool`] (threads, signal masks, thread states) and
+//!   [`wsgi`] (environ, `start_response`, `wsgi.input`, iteration), plus
+//!   [`python`] (interpreter start-up and app import). None of these see an
+//!   `ngx_*` pointer.
+//! * between them — [`message`]: owned jobs and replies only.
+
+use core::ptr::addr_of;
+
+use nginx_sys::{ngx_http_module_t, ngx_module_t, NGX_HTTP_MODULE};
+use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf};
+
+mod conf;
+mod handler;
+mod message;
+mod notify;
+mod output;
+mod pool;
+mod python;
+mod target;
+mod util;
+mod variables;
+mod worker;
+mod wsgi;
+
+pub struct HttpWsgiModule;
+
+impl HttpModule for HttpWsgiModule {
+    fn module() -> &'static ngx_module_t {
+        // SAFETY: the module static is only written by nginx while loading
+        // the module (index fields), before any request runs.
+        unsafe { &*addr_of!(ngx_http_wsgi_module) }
+    }
+
+    unsafe extern "C" fn preconfiguration(cf: *mut nginx_sys::ngx_conf_t) -> nginx_sys::ngx_int_t {
+        // SAFETY: nginx calls this with a valid cf.
+        unsafe { variables::add_variables(cf) }
+    }
+}
+
+// SAFETY: MainConf/LocConf are what create_*_conf below allocate.
+unsafe impl HttpModuleMainConf for HttpWsgiModule {
+    type MainConf = conf::MainConf;
+}
+
+// SAFETY: as above.
+unsafe impl HttpModuleLocationConf for HttpWsgiModule {
+    type LocationConf = conf::LocConf;
+}
+
+static NGX_HTTP_WSGI_MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
+    preconfiguration: Some(HttpWsgiModule::preconfiguration),
+    postconfiguration: None,
+    create_main_conf: Some(HttpWsgiModule::create_main_conf),
+    init_main_conf: Some(HttpWsgiModule::init_main_conf),
+    create_srv_conf: None,
+    merge_srv_conf: None,
+    create_loc_conf: Some(HttpWsgiModule::create_loc_conf),
+    merge_loc_conf: Some(HttpWsgiModule::merge_loc_conf),
+};
+
+#[cfg(not(test))]
+ngx::ngx_modules!(ngx_http_wsgi_module);
+
+#[cfg_attr(not(test), used)]
+#[allow(non_upper_case_globals)]
+#[cfg_attr(not(test), no_mangle)]
+pub static mut ngx_http_wsgi_module: ngx_module_t = ngx_module_t {
+    ctx: addr_of!(NGX_HTTP_WSGI_MODULE_CTX) as _,
+    // SAFETY: only the address is taken; nginx reads the table.
+    commands: unsafe { &raw mut conf::COMMANDS[0] },
+    type_: NGX_HTTP_MODULE as _,
+    init_process: Some(worker::init_process),
+    exit_process: Some(worker::exit_process),
+    ..ngx_module_t::default()
+};

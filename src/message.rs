@@ -1,0 +1,504 @@
+//! What crosses between the nginx thread and the pool threads.
+//!
+//! Everything here is owned data: no `ngx_*` pointer ever lives in these
+//! types, and nothing here takes the GIL. The nginx thread builds a [`Job`],
+//! a pool thread answers through the request's [`Exchange`], and the
+//! [`Hub`] wakes the nginx thread through its eventfd.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+
+/// Identifies a request on the nginx thread; pool threads only echo it back.
+pub type RequestId = u64;
+
+/// One request, handed from the nginx thread to a pool thread.
+pub struct Job {
+    pub id: RequestId,
+    /// Index of the application in the worker's import table.
+    pub app: usize,
+    pub env: RequestEnv,
+    pub body: Body,
+    pub exchange: Arc<Exchange>,
+    pub queued_at: Instant,
+}
+
+/// Request data for environ, copied out of nginx's request on its thread.
+///
+/// Strings are raw bytes (HTTP is latin-1 at heart); the pool thread decodes
+/// them as latin-1 `str` as PEP 3333 asks.
+#[derive(Default, Debug, Clone)]
+pub struct RequestEnv {
+    pub method: Vec<u8>,
+    pub script_name: Vec<u8>,
+    pub path_info: Vec<u8>,
+    pub query_string: Vec<u8>,
+    pub request_uri: Vec<u8>,
+    pub protocol: Vec<u8>,
+    pub server_name: Vec<u8>,
+    pub server_port: Vec<u8>,
+    pub remote_addr: Vec<u8>,
+    pub remote_port: Vec<u8>,
+    pub https: bool,
+    pub content_type: Option<Vec<u8>>,
+    pub content_length: Option<u64>,
+    /// Request headers in arrival order, as (name, value).
+    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+    /// `wsgi_param` results, applied last (they override).
+    pub params: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// A request body, fully read by nginx before the app runs.
+#[derive(Default)]
+pub struct Body {
+    pub segments: VecDeque<BodySegment>,
+}
+
+/// A piece of a request body: in memory, or a range of nginx's temp file.
+pub enum BodySegment {
+    Memory(Vec<u8>),
+    /// `fd` is our own duplicate, so it outlives the request's temp file.
+    File {
+        fd: Arc<OwnedFd>,
+        offset: u64,
+        len: u64,
+    },
+}
+
+impl Body {
+    pub fn len(&self) -> u64 {
+        self.segments
+            .iter()
+            .map(|s| match s {
+                BodySegment::Memory(v) => v.len() as u64,
+                BodySegment::File { len, .. } => *len,
+            })
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Reads a file segment with `pread`, never moving a shared offset.
+pub fn read_segment_at(fd: &OwnedFd, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    // SAFETY: the File is wrapped in ManuallyDrop so the borrowed descriptor
+    // is not closed here; `fd` stays owned by the caller.
+    let file = std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(fd.as_raw_fd()) });
+    file.read_at(buf, offset)
+}
+
+/// The response head as the app gave it, already validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResponseHead {
+    pub status: u16,
+    /// The full status line, e.g. `200 OK`.
+    pub status_line: Vec<u8>,
+    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// A file the app handed over with `wsgi.file_wrapper`, for nginx to send.
+pub struct FileReply {
+    pub fd: OwnedFd,
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// Messages from a pool thread about one request, in order.
+pub enum Reply {
+    Head(ResponseHead),
+    Body(Vec<u8>),
+    File(FileReply),
+    /// The response is complete.
+    End,
+    /// The app failed; `status` is used if no header went out yet.
+    Error {
+        status: u16,
+    },
+}
+
+impl Reply {
+    /// Bytes this message holds in memory, for the backpressure bound.
+    pub fn weight(&self) -> usize {
+        match self {
+            Reply::Body(b) => b.len(),
+            _ => 0,
+        }
+    }
+}
+
+/// Why a pool thread can no longer deliver a reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cancelled;
+
+struct ExchangeState {
+    replies: VecDeque<Reply>,
+    bytes: usize,
+}
+
+/// The per-request meeting point of one pool thread and the nginx thread.
+///
+/// The pool thread pushes replies; pushing blocks while more than `limit`
+/// bytes wait, so a slow client slows the app instead of growing memory.
+/// The nginx thread takes replies when it can write, and cancels the
+/// exchange when the request ends early.
+pub struct Exchange {
+    pub id: RequestId,
+    limit: usize,
+    state: Mutex<ExchangeState>,
+    room: Condvar,
+    cancelled: AtomicBool,
+    /// Set while a wake-up for this request is queued and not yet handled.
+    notified: AtomicBool,
+    /// Python thread ident of the thread running the app (0: not started).
+    pub thread_ident: AtomicU64,
+    /// Microseconds spent queued / until the first reply (for variables).
+    pub queue_time_us: AtomicU64,
+    pub started: AtomicBool,
+}
+
+impl Exchange {
+    pub fn new(id: RequestId, limit: usize) -> Exchange {
+        Exchange {
+            id,
+            limit: limit.max(1),
+            state: Mutex::new(ExchangeState {
+                replies: VecDeque::new(),
+                bytes: 0,
+            }),
+            room: Condvar::new(),
+            cancelled: AtomicBool::new(false),
+            notified: AtomicBool::new(false),
+            thread_ident: AtomicU64::new(0),
+            queue_time_us: AtomicU64::new(0),
+            started: AtomicBool::new(false),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ExchangeState> {
+        // A panic while holding this lock leaves plain data behind; go on.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire)
+    }
+
+    /// nginx thread: the request is gone; wake a pool thread blocked on us.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Release);
+        let mut st = self.lock();
+        st.replies.clear();
+        st.bytes = 0;
+        drop(st);
+        self.room.notify_all();
+    }
+
+    /// Would a push of `weight` bytes block now?
+    pub fn is_full(&self, weight: usize) -> bool {
+        let st = self.lock();
+        st.bytes > 0 && st.bytes + weight > self.limit
+    }
+
+    /// Pool thread: queue replies, blocking while the queue is over its
+    /// bound (a single message larger than the bound is let through alone).
+    /// Returns whether the nginx thread must be woken for this request.
+    pub fn push<I: IntoIterator<Item = Reply>>(&self, replies: I) -> Result<bool, Cancelled> {
+        let mut st = self.lock();
+        for reply in replies {
+            let w = reply.weight();
+            while st.bytes > 0 && st.bytes + w > self.limit && !self.is_cancelled() {
+                st = self.room.wait(st).unwrap_or_else(|e| e.into_inner());
+            }
+            if self.is_cancelled() {
+                return Err(Cancelled);
+            }
+            st.bytes += w;
+            st.replies.push_back(reply);
+        }
+        drop(st);
+        Ok(!self.notified.swap(true, Ordering::AcqRel))
+    }
+
+    /// Pool thread: wait until the queue is under its bound or `timeout`.
+    pub fn wait_for_room(&self, weight: usize, timeout: Duration) {
+        let st = self.lock();
+        if st.bytes > 0 && st.bytes + weight > self.limit && !self.is_cancelled() {
+            let _ = self.room.wait_timeout(st, timeout);
+        }
+    }
+
+    /// nginx thread: we are about to look at the queue; later pushes must
+    /// wake us again.
+    pub fn clear_notified(&self) {
+        self.notified.store(false, Ordering::Release);
+    }
+
+    /// nginx thread: take queued replies into `out`, up to `max_bytes` of
+    /// body data (at least one message if any is queued).
+    pub fn take(&self, out: &mut VecDeque<Reply>, max_bytes: usize) -> usize {
+        let mut st = self.lock();
+        let mut taken = 0usize;
+        let mut n = 0;
+        while let Some(front) = st.replies.front() {
+            let w = front.weight();
+            if n > 0 && taken + w > max_bytes {
+                break;
+            }
+            taken += w;
+            n += 1;
+            let r = st.replies.pop_front().expect("front exists");
+            out.push_back(r);
+        }
+        st.bytes -= taken;
+        drop(st);
+        if taken > 0 {
+            self.room.notify_all();
+        }
+        n
+    }
+
+    pub fn queued_bytes(&self) -> usize {
+        self.lock().bytes
+    }
+}
+
+/// What pool threads send to the nginx thread besides per-request replies.
+pub enum Completion {
+    /// New replies are waiting in this request's exchange.
+    Ready(RequestId),
+    /// A line for nginx's error log, with the request's context if alive.
+    Log {
+        id: Option<RequestId>,
+        level: LogLevel,
+        text: String,
+    },
+}
+
+/// nginx's log levels, by name (values are nginx's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Emerg = 1,
+    Alert = 2,
+    Crit = 3,
+    Err = 4,
+    Warn = 5,
+    Notice = 6,
+    Info = 7,
+    Debug = 8,
+}
+
+impl LogLevel {
+    /// Maps a Python `logging` level number to nginx's levels.
+    pub fn from_python(level: i64) -> LogLevel {
+        match level {
+            l if l >= 50 => LogLevel::Crit,
+            l if l >= 40 => LogLevel::Err,
+            l if l >= 30 => LogLevel::Warn,
+            l if l >= 20 => LogLevel::Info,
+            _ => LogLevel::Debug,
+        }
+    }
+}
+
+/// The worker's wake-up line from pool threads to the nginx thread: a
+/// channel of completions plus an eventfd the nginx event loop watches.
+/// At most one eventfd write is outstanding per batch of completions.
+pub struct Hub {
+    tx: Sender<Completion>,
+    rx: Receiver<Completion>,
+    eventfd: OwnedFd,
+    pending: AtomicBool,
+    pub counters: Counters,
+}
+
+impl Hub {
+    pub fn new() -> std::io::Result<Hub> {
+        // SAFETY: plain syscall; the result is checked before use.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let (tx, rx) = crossbeam_channel::unbounded();
+        Ok(Hub {
+            tx,
+            rx,
+            // SAFETY: `fd` was just created and is owned by nobody else.
+            eventfd: unsafe { OwnedFd::from_raw_fd(fd) },
+            pending: AtomicBool::new(false),
+            counters: Counters::default(),
+        })
+    }
+
+    pub fn eventfd(&self) -> i32 {
+        self.eventfd.as_raw_fd()
+    }
+
+    /// Any thread: queue a completion and wake the nginx thread if it is
+    /// not already due to wake.
+    pub fn send(&self, c: Completion) {
+        if self.tx.send(c).is_err() {
+            return;
+        }
+        if !self.pending.swap(true, Ordering::AcqRel) {
+            let one: u64 = 1;
+            // SAFETY: writing 8 bytes from a valid u64 to our eventfd. A
+            // failure (counter overflow) still leaves the fd readable.
+            unsafe {
+                libc::write(
+                    self.eventfd.as_raw_fd(),
+                    &one as *const u64 as *const libc::c_void,
+                    8,
+                )
+            };
+        }
+    }
+
+    /// Pool thread: after pushing into an exchange, wake nginx if needed.
+    pub fn ready(&self, id: RequestId, needs_wake: bool) {
+        if needs_wake {
+            self.send(Completion::Ready(id));
+        }
+    }
+
+    pub fn log(&self, id: Option<RequestId>, level: LogLevel, text: String) {
+        self.send(Completion::Log { id, level, text });
+    }
+
+    /// nginx thread: reset the eventfd and hand every queued completion to
+    /// `f`. Clearing `pending` first means a completion sent while we drain
+    /// triggers a new wake-up rather than being missed.
+    pub fn drain(&self, mut f: impl FnMut(Completion)) {
+        self.pending.store(false, Ordering::Release);
+        let mut buf: u64 = 0;
+        // SAFETY: reading 8 bytes into a valid u64 from our non-blocking fd.
+        unsafe {
+            libc::read(
+                self.eventfd.as_raw_fd(),
+                &mut buf as *mut u64 as *mut libc::c_void,
+                8,
+            )
+        };
+        while let Ok(c) = self.rx.try_recv() {
+            f(c);
+        }
+    }
+}
+
+/// Per-worker counters, updated without locks from either side.
+#[derive(Default)]
+pub struct Counters {
+    pub requests: AtomicU64,
+    pub responses: AtomicU64,
+    pub busy_threads: AtomicUsize,
+    pub queued: AtomicUsize,
+    pub rejected_503: AtomicU64,
+    pub timeouts_504: AtomicU64,
+    pub app_errors: AtomicU64,
+    pub client_aborts: AtomicU64,
+    pub bytes_out: AtomicU64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::thread;
+
+    #[test]
+    fn push_wakes_once_until_cleared() {
+        let ex = Exchange::new(1, 1024);
+        assert!(ex.push([Reply::Body(vec![1; 10])]).unwrap());
+        assert!(!ex.push([Reply::Body(vec![2; 10])]).unwrap());
+        ex.clear_notified();
+        assert!(ex.push([Reply::End]).unwrap());
+    }
+
+    #[test]
+    fn take_respects_byte_budget_but_makes_progress() {
+        let ex = Exchange::new(1, 1 << 20);
+        ex.push([
+            Reply::Body(vec![0; 100]),
+            Reply::Body(vec![0; 100]),
+            Reply::End,
+        ])
+        .unwrap();
+        let mut out = VecDeque::new();
+        assert_eq!(ex.take(&mut out, 50), 1);
+        assert_eq!(ex.queued_bytes(), 100);
+        assert_eq!(ex.take(&mut out, 1000), 2);
+        assert_eq!(ex.queued_bytes(), 0);
+        assert!(matches!(out.back(), Some(Reply::End)));
+    }
+
+    #[test]
+    fn full_queue_blocks_producer_until_consumer_takes() {
+        let ex = Arc::new(Exchange::new(7, 100));
+        ex.push([Reply::Body(vec![0; 80])]).unwrap();
+        assert!(ex.is_full(80));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let ex2 = ex.clone();
+        let t = thread::spawn(move || {
+            ex2.push([Reply::Body(vec![0; 80])]).unwrap();
+            tx.send(()).unwrap();
+        });
+        // The producer cannot finish while the first chunk is queued.
+        assert!(rx.recv_timeout(Duration::from_millis(50)).is_err());
+        let mut out = VecDeque::new();
+        ex.take(&mut out, 1000);
+        rx.recv().unwrap();
+        t.join().unwrap();
+        assert_eq!(ex.queued_bytes(), 80);
+    }
+
+    #[test]
+    fn cancel_releases_blocked_producer() {
+        let ex = Arc::new(Exchange::new(7, 10));
+        ex.push([Reply::Body(vec![0; 10])]).unwrap();
+        let ex2 = ex.clone();
+        let t = thread::spawn(move || ex2.push([Reply::Body(vec![0; 10])]));
+        ex.cancel();
+        assert_eq!(t.join().unwrap(), Err(Cancelled));
+        assert_eq!(ex.push([Reply::End]), Err(Cancelled));
+    }
+
+    #[test]
+    fn hub_coalesces_eventfd_writes() {
+        let hub = Hub::new().unwrap();
+        hub.send(Completion::Ready(1));
+        hub.send(Completion::Ready(2));
+        let mut v: u64 = 0;
+        let n = unsafe { libc::read(hub.eventfd(), &mut v as *mut u64 as *mut _, 8) };
+        assert_eq!(n, 8);
+        assert_eq!(v, 1, "two sends, one eventfd write");
+        let mut ids = vec![];
+        hub.drain(|c| {
+            if let Completion::Ready(id) = c {
+                ids.push(id)
+            }
+        });
+        assert_eq!(ids, vec![1, 2]);
+        hub.send(Completion::Ready(3));
+        let n = unsafe { libc::read(hub.eventfd(), &mut v as *mut u64 as *mut _, 8) };
+        assert_eq!(n, 8, "a send after drain wakes again");
+    }
+
+    #[test]
+    fn body_len_sums_segments() {
+        let mut b = Body::default();
+        b.segments.push_back(BodySegment::Memory(vec![0; 5]));
+        let fd: OwnedFd = File::open("/dev/null").unwrap().into();
+        b.segments.push_back(BodySegment::File {
+            fd: Arc::new(fd),
+            offset: 0,
+            len: 7,
+        });
+        assert_eq!(b.len(), 12);
+    }
+}

@@ -1,0 +1,137 @@
+//! nginx thread: the eventfd that pool threads use to wake the event loop,
+//! registered as a fake connection, and the table of requests waiting on
+//! the pool. Draining turns each completion into a posted event (or a log
+//! line), so request work runs from nginx's own posted-event queue.
+
+use core::cell::RefCell;
+use core::ptr;
+use std::collections::HashMap;
+
+use nginx_sys::{
+    ngx_close_connection, ngx_connection_t, ngx_cycle_t, ngx_event_t, ngx_get_connection,
+    ngx_handle_read_event, ngx_int_t, ngx_log_t, ngx_post_event, ngx_posted_events, NGX_OK,
+};
+use ngx::ngx_log_error;
+
+use crate::handler::RequestCtx;
+use crate::message::{Completion, RequestId};
+use crate::worker;
+
+thread_local! {
+    /// Requests with a job in the pool, by id. Only the nginx thread uses it.
+    static WAITING: RefCell<HashMap<RequestId, *mut RequestCtx>> = RefCell::new(HashMap::new());
+    static CONNECTION: core::cell::Cell<*mut ngx_connection_t> = const { core::cell::Cell::new(ptr::null_mut()) };
+}
+
+pub fn register(id: RequestId, ctx: *mut RequestCtx) {
+    WAITING.with(|w| w.borrow_mut().insert(id, ctx));
+}
+
+pub fn unregister(id: RequestId) {
+    WAITING.with(|w| w.borrow_mut().remove(&id));
+}
+
+fn lookup(id: RequestId) -> Option<*mut RequestCtx> {
+    WAITING.with(|w| w.borrow().get(&id).copied())
+}
+
+/// Registers the hub's eventfd with the worker's event loop.
+///
+/// # Safety
+/// Called once per worker, on the nginx thread, from init_process.
+pub unsafe fn start(cycle: *mut ngx_cycle_t, eventfd: i32) -> Result<(), String> {
+    // The connection gets its own descriptor for the same eventfd, so that
+    // closing the connection never closes the one pool threads write to.
+    // SAFETY: plain syscall on a descriptor we own.
+    let fd = unsafe { libc::fcntl(eventfd, libc::F_DUPFD_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(format!("dup() failed: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: nginx API on its thread; every failure path releases what it took.
+    unsafe {
+        let log = (*cycle).log;
+        let c = ngx_get_connection(fd, log);
+        if c.is_null() {
+            libc::close(fd);
+            return Err("no free connection for the wake-up eventfd (worker_connections)".into());
+        }
+        let rev = (*c).read;
+        (*rev).handler = Some(on_wakeup);
+        (*rev).log = log;
+        (*c).log = log;
+        if ngx_handle_read_event(rev, 0) != NGX_OK as ngx_int_t {
+            ngx_close_connection(c);
+            return Err("cannot add the wake-up eventfd to the event loop".into());
+        }
+        CONNECTION.with(|cell| cell.set(c));
+    }
+    Ok(())
+}
+
+/// Closes the eventfd connection (exit_process), so nginx does not report
+/// it as left open.
+///
+/// # Safety
+/// nginx thread only.
+pub unsafe fn stop() {
+    let c = CONNECTION.with(|cell| cell.replace(ptr::null_mut()));
+    if !c.is_null() {
+        // SAFETY: the connection is ours and still open.
+        unsafe { ngx_close_connection(c) };
+    }
+}
+
+extern "C" fn on_wakeup(_ev: *mut ngx_event_t) {
+    let Some(rt) = worker::runtime() else { return };
+    rt.hub.drain(|c| match c {
+        Completion::Ready(id) => {
+            if let Some(ctx) = lookup(id) {
+                // SAFETY: registered ctxs are live (they unregister on drop);
+                // posting defers the work to nginx's posted-event queue.
+                unsafe {
+                    let ev = &mut (*ctx).wake;
+                    if ev.posted() == 0 {
+                        ngx_post_event(ev, &raw mut ngx_posted_events);
+                    }
+                }
+            }
+        }
+        Completion::Log { id, level, text } => {
+            let log: *mut ngx_log_t = match id.and_then(lookup) {
+                // SAFETY: as above; the request's log carries its context.
+                Some(ctx) => unsafe { (*(*(*ctx).r).connection).log },
+                None => ngx::log::ngx_cycle_log().as_ptr(),
+            };
+            log_lines(log, level as usize, &text);
+        }
+    });
+}
+
+/// Writes a possibly long, multi-line text as log entries nginx will not
+/// truncate (each entry stays under nginx's error-line limit).
+pub fn log_lines(log: *mut ngx_log_t, level: usize, text: &str) {
+    const MAX: usize = 1800;
+    let mut chunk = String::new();
+    for line in text.trim_end().split('\n') {
+        if !chunk.is_empty() && chunk.len() + line.len() + 1 > MAX {
+            ngx_log_error!(level, log, "{}", chunk);
+            chunk.clear();
+        }
+        if !chunk.is_empty() {
+            chunk.push('\n');
+        }
+        let mut l = line;
+        while l.len() > MAX {
+            let mut cut = MAX;
+            while !l.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            ngx_log_error!(level, log, "{}", &l[..cut]);
+            l = &l[cut..];
+        }
+        chunk.push_str(l);
+    }
+    if !chunk.is_empty() {
+        ngx_log_error!(level, log, "{}", chunk);
+    }
+}

@@ -1,0 +1,540 @@
+//! nginx thread: turns replies from the pool into nginx's response — the
+//! status and headers, body buffers through the output filters, files as
+//! file buffers — with backpressure: when the client cannot take more,
+//! we stop taking replies, the pool thread blocks on the full exchange, and
+//! the connection's write event resumes us. Never takes the GIL.
+
+use core::ptr;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+
+use nginx_sys::{
+    ngx_add_timer, ngx_buf_t, ngx_chain_get_free_buf, ngx_chain_t, ngx_chain_update_chains,
+    ngx_current_msec, ngx_del_timer, ngx_event_t, ngx_file_t, ngx_handle_write_event,
+    ngx_http_core_loc_conf_t, ngx_http_core_module, ngx_http_finalize_request,
+    ngx_http_output_filter, ngx_http_request_t, ngx_http_run_posted_requests, ngx_http_send_header,
+    ngx_int_t, ngx_list_push, ngx_pcalloc, ngx_table_elt_t, NGX_AGAIN, NGX_ERROR,
+    NGX_HTTP_REQUEST_TIME_OUT, NGX_LOG_INFO, NGX_OK,
+};
+use ngx::ngx_log_error;
+
+use crate::handler::{ctx_of, RequestCtx};
+use crate::message::{FileReply, Reply, ResponseHead};
+use crate::util::{eq_ignore_case, pool_str};
+use crate::{worker, HttpWsgiModule};
+use ngx::http::HttpModule;
+
+/// What an nginx buffer points into, kept alive until nginx has sent it.
+pub struct Held {
+    buf: *mut ngx_buf_t,
+    _data: HeldData,
+}
+
+enum HeldData {
+    Memory(Vec<u8>),
+    File(OwnedFd),
+    None,
+}
+
+fn buf_tag() -> nginx_sys::ngx_buf_tag_t {
+    HttpWsgiModule::module() as *const _ as nginx_sys::ngx_buf_tag_t
+}
+
+/// Posted by the notifier: the pool has replies for this request.
+pub extern "C" fn wake_handler(ev: *mut ngx_event_t) {
+    // SAFETY: ev is the ctx's wake event; data is its live request (the ctx
+    // removes a posted wake before the request is freed).
+    unsafe {
+        let r = (*ev).data as *mut ngx_http_request_t;
+        let c = (*r).connection;
+        if let Some(cx) = ctx_of(r) {
+            guarded(cx, |cx| pump(cx));
+        }
+        ngx_http_run_posted_requests(c);
+    }
+}
+
+/// The request's write handler while we stream: the client can take more.
+pub extern "C" fn write_handler(r: *mut ngx_http_request_t) {
+    // SAFETY: nginx calls this on its thread with a live request.
+    unsafe {
+        let Some(cx) = ctx_of(r) else { return };
+        guarded(cx, |cx| on_writable(cx));
+    }
+}
+
+/// A panic must not unwind into nginx: end the request instead.
+unsafe fn guarded(cx: &mut RequestCtx, f: impl FnOnce(&mut RequestCtx)) {
+    let cxp = cx as *mut RequestCtx;
+    if catch_unwind(AssertUnwindSafe(|| f(unsafe { &mut *cxp }))).is_err() {
+        // SAFETY: the ctx outlives this call; finish is idempotent.
+        unsafe { finish(&mut *cxp, NGX_ERROR as ngx_int_t, true) };
+    }
+}
+
+fn core_loc_conf<'a>(r: *mut ngx_http_request_t) -> &'a ngx_http_core_loc_conf_t {
+    // SAFETY: every request has the core module's location conf.
+    unsafe {
+        &*(*(*r).loc_conf.add(ngx_http_core_module.ctx_index) as *const ngx_http_core_loc_conf_t)
+    }
+}
+
+unsafe fn on_writable(cx: &mut RequestCtx) {
+    let r = cx.r;
+    // SAFETY: r is live while its ctx is.
+    unsafe {
+        let c = (*r).connection;
+        let wev = (*c).write;
+        if (*wev).timedout() != 0 {
+            ngx_log_error!(
+                NGX_LOG_INFO,
+                (*c).log,
+                "wsgi: client timed out while sending response to client"
+            );
+            (*c).set_timedout(1);
+            finish(cx, NGX_HTTP_REQUEST_TIME_OUT as ngx_int_t, true);
+            return;
+        }
+        if (*wev).delayed() != 0 {
+            // limit_rate: nginx re-arms the event itself.
+            if ngx_handle_write_event(wev, core_loc_conf(r).send_lowat) != NGX_OK as ngx_int_t {
+                finish(cx, NGX_ERROR as ngx_int_t, true);
+            }
+            return;
+        }
+        if cx.done {
+            return;
+        }
+        let rc = ngx_http_output_filter(r, ptr::null_mut());
+        settle(cx);
+        if rc == NGX_ERROR as ngx_int_t {
+            finish(cx, NGX_ERROR as ngx_int_t, true);
+            return;
+        }
+        if !cx.busy.is_null() || rc == NGX_AGAIN as ngx_int_t {
+            wait_for_client(cx);
+            return;
+        }
+        if (*wev).timer_set() != 0 {
+            ngx_del_timer(wev);
+        }
+        cx.waiting_on_client = false;
+        cx.last_activity = ngx_current_msec;
+        pump(cx);
+    }
+}
+
+/// Bytes handed to nginx and not yet written.
+fn unsent(cx: &RequestCtx) -> usize {
+    cx.held
+        .iter()
+        // SAFETY: held buffers stay valid until removed from `held`.
+        .map(|h| unsafe { buf_size(h.buf) })
+        .sum()
+}
+
+unsafe fn buf_size(b: *const ngx_buf_t) -> usize {
+    // SAFETY: b is one of our live buffers.
+    unsafe {
+        if (*b).in_file() != 0 {
+            ((*b).file_last - (*b).file_pos).max(0) as usize
+        } else if (*b).pos.is_null() {
+            0
+        } else {
+            (*b).last.offset_from((*b).pos).max(0) as usize
+        }
+    }
+}
+
+/// Releases what nginx has finished sending and recycles its buffers.
+unsafe fn settle(cx: &mut RequestCtx) {
+    while let Some(h) = cx.held.front() {
+        // SAFETY: as in `unsent`.
+        if unsafe { buf_size(h.buf) } != 0 {
+            break;
+        }
+        cx.held.pop_front();
+    }
+    let mut none: *mut ngx_chain_t = ptr::null_mut();
+    // SAFETY: free/busy are chains of our tagged buffers in the request pool.
+    unsafe {
+        ngx_chain_update_chains(
+            (*cx.r).pool,
+            &mut cx.free,
+            &mut cx.busy,
+            &mut none,
+            buf_tag(),
+        );
+    }
+}
+
+/// Moves replies from the exchange to nginx until the exchange is empty,
+/// the response is complete, or the client must catch up first.
+pub unsafe fn pump(cx: &mut RequestCtx) {
+    let r = cx.r;
+    loop {
+        if cx.done {
+            return;
+        }
+        if cx.replies.is_empty() {
+            if cx.waiting_on_client || unsent(cx) >= cx.buffer_size {
+                return;
+            }
+            cx.exchange.clear_notified();
+            cx.exchange.take(&mut cx.replies, cx.buffer_size);
+            if cx.replies.is_empty() {
+                return;
+            }
+        }
+        // SAFETY: only the nginx thread writes ngx_current_msec.
+        let now = unsafe { ngx_current_msec };
+        cx.last_activity = now;
+        if cx.first_reply_at.is_none() {
+            cx.first_reply_at = Some(now);
+        }
+
+        let mut out: *mut ngx_chain_t = ptr::null_mut();
+        let mut tail: *mut *mut ngx_chain_t = &mut out;
+        let mut batch = 0usize;
+        let mut last = false;
+        while let Some(reply) = cx.replies.pop_front() {
+            match reply {
+                Reply::Head(head) => {
+                    // SAFETY: r is live; headers go out before any body.
+                    if !unsafe { send_head(cx, head) } {
+                        return;
+                    }
+                }
+                Reply::Body(data) => {
+                    if cx.header_only || data.is_empty() {
+                        continue;
+                    }
+                    batch += data.len();
+                    // SAFETY: r is live; the Vec moves into `held`.
+                    match unsafe { memory_buf(cx, data) } {
+                        Some(cl) => unsafe {
+                            *tail = cl;
+                            tail = &mut (*cl).next;
+                        },
+                        None => {
+                            unsafe { finish(cx, NGX_ERROR as ngx_int_t, true) };
+                            return;
+                        }
+                    }
+                }
+                Reply::File(f) => {
+                    if cx.header_only || f.len == 0 {
+                        continue;
+                    }
+                    batch += f.len as usize;
+                    // SAFETY: as above; the fd moves into `held`.
+                    match unsafe { file_buf(cx, f) } {
+                        Some(cl) => unsafe {
+                            *tail = cl;
+                            tail = &mut (*cl).next;
+                        },
+                        None => {
+                            unsafe { finish(cx, NGX_ERROR as ngx_int_t, true) };
+                            return;
+                        }
+                    }
+                }
+                Reply::End => {
+                    last = true;
+                    break;
+                }
+                Reply::Error { status } => {
+                    // SAFETY: r is live.
+                    unsafe { fail(cx, status) };
+                    return;
+                }
+            }
+            if batch >= cx.buffer_size {
+                break;
+            }
+        }
+
+        if last && cx.header_only {
+            // HEAD, 204, 304: the header is all there is.
+            unsafe { finish(cx, NGX_OK as ngx_int_t, false) };
+            return;
+        }
+        if last {
+            // SAFETY: marks the end of the response on our chain.
+            match unsafe { last_buf(cx, out) } {
+                Some(cl) => unsafe {
+                    if out.is_null() {
+                        out = cl;
+                    } else {
+                        *tail = cl;
+                    }
+                },
+                None => {
+                    unsafe { finish(cx, NGX_ERROR as ngx_int_t, true) };
+                    return;
+                }
+            }
+        } else if out.is_null() {
+            continue;
+        } else {
+            // Send what the app produced now; PEP 3333 forbids holding it.
+            // SAFETY: walking our own fresh chain.
+            unsafe {
+                let mut cl = out;
+                while !(*cl).next.is_null() {
+                    cl = (*cl).next;
+                }
+                (*(*cl).buf).set_flush(1);
+            }
+        }
+
+        cx.bytes_out += batch as u64;
+        // SAFETY: r is live; `out` holds our buffers only.
+        let rc = unsafe { ngx_http_output_filter(r, out) };
+        unsafe { settle(cx) };
+        if rc == NGX_ERROR as ngx_int_t {
+            unsafe { finish(cx, NGX_ERROR as ngx_int_t, true) };
+            return;
+        }
+        if last {
+            unsafe { finish(cx, rc, false) };
+            return;
+        }
+        if rc == NGX_AGAIN as ngx_int_t || !cx.busy.is_null() {
+            unsafe { wait_for_client(cx) };
+            return;
+        }
+    }
+}
+
+/// Arms the write event (with `send_timeout`) and waits for the client.
+unsafe fn wait_for_client(cx: &mut RequestCtx) {
+    cx.waiting_on_client = true;
+    let r = cx.r;
+    // SAFETY: r and its connection are live.
+    unsafe {
+        (*r).write_event_handler = Some(write_handler);
+        let c = (*r).connection;
+        let wev = (*c).write;
+        let clcf = core_loc_conf(r);
+        if (*wev).delayed() == 0 && (*wev).ready() == 0 {
+            ngx_add_timer(wev, clcf.send_timeout);
+        }
+        if ngx_handle_write_event(wev, clcf.send_lowat) != NGX_OK as ngx_int_t {
+            finish(cx, NGX_ERROR as ngx_int_t, true);
+        }
+    }
+}
+
+unsafe fn new_buf(cx: &mut RequestCtx) -> Option<*mut ngx_chain_t> {
+    // SAFETY: reuses our free chain or allocates from the request pool.
+    unsafe {
+        let cl = ngx_chain_get_free_buf((*cx.r).pool, &mut cx.free);
+        if cl.is_null() {
+            return None;
+        }
+        let b = (*cl).buf;
+        // A recycled buffer keeps stale fields: start from a clean one.
+        ptr::write_bytes(b, 0, 1);
+        (*b).tag = buf_tag();
+        (*cl).next = ptr::null_mut();
+        Some(cl)
+    }
+}
+
+unsafe fn memory_buf(cx: &mut RequestCtx, data: Vec<u8>) -> Option<*mut ngx_chain_t> {
+    // SAFETY: the buffer points into `data`, which `held` keeps alive (a
+    // Vec's heap memory does not move when the Vec itself moves).
+    unsafe {
+        let cl = new_buf(cx)?;
+        let b = (*cl).buf;
+        let p = data.as_ptr() as *mut u8;
+        (*b).start = p;
+        (*b).pos = p;
+        (*b).last = p.add(data.len());
+        (*b).end = (*b).last;
+        (*b).set_memory(1);
+        cx.held.push_back(Held {
+            buf: b,
+            _data: HeldData::Memory(data),
+        });
+        Some(cl)
+    }
+}
+
+unsafe fn file_buf(cx: &mut RequestCtx, f: FileReply) -> Option<*mut ngx_chain_t> {
+    // SAFETY: pool allocations for the file description; the fd is kept in
+    // `held` until nginx has sent the range.
+    unsafe {
+        let r = cx.r;
+        let file = ngx_pcalloc((*r).pool, core::mem::size_of::<ngx_file_t>()) as *mut ngx_file_t;
+        if file.is_null() {
+            return None;
+        }
+        (*file).fd = f.fd.as_raw_fd();
+        (*file).log = (*(*r).connection).log;
+        (*file).name = pool_str((*r).pool, b"wsgi.file_wrapper")?;
+        let cl = new_buf(cx)?;
+        let b = (*cl).buf;
+        (*b).file = file;
+        (*b).file_pos = f.offset as i64;
+        (*b).file_last = (f.offset + f.len) as i64;
+        (*b).set_in_file(1);
+        cx.held.push_back(Held {
+            buf: b,
+            _data: HeldData::File(f.fd),
+        });
+        Some(cl)
+    }
+}
+
+unsafe fn last_buf(cx: &mut RequestCtx, out: *mut ngx_chain_t) -> Option<*mut ngx_chain_t> {
+    let _ = out;
+    // SAFETY: a zero-length special buffer that ends the response.
+    unsafe {
+        let cl = new_buf(cx)?;
+        let b = (*cl).buf;
+        if cx.r == (*cx.r).main {
+            (*b).set_last_buf(1);
+        } else {
+            (*b).set_sync(1);
+        }
+        (*b).set_last_in_chain(1);
+        cx.held.push_back(Held {
+            buf: b,
+            _data: HeldData::None,
+        });
+        Some(cl)
+    }
+}
+
+/// Headers that describe a connection, not a response: nginx owns them.
+fn is_hop_by_hop(name: &[u8]) -> bool {
+    const HOP: [&[u8]; 7] = [
+        b"connection",
+        b"keep-alive",
+        b"transfer-encoding",
+        b"proxy-connection",
+        b"upgrade",
+        b"te",
+        b"trailer",
+    ];
+    HOP.iter().any(|h| eq_ignore_case(name, h))
+}
+
+/// Sets status and headers and sends them; false if the request ended.
+unsafe fn send_head(cx: &mut RequestCtx, head: ResponseHead) -> bool {
+    let r = cx.r;
+    // SAFETY: r is live; every string is copied into its pool.
+    unsafe {
+        let pool = (*r).pool;
+        let ho = &mut (*r).headers_out;
+        ho.status = head.status as usize;
+        match pool_str(pool, &head.status_line) {
+            Some(s) => ho.status_line = s,
+            None => {
+                finish(cx, NGX_ERROR as ngx_int_t, true);
+                return false;
+            }
+        }
+        for (name, value) in &head.headers {
+            if eq_ignore_case(name, b"content-type") {
+                let Some(v) = pool_str(pool, value) else {
+                    finish(cx, NGX_ERROR as ngx_int_t, true);
+                    return false;
+                };
+                ho.content_type = v;
+                ho.content_type_len = v.len;
+                ho.content_type_lowcase = ptr::null_mut();
+                continue;
+            }
+            if eq_ignore_case(name, b"content-length") {
+                // Validated by the pool thread.
+                ho.content_length_n = std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|s| s.trim().parse::<i64>().ok())
+                    .unwrap_or(-1);
+                continue;
+            }
+            if is_hop_by_hop(name) {
+                continue;
+            }
+            let h = ngx_list_push(&mut ho.headers) as *mut ngx_table_elt_t;
+            if h.is_null() {
+                finish(cx, NGX_ERROR as ngx_int_t, true);
+                return false;
+            }
+            let (Some(k), Some(v)) = (pool_str(pool, name), pool_str(pool, value)) else {
+                finish(cx, NGX_ERROR as ngx_int_t, true);
+                return false;
+            };
+            (*h).hash = 1;
+            (*h).key = k;
+            (*h).value = v;
+            (*h).lowcase_key = ptr::null_mut();
+            (*h).next = ptr::null_mut();
+            if eq_ignore_case(name, b"server") {
+                ho.server = h;
+            } else if eq_ignore_case(name, b"date") {
+                ho.date = h;
+            } else if eq_ignore_case(name, b"content-encoding") {
+                // gzip must not compress an already encoded body.
+                ho.content_encoding = h;
+            }
+        }
+        // The app decides about conditional requests, as behind proxy_pass.
+        (*r).set_disable_not_modified(1);
+
+        cx.head_sent = true;
+        let rc = ngx_http_send_header(r);
+        if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t {
+            finish(cx, rc, true);
+            return false;
+        }
+        if (*r).header_only() != 0 {
+            cx.header_only = true;
+        }
+        true
+    }
+}
+
+/// The app failed: a 500 if nothing went out yet, else cut the connection
+/// so the client cannot take a truncated body for a whole one.
+unsafe fn fail(cx: &mut RequestCtx, status: u16) {
+    let rc = if cx.head_sent {
+        NGX_ERROR as ngx_int_t
+    } else {
+        status as ngx_int_t
+    };
+    // SAFETY: r is live.
+    unsafe { finish(cx, rc, true) };
+}
+
+/// Ends the request once: stops the timer, cancels the pool side when the
+/// app has not finished, and finalizes with `rc`.
+pub unsafe fn finish(cx: &mut RequestCtx, rc: ngx_int_t, cancel: bool) {
+    if cx.done {
+        return;
+    }
+    cx.done = true;
+    if cancel {
+        cx.exchange.cancel();
+    }
+    cx.replies.clear();
+    if let Some(rt) = worker::runtime() {
+        rt.hub.counters.responses.fetch_add(1, Ordering::Relaxed);
+        rt.hub
+            .counters
+            .bytes_out
+            .fetch_add(cx.bytes_out, Ordering::Relaxed);
+    }
+    // SAFETY: our timer lives in the ctx; r is live until finalized.
+    unsafe {
+        if cx.timer.timer_set() != 0 {
+            ngx_del_timer(&mut cx.timer);
+        }
+        let r = cx.r;
+        ngx_http_finalize_request(r, rc);
+    }
+}

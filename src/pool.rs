@@ -1,0 +1,324 @@
+//! Pool threads: the Rust sibling of nginx's `ngx_thread_pool.c`. Each
+//! thread blocks async signals (nginx relies on its own thread getting
+//! them), keeps one Python thread state for its whole life (so
+//! `threading.local()` survives between requests), waits for jobs with the
+//! GIL released and runs one app call per job. No `ngx_*` here.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use pyo3::prelude::*;
+
+use crate::message::{Hub, Job, LogLevel, Reply};
+use crate::wsgi;
+
+pub struct PoolConfig {
+    pub threads: usize,
+    pub queue_size: usize,
+    pub multiprocess: bool,
+}
+
+enum Work {
+    Job(Box<Job>),
+    Stop,
+}
+
+/// What the watchdog is asked to do.
+enum Watch {
+    Interrupt { id: u64, ident: u64 },
+    Stop,
+}
+
+/// One pool thread as the others see it.
+struct Slot {
+    /// Python thread ident (for `PyThreadState_SetAsyncExc`).
+    ident: AtomicU64,
+    /// Request id being run, 0 when idle.
+    running: AtomicU64,
+    /// Leave after the current job: a replacement already took our place.
+    retire: AtomicBool,
+}
+
+struct Shared {
+    hub: Arc<Hub>,
+    apps: Arc<Vec<Option<Py<PyAny>>>>,
+    jobs: Receiver<Work>,
+    slots: Mutex<Vec<Arc<Slot>>>,
+    threads: usize,
+    multiprocess: bool,
+    /// Threads alive, and a condvar signalled as they exit.
+    alive: Mutex<usize>,
+    exited: Condvar,
+    spawned: AtomicUsize,
+}
+
+pub struct Pool {
+    jobs: Sender<Work>,
+    watch: Sender<Watch>,
+    shared: Arc<Shared>,
+    handles: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Spawns a thread with every async signal blocked from its first
+/// instruction (the mask is inherited, so it is set around the spawn).
+pub fn spawn_with_signals_blocked<F, T>(name: &str, f: F) -> std::io::Result<JoinHandle<T>>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    // SAFETY: sigset manipulation on local values; the old mask of this
+    // thread is restored right after the spawn.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        for s in [libc::SIGILL, libc::SIGFPE, libc::SIGSEGV, libc::SIGBUS] {
+            libc::sigdelset(&mut all, s);
+        }
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let r = std::thread::Builder::new()
+            .name(name.to_string())
+            .stack_size(8 << 20)
+            .spawn(f);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        r
+    }
+}
+
+impl Pool {
+    pub fn start(
+        cfg: PoolConfig,
+        hub: Arc<Hub>,
+        apps: Arc<Vec<Option<Py<PyAny>>>>,
+    ) -> Result<Pool, String> {
+        let (tx, rx) = crossbeam_channel::bounded(cfg.queue_size);
+        let (wtx, wrx) = crossbeam_channel::unbounded();
+        let shared = Arc::new(Shared {
+            hub,
+            apps,
+            jobs: rx,
+            slots: Mutex::new(Vec::new()),
+            threads: cfg.threads,
+            multiprocess: cfg.multiprocess,
+            alive: Mutex::new(0),
+            exited: Condvar::new(),
+            spawned: AtomicUsize::new(0),
+        });
+        let pool = Pool {
+            jobs: tx,
+            watch: wtx,
+            shared: shared.clone(),
+            handles: Mutex::new(Vec::new()),
+        };
+        for _ in 0..cfg.threads {
+            let h = spawn_worker(&shared).map_err(|e| format!("cannot start pool thread: {e}"))?;
+            pool.handles.lock().unwrap().push(h);
+        }
+        let s2 = shared.clone();
+        spawn_with_signals_blocked("wsgi-watchdog", move || watchdog(s2, wrx))
+            .map_err(|e| format!("cannot start watchdog thread: {e}"))?;
+        Ok(pool)
+    }
+
+    /// nginx thread: queue a job without blocking. On a full queue, returns
+    /// how many jobs are waiting.
+    pub fn submit(&self, job: Job) -> Result<(), usize> {
+        match self.jobs.try_send(Work::Job(Box::new(job))) {
+            Ok(()) => {
+                self.shared
+                    .hub
+                    .counters
+                    .queued
+                    .store(self.jobs.len(), Ordering::Relaxed);
+                Ok(())
+            }
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => Err(self.jobs.len()),
+        }
+    }
+
+    /// Jobs waiting for a thread.
+    pub fn queue_len(&self) -> usize {
+        self.jobs.len()
+    }
+
+    /// nginx thread: ask the watchdog to stop the app running request `id`.
+    pub fn interrupt(&self, id: u64, ident: u64) {
+        let _ = self.watch.send(Watch::Interrupt { id, ident });
+    }
+
+    /// Threads that exist now (including ones replaced after a timeout).
+    pub fn threads_alive(&self) -> usize {
+        *self.shared.alive.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Asks every thread to stop once idle and waits up to `wait` for them.
+    /// Returns true if all of them stopped.
+    pub fn shutdown(&self, wait: Duration) -> bool {
+        let _ = self.watch.send(Watch::Stop);
+        let n = self.shared.spawned.load(Ordering::Acquire);
+        for _ in 0..n {
+            // Never block the exiting worker on a full queue.
+            let _ = self.jobs.try_send(Work::Stop);
+        }
+        let deadline = Instant::now() + wait;
+        let mut alive = self.shared.alive.lock().unwrap_or_else(|e| e.into_inner());
+        while *alive > 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            alive = self
+                .shared
+                .exited
+                .wait_timeout(alive, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        true
+    }
+}
+
+fn spawn_worker(shared: &Arc<Shared>) -> std::io::Result<JoinHandle<()>> {
+    let slot = Arc::new(Slot {
+        ident: AtomicU64::new(0),
+        running: AtomicU64::new(0),
+        retire: AtomicBool::new(false),
+    });
+    shared.slots.lock().unwrap().push(slot.clone());
+    *shared.alive.lock().unwrap() += 1;
+    let n = shared.spawned.fetch_add(1, Ordering::AcqRel);
+    let s2 = shared.clone();
+    let r = spawn_with_signals_blocked(&format!("wsgi-{n}"), move || {
+        thread_main(&s2, &slot);
+        s2.slots.lock().unwrap().retain(|s| !Arc::ptr_eq(s, &slot));
+        let mut alive = s2.alive.lock().unwrap_or_else(|e| e.into_inner());
+        *alive -= 1;
+        s2.exited.notify_all();
+    });
+    if r.is_err() {
+        *shared.alive.lock().unwrap() -= 1;
+    }
+    r
+}
+
+fn thread_main(shared: &Shared, slot: &Slot) {
+    // One thread state for the thread's life; the GIL is released while
+    // waiting for work and held for each app call.
+    Python::attach(|py| {
+        slot.ident.store(
+            unsafe { pyo3::ffi::PyThread_get_thread_ident() } as u64,
+            Ordering::Release,
+        );
+        let mut tctx = match wsgi::ThreadContext::new(py, shared.threads, shared.multiprocess) {
+            Ok(t) => t,
+            Err(e) => {
+                shared.hub.log(
+                    None,
+                    LogLevel::Alert,
+                    format!(
+                        "wsgi: pool thread cannot start: {}",
+                        wsgi::describe_error(py, &e)
+                    ),
+                );
+                return;
+            }
+        };
+        loop {
+            let work = py.detach(|| shared.jobs.recv());
+            let job = match work {
+                Ok(Work::Job(job)) => job,
+                Ok(Work::Stop) | Err(_) => break,
+            };
+            run_job(py, shared, slot, &mut tctx, *job);
+            if slot.retire.load(Ordering::Acquire) {
+                break;
+            }
+        }
+    });
+}
+
+fn run_job(py: Python<'_>, shared: &Shared, slot: &Slot, tctx: &mut wsgi::ThreadContext, job: Job) {
+    let waited = job.queued_at.elapsed();
+    job.exchange
+        .queue_time_us
+        .store(waited.as_micros() as u64, Ordering::Relaxed);
+    if job.exchange.is_cancelled() {
+        return; // the client left (or the queue timeout hit) while queued
+    }
+    job.exchange
+        .thread_ident
+        .store(slot.ident.load(Ordering::Relaxed), Ordering::Release);
+    job.exchange.started.store(true, Ordering::Release);
+    let Some(Some(app)) = shared.apps.get(job.app) else {
+        let wake = job
+            .exchange
+            .push([Reply::Error { status: 500 }])
+            .unwrap_or(false);
+        shared.hub.ready(job.id, wake);
+        return;
+    };
+    let counters = &shared.hub.counters;
+    counters.busy_threads.fetch_add(1, Ordering::Relaxed);
+    // `running` changes only while we hold the GIL, which is what the
+    // watchdog holds while it checks it: an interrupt can never hit the
+    // next request by mistake.
+    slot.running.store(job.id, Ordering::Release);
+    wsgi::run(py, tctx, &shared.hub, app.bind(py), job);
+    slot.running.store(0, Ordering::Release);
+    // An interrupt that arrived as the app returned must not leak into the
+    // next request.
+    unsafe {
+        pyo3::ffi::PyThreadState_SetAsyncExc(
+            slot.ident.load(Ordering::Relaxed) as _,
+            std::ptr::null_mut(),
+        )
+    };
+    let _ = PyErr::take(py);
+    counters.busy_threads.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Stops apps that overran `wsgi_read_timeout`: raises `RequestTimeout` in
+/// their thread (effective in Python code; a thread blocked in C sees it
+/// when it returns), and starts a replacement so the pool keeps its
+/// capacity; the stuck thread retires once its call returns.
+fn watchdog(shared: Arc<Shared>, rx: Receiver<Watch>) {
+    while let Ok(Watch::Interrupt { id, ident }) = rx.recv() {
+        let slot = {
+            let slots = shared.slots.lock().unwrap();
+            slots
+                .iter()
+                .find(|s| s.ident.load(Ordering::Acquire) == ident)
+                .cloned()
+        };
+        let Some(slot) = slot else { continue };
+        let hit = Python::attach(|py| {
+            if slot.running.load(Ordering::Acquire) != id {
+                return false;
+            }
+            let exc = py.get_type::<wsgi::RequestTimeout>();
+            // SAFETY: we hold the GIL; `exc` is a live exception type.
+            unsafe { pyo3::ffi::PyThreadState_SetAsyncExc(ident as _, exc.as_ptr()) };
+            true
+        });
+        if !hit {
+            continue;
+        }
+        slot.retire.store(true, Ordering::Release);
+        let alive = *shared.alive.lock().unwrap();
+        // Bound the spares: at most as many stuck threads as real ones.
+        if alive < shared.threads * 2 {
+            if let Err(e) = spawn_worker(&shared) {
+                shared.hub.log(
+                    None,
+                    LogLevel::Err,
+                    format!("wsgi: cannot start a replacement pool thread: {e}"),
+                );
+            }
+        } else {
+            slot.retire.store(false, Ordering::Release);
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! Interpreter start-up per worker process (after fork, never in the
+//! master), app import, and exit. Python gets no signal handlers: nginx owns
+//! signals. Apps are imported on a helper thread, not the nginx thread, so
+//! `signal.signal()` in app code raises instead of replacing nginx's
+//! handlers.
+
+use std::ffi::CString;
+use std::sync::Arc;
+
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyModule};
+
+use crate::message::{Hub, LogLevel};
+use crate::pool::spawn_with_signals_blocked;
+use crate::target::{AppSource, AppTarget};
+use crate::wsgi::errors::{install_log_streams, LogStream};
+
+pub struct Interpreter {
+    pub python_path: Vec<String>,
+    pub python_home: Option<String>,
+    pub multiprocess: bool,
+}
+
+/// Python source run once per interpreter: the `logging` handler that
+/// feeds nginx's error log (installed only if the app configured none).
+const BOOTSTRAP: &str = r#"
+import logging
+
+class NginxHandler(logging.Handler):
+    """Sends log records to nginx's error log, levels mapped."""
+    def emit(self, record):
+        try:
+            _emit(record.levelno, self.format(record))
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+def install_default_logging():
+    root = logging.getLogger()
+    if not root.handlers:
+        h = NginxHandler()
+        h.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        root.addHandler(h)
+"#;
+
+fn status_error(status: &ffi::PyStatus, what: &str) -> String {
+    let msg = if status.err_msg.is_null() {
+        "unknown error".to_string()
+    } else {
+        // SAFETY: err_msg is a static C string set by CPython.
+        unsafe { std::ffi::CStr::from_ptr(status.err_msg) }
+            .to_string_lossy()
+            .into_owned()
+    };
+    format!("{what}: {msg}")
+}
+
+/// Starts the interpreter on the calling (nginx) thread and releases the
+/// GIL, so pool threads can take it.
+pub fn initialize(interp: &Interpreter, hub: &Arc<Hub>) -> Result<(), String> {
+    // SAFETY: CPython's documented embedding sequence; the config is
+    // cleared on every path and the GIL is released at the end.
+    unsafe {
+        if ffi::Py_IsInitialized() != 0 {
+            return Ok(());
+        }
+        let mut config: ffi::PyConfig = std::mem::zeroed();
+        ffi::PyConfig_InitPythonConfig(&mut config);
+        config.install_signal_handlers = 0;
+        config.parse_argv = 0;
+        if let Some(home) = &interp.python_home {
+            let home_path = std::path::Path::new(home);
+            if !home_path.is_dir() {
+                ffi::PyConfig_Clear(&mut config);
+                return Err(format!("wsgi_python_home \"{home}\" is not a directory"));
+            }
+            // A virtualenv is found from its interpreter path (pyvenv.cfg
+            // beside bin/); a plain prefix is Python's "home".
+            let cfg: *mut ffi::PyConfig = &mut config;
+            let (field, value) = if home_path.join("pyvenv.cfg").is_file() {
+                (&raw mut (*cfg).program_name, format!("{home}/bin/python3"))
+            } else {
+                (&raw mut (*cfg).home, home.clone())
+            };
+            let value = CString::new(value).map_err(|_| "NUL in wsgi_python_home")?;
+            let st = ffi::PyConfig_SetBytesString(cfg, field, value.as_ptr());
+            if ffi::PyStatus_Exception(st) != 0 {
+                ffi::PyConfig_Clear(&mut config);
+                return Err(status_error(&st, "cannot use wsgi_python_home"));
+            }
+        }
+        let argv = [c"nginx".as_ptr() as *mut std::ffi::c_char];
+        let st = ffi::PyConfig_SetBytesArgv(&mut config, 1, argv.as_ptr() as *mut _);
+        if ffi::PyStatus_Exception(st) != 0 {
+            ffi::PyConfig_Clear(&mut config);
+            return Err(status_error(&st, "cannot set sys.argv"));
+        }
+        let st = ffi::Py_InitializeFromConfig(&config);
+        ffi::PyConfig_Clear(&mut config);
+        if ffi::PyStatus_Exception(st) != 0 {
+            return Err(status_error(&st, "cannot initialize Python"));
+        }
+        // We hold the GIL on this thread now.
+        let py = Python::assume_attached();
+        let setup = setup_interpreter(py, interp, hub);
+        ffi::PyEval_SaveThread();
+        setup.map_err(|e| format!("cannot set up Python: {e}"))
+    }
+}
+
+fn setup_interpreter(py: Python<'_>, interp: &Interpreter, hub: &Arc<Hub>) -> PyResult<()> {
+    // The initialising thread is Python's main thread; import threading
+    // here so a pool thread does not become `threading.main_thread()`.
+    py.import("threading")?;
+    let sys = py.import("sys")?;
+    let path = sys.getattr("path")?.cast_into::<PyList>()?;
+    for (i, dir) in interp.python_path.iter().enumerate() {
+        path.insert(i, dir)?;
+    }
+    let module = PyModule::new(py, "ngx_wsgi")?;
+    module.add_function(pyo3::wrap_pyfunction!(emit_log, &module)?)?;
+    module.add("multiprocess", interp.multiprocess)?;
+    module.add(
+        "RequestTimeout",
+        py.get_type::<crate::wsgi::RequestTimeout>(),
+    )?;
+    module.add_class::<crate::wsgi::file_wrapper::FileWrapper>()?;
+    let globals = module.dict();
+    globals.set_item("_emit", module.getattr("emit_log")?)?;
+    py.run(
+        &CString::new(BOOTSTRAP).expect("no NUL"),
+        Some(&globals),
+        None,
+    )?;
+    sys.getattr("modules")?.set_item("ngx_wsgi", &module)?;
+    install_log_streams(py, hub.clone())?;
+    Ok(())
+}
+
+/// `ngx_wsgi.emit_log(levelno, message)`: Python logging to nginx's log.
+#[pyfunction]
+fn emit_log(levelno: i64, message: &str) {
+    LogStream::emit_now(LogLevel::from_python(levelno), message);
+}
+
+/// Imports every target on a helper thread; logs failures with their
+/// traceback. Returns the callables, `None` where the import failed.
+pub fn import_apps(targets: &[AppTarget], hub: &Arc<Hub>) -> Vec<Option<Py<PyAny>>> {
+    let targets = targets.to_vec();
+    let count = targets.len();
+    let hub2 = hub.clone();
+    let handle = spawn_with_signals_blocked("wsgi-import", move || {
+        Python::attach(|py| {
+            let apps: Vec<Option<Py<PyAny>>> = targets
+                .iter()
+                .map(|t| match import_one(py, t) {
+                    Ok(app) => Some(app),
+                    Err(e) => {
+                        hub2.log(
+                            None,
+                            LogLevel::Err,
+                            format!(
+                                "wsgi: cannot load application \"{}\": {}",
+                                t,
+                                crate::wsgi::describe_error(py, &e)
+                            ),
+                        );
+                        None
+                    }
+                })
+                .collect();
+            if apps.iter().any(Option::is_some) {
+                if let Err(e) = install_default_logging(py) {
+                    hub2.log(
+                        None,
+                        LogLevel::Warn,
+                        format!("wsgi: cannot install the logging handler: {e}"),
+                    );
+                }
+            }
+            apps
+        })
+    });
+    match handle {
+        Ok(h) => h
+            .join()
+            .unwrap_or_else(|_| (0..count).map(|_| None).collect()),
+        Err(e) => {
+            hub.log(
+                None,
+                LogLevel::Err,
+                format!("wsgi: cannot start import thread: {e}"),
+            );
+            Vec::new()
+        }
+    }
+}
+
+fn install_default_logging(py: Python<'_>) -> PyResult<()> {
+    py.import("ngx_wsgi")?
+        .getattr("install_default_logging")?
+        .call0()?;
+    Ok(())
+}
+
+fn import_one(py: Python<'_>, target: &AppTarget) -> PyResult<Py<PyAny>> {
+    let module = match &target.source {
+        AppSource::Module(name) => py.import(name.as_str())?.into_any(),
+        AppSource::File(path) => {
+            let p = std::path::Path::new(path);
+            // Sibling modules of the file import as they would for a script.
+            if let Some(dir) = p.parent() {
+                let sys_path = py.import("sys")?.getattr("path")?;
+                let dir = dir.to_string_lossy();
+                if !sys_path.contains(dir.as_ref())? {
+                    sys_path.call_method1("append", (dir.as_ref(),))?;
+                }
+            }
+            let code = format!(
+                "import importlib.util, sys\n\
+                 spec = importlib.util.spec_from_file_location(name, path)\n\
+                 if spec is None:\n    raise ImportError(f'cannot load {{path!r}}: not a Python file')\n\
+                 mod = importlib.util.module_from_spec(spec)\n\
+                 sys.modules[name] = mod\n\
+                 try:\n    spec.loader.exec_module(mod)\n\
+                 except BaseException:\n    del sys.modules[name]\n    raise\n"
+            );
+            let locals = PyDict::new(py);
+            let stem: String = p
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default()
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                .collect();
+            locals.set_item("name", format!("_wsgi_file_{stem}_{:x}", hash(path)))?;
+            locals.set_item("path", path.as_str())?;
+            if !p.is_file() {
+                return Err(pyo3::exceptions::PyFileNotFoundError::new_err(format!(
+                    "no such file: {path}"
+                )));
+            }
+            py.run(&CString::new(code).expect("no NUL"), None, Some(&locals))?;
+            locals.get_item("mod")?.expect("set by the code above")
+        }
+    };
+    let mut obj = module;
+    for part in target.callable.split('.') {
+        obj = obj.getattr(part).map_err(|_| {
+            pyo3::exceptions::PyAttributeError::new_err(format!(
+                "module has no attribute \"{}\" (wsgi_pass names \"{}\")",
+                part, target.callable
+            ))
+        })?;
+    }
+    if !obj.is_callable() {
+        return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+            "\"{}\" is not callable",
+            target.callable
+        )));
+    }
+    Ok(obj.unbind())
+}
+
+fn hash(s: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    s.hash(&mut h);
+    h.finish()
+}
+
+/// Runs the app's `atexit` handlers on a graceful worker exit. The
+/// interpreter itself is not finalised: the process is about to end, and
+/// finalising under threads stuck in C is what crashes at exit.
+pub fn run_atexit(hub: &Arc<Hub>) {
+    let hub = hub.clone();
+    let handle = spawn_with_signals_blocked("wsgi-exit", move || {
+        Python::attach(|py| {
+            let r = py
+                .import("atexit")
+                .and_then(|m| m.getattr("_run_exitfuncs"))
+                .and_then(|f| f.call0());
+            if let Err(e) = r {
+                hub.log(
+                    None,
+                    LogLevel::Err,
+                    format!(
+                        "wsgi: atexit handler failed: {}",
+                        crate::wsgi::describe_error(py, &e)
+                    ),
+                );
+            }
+            crate::wsgi::errors::flush_log_streams(py);
+        })
+    });
+    if let Ok(h) = handle {
+        let _ = h.join();
+    }
+}

@@ -1,0 +1,131 @@
+//! `wsgi_pass` targets: `package.module:callable`, `/path/app.py`,
+//! `/path/app.py:callable`. Pure parsing, shared by both sides.
+
+use std::fmt;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppSource {
+    /// An importable dotted module name.
+    Module(String),
+    /// A Python file loaded by path.
+    File(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppTarget {
+    pub source: AppSource,
+    /// Dotted attribute path inside the module (`application` by default).
+    pub callable: String,
+}
+
+impl fmt::Display for AppTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.source {
+            AppSource::Module(m) => write!(f, "{}:{}", m, self.callable),
+            AppSource::File(p) => write!(f, "{}:{}", p, self.callable),
+        }
+    }
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(c) if c == '_' || c.is_alphabetic() => {}
+        _ => return false,
+    }
+    chars.all(|c| c == '_' || c.is_alphanumeric())
+}
+
+fn is_dotted(s: &str) -> bool {
+    !s.is_empty() && s.split('.').all(is_identifier)
+}
+
+impl AppTarget {
+    /// Parses a `wsgi_pass` argument; the error says what is wrong with it.
+    pub fn parse(spec: &str) -> Result<AppTarget, String> {
+        if spec.is_empty() {
+            return Err("empty target".into());
+        }
+        let is_path = spec.starts_with('/') || spec.starts_with("./") || spec.ends_with(".py");
+        if is_path {
+            // A path may hold ':' itself; only a final ":identifier" after
+            // the ".py" names the callable.
+            let (path, callable) = match spec.rsplit_once(':') {
+                Some((p, c)) if p.ends_with(".py") => (p, c),
+                _ => (spec, "application"),
+            };
+            if !path.ends_with(".py") {
+                return Err(format!(
+                    "\"{spec}\" is neither \"module:callable\" nor a path to a .py file"
+                ));
+            }
+            if !is_dotted(callable) {
+                return Err(format!(
+                    "invalid callable name \"{callable}\" in \"{spec}\""
+                ));
+            }
+            return Ok(AppTarget {
+                source: AppSource::File(path.to_string()),
+                callable: callable.to_string(),
+            });
+        }
+        let (module, callable) = spec.split_once(':').unwrap_or((spec, "application"));
+        if !is_dotted(module) {
+            return Err(format!(
+                "invalid module name \"{module}\" in \"{spec}\" (expected \"package.module:callable\" or a path to a .py file)"
+            ));
+        }
+        if !is_dotted(callable) {
+            return Err(format!(
+                "invalid callable name \"{callable}\" in \"{spec}\""
+            ));
+        }
+        Ok(AppTarget {
+            source: AppSource::Module(module.to_string()),
+            callable: callable.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn module_and_callable() {
+        let t = AppTarget::parse("myproject.wsgi:application").unwrap();
+        assert_eq!(t.source, AppSource::Module("myproject.wsgi".into()));
+        assert_eq!(t.callable, "application");
+        let t = AppTarget::parse("app:create_app.wsgi").unwrap();
+        assert_eq!(t.callable, "create_app.wsgi");
+    }
+
+    #[test]
+    fn module_defaults_to_application() {
+        let t = AppTarget::parse("hello").unwrap();
+        assert_eq!(t.callable, "application");
+    }
+
+    #[test]
+    fn file_paths() {
+        let t = AppTarget::parse("/srv/app.py").unwrap();
+        assert_eq!(t.source, AppSource::File("/srv/app.py".into()));
+        assert_eq!(t.callable, "application");
+        let t = AppTarget::parse("/srv/app.py:app").unwrap();
+        assert_eq!(t.source, AppSource::File("/srv/app.py".into()));
+        assert_eq!(t.callable, "app");
+        let t = AppTarget::parse("/srv/we:ird/app.py").unwrap();
+        assert_eq!(t.source, AppSource::File("/srv/we:ird/app.py".into()));
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        assert!(AppTarget::parse("").is_err());
+        assert!(AppTarget::parse("my-project.wsgi:app").is_err());
+        assert!(AppTarget::parse("mod:").is_err());
+        assert!(AppTarget::parse("mod:1app").is_err());
+        assert!(AppTarget::parse("/srv/app.txt").is_err());
+        assert!(AppTarget::parse("/srv/app.py:bad-name").is_err());
+        assert!(AppTarget::parse("a..b:app").is_err());
+    }
+}

@@ -1,0 +1,118 @@
+//! Small helpers at the FFI edge. Each `unsafe` here is one line of nginx
+//! API use with the reason it holds.
+
+use core::ffi::c_char;
+use core::ptr;
+
+use nginx_sys::{
+    ngx_conf_t, ngx_int_t, ngx_list_part_t, ngx_list_t, ngx_pool_t, ngx_str_t, ngx_table_elt_t,
+    NGX_ERROR,
+};
+
+/// nginx's `NGX_CONF_ERROR` (`(char *) -1`).
+pub const CONF_ERROR: *mut c_char = usize::MAX as *mut c_char;
+/// nginx's `NGX_CONF_OK`.
+pub const CONF_OK: *mut c_char = ptr::null_mut();
+
+/// The bytes of an `ngx_str_t`.
+///
+/// # Safety
+/// `s` must describe valid memory for the lifetime `'a` (or be empty).
+pub unsafe fn ngx_bytes<'a>(s: &ngx_str_t) -> &'a [u8] {
+    if s.len == 0 || s.data.is_null() {
+        &[]
+    } else {
+        // SAFETY: per the caller's promise `data` holds `len` bytes.
+        unsafe { core::slice::from_raw_parts(s.data, s.len) }
+    }
+}
+
+/// The arguments of the directive being parsed, directive name first.
+///
+/// # Safety
+/// `cf` must be the `ngx_conf_t` passed to a directive handler.
+pub unsafe fn conf_args<'a>(cf: *mut ngx_conf_t) -> &'a [ngx_str_t] {
+    // SAFETY: during a directive handler `cf->args` is an array of ngx_str_t.
+    unsafe {
+        let args = (*cf).args;
+        core::slice::from_raw_parts((*args).elts as *const ngx_str_t, (*args).nelts)
+    }
+}
+
+/// Copies `bytes` into pool memory as an `ngx_str_t`; `None` if out of memory.
+///
+/// # Safety
+/// `pool` must be a live nginx pool.
+pub unsafe fn pool_str(pool: *mut ngx_pool_t, bytes: &[u8]) -> Option<ngx_str_t> {
+    if bytes.is_empty() {
+        return Some(ngx_str_t {
+            len: 0,
+            data: ptr::null_mut(),
+        });
+    }
+    // SAFETY: ngx_pnalloc returns memory for `len` bytes or NULL.
+    let data = unsafe { nginx_sys::ngx_pnalloc(pool, bytes.len()) } as *mut u8;
+    if data.is_null() {
+        return None;
+    }
+    // SAFETY: `data` has room for `bytes.len()` bytes and does not overlap.
+    unsafe { ptr::copy_nonoverlapping(bytes.as_ptr(), data, bytes.len()) };
+    Some(ngx_str_t {
+        len: bytes.len(),
+        data,
+    })
+}
+
+/// Walks an `ngx_list_t` of `ngx_table_elt_t` (request or response headers).
+///
+/// # Safety
+/// `list` must be an initialised list of `ngx_table_elt_t` that is not
+/// modified while the closure runs.
+pub unsafe fn for_each_header(list: *const ngx_list_t, mut f: impl FnMut(&ngx_table_elt_t)) {
+    // SAFETY: nginx lists are a chain of parts, each an array of nelts elts.
+    unsafe {
+        let mut part: *const ngx_list_part_t = &(*list).part;
+        while !part.is_null() {
+            let elts = (*part).elts as *const ngx_table_elt_t;
+            for i in 0..(*part).nelts {
+                f(&*elts.add(i));
+            }
+            part = (*part).next;
+        }
+    }
+}
+
+/// Parses an nginx time value (`60s`, `1m`, `500ms`) into milliseconds.
+pub fn parse_msec(value: &[u8]) -> Option<u64> {
+    let mut s = ngx_str_t {
+        len: value.len(),
+        data: value.as_ptr() as *mut u8,
+    };
+    // SAFETY: ngx_parse_time only reads `len` bytes of `data`.
+    let ms: ngx_int_t = unsafe { nginx_sys::ngx_parse_time(&mut s, 0) };
+    if ms == NGX_ERROR as ngx_int_t || ms < 0 {
+        None
+    } else {
+        Some(ms as u64)
+    }
+}
+
+/// Parses an nginx size value (`64k`, `1m`).
+pub fn parse_size(value: &[u8]) -> Option<usize> {
+    let mut s = ngx_str_t {
+        len: value.len(),
+        data: value.as_ptr() as *mut u8,
+    };
+    // SAFETY: ngx_parse_size only reads `len` bytes of `data`.
+    let n = unsafe { nginx_sys::ngx_parse_size(&mut s) };
+    if n < 0 {
+        None
+    } else {
+        Some(n as usize)
+    }
+}
+
+/// ASCII case-insensitive comparison for header names.
+pub fn eq_ignore_case(a: &[u8], b: &[u8]) -> bool {
+    a.eq_ignore_ascii_case(b)
+}

@@ -1,0 +1,182 @@
+//! nginx thread: per-worker start and exit. After fork, each worker starts
+//! its own interpreter and pool, imports the apps and registers the
+//! wake-up eventfd; at exit it lets the pool drain and runs `atexit`.
+
+use std::cell::Cell;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use nginx_sys::{
+    ngx_core_conf_t, ngx_core_module, ngx_cycle_t, ngx_int_t, NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_OK,
+    NGX_PROCESS_SINGLE, NGX_PROCESS_WORKER,
+};
+use ngx::http::HttpModuleMainConf;
+use ngx::ngx_log_error;
+
+use crate::message::{Hub, Job};
+use crate::pool::{Pool, PoolConfig};
+use crate::python::{self, Interpreter};
+use crate::{notify, HttpWsgiModule};
+
+/// The worker's Python side as the nginx thread sees it.
+pub struct Runtime {
+    pub hub: Arc<Hub>,
+    pub pool: Pool,
+    pub threads: usize,
+    pub queue_timeout_ms: u64,
+    app_names: Vec<String>,
+    app_ready: Vec<bool>,
+}
+
+static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+
+pub fn runtime() -> Option<&'static Runtime> {
+    RUNTIME.get()
+}
+
+impl Runtime {
+    pub fn app_ready(&self, app: usize) -> bool {
+        self.app_ready.get(app).copied().unwrap_or(false)
+    }
+
+    pub fn app_name(&self, app: usize) -> &str {
+        self.app_names.get(app).map(String::as_str).unwrap_or("?")
+    }
+
+    /// Queues a job; on a full queue returns how many are waiting.
+    pub fn submit(&self, job: Job) -> Result<(), usize> {
+        self.pool.submit(job)
+    }
+
+    /// Asks the pool to interrupt the thread running request `id`.
+    pub fn interrupt(&self, id: u64, ident: u64) {
+        self.pool.interrupt(id, ident);
+    }
+}
+
+thread_local! {
+    static IN_FLIGHT: Cell<usize> = const { Cell::new(0) };
+}
+
+pub fn request_started() {
+    IN_FLIGHT.with(|n| n.set(n.get() + 1));
+}
+
+pub fn request_finished() {
+    IN_FLIGHT.with(|n| n.set(n.get().saturating_sub(1)));
+}
+
+fn worker_processes(cycle: *mut ngx_cycle_t) -> usize {
+    // SAFETY: the core module's conf exists in every cycle.
+    unsafe {
+        let ccf = *(*cycle).conf_ctx.add(ngx_core_module.index) as *const ngx_core_conf_t;
+        if ccf.is_null() || (*ccf).master == 0 {
+            1
+        } else {
+            (*ccf).worker_processes.max(1) as usize
+        }
+    }
+}
+
+pub extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
+    // Cache manager and loader processes run this hook too: no Python there.
+    // SAFETY: ngx_process is set before init_process hooks run.
+    let process = unsafe { nginx_sys::ngx_process } as u32;
+    if process != NGX_PROCESS_WORKER && process != NGX_PROCESS_SINGLE {
+        return NGX_OK as ngx_int_t;
+    }
+    // SAFETY: cycle is the live cycle.
+    let Some(mcf) = HttpWsgiModule::main_conf(unsafe { &*cycle }) else {
+        return NGX_OK as ngx_int_t;
+    };
+    if mcf.apps.is_empty() {
+        return NGX_OK as ngx_int_t; // loaded but unused: no interpreter
+    }
+    // SAFETY: cycle is live.
+    let log = unsafe { (*cycle).log };
+    // A worker that cannot start Python still serves everything else; the
+    // locations that need it answer 500 with a pointer to this error.
+    if let Err(e) = start(cycle, mcf) {
+        ngx_log_error!(
+            NGX_LOG_ERR,
+            log,
+            "wsgi: {} while starting worker process",
+            e
+        );
+    }
+    NGX_OK as ngx_int_t
+}
+
+fn start(cycle: *mut ngx_cycle_t, mcf: &crate::conf::MainConf) -> Result<(), String> {
+    let hub = Arc::new(Hub::new().map_err(|e| format!("eventfd() failed: {e}"))?);
+    let interp = Interpreter {
+        python_path: mcf.python_path.clone(),
+        python_home: mcf.python_home.clone(),
+        multiprocess: worker_processes(cycle) > 1,
+    };
+    python::initialize(&interp, &hub)?;
+    let apps = python::import_apps(&mcf.apps, &hub);
+    let app_ready: Vec<bool> = apps.iter().map(Option::is_some).collect();
+    let pool = Pool::start(
+        PoolConfig {
+            threads: mcf.threads(),
+            queue_size: mcf.queue_size(),
+            multiprocess: interp.multiprocess,
+        },
+        hub.clone(),
+        Arc::new(apps),
+    )?;
+    // SAFETY: init_process runs on the nginx thread.
+    unsafe { notify::start(cycle, hub.eventfd())? };
+    // Import errors were queued as log completions; show them now.
+    let rt = Runtime {
+        hub,
+        pool,
+        threads: mcf.threads(),
+        queue_timeout_ms: mcf.queue_timeout_ms(),
+        app_names: mcf.apps.iter().map(|a| a.to_string()).collect(),
+        app_ready,
+    };
+    let _ = RUNTIME.set(rt);
+    flush_logs();
+    Ok(())
+}
+
+/// Writes queued log completions now (used outside the event loop).
+fn flush_logs() {
+    if let Some(rt) = runtime() {
+        rt.hub.drain(|c| {
+            if let crate::message::Completion::Log { level, text, .. } = c {
+                notify::log_lines(ngx::log::ngx_cycle_log().as_ptr(), level as usize, &text);
+            }
+        });
+    }
+}
+
+pub extern "C" fn exit_process(_cycle: *mut ngx_cycle_t) {
+    let Some(rt) = runtime() else { return };
+    // SAFETY: exit_process runs on the nginx thread.
+    unsafe { notify::stop() };
+    // SAFETY: plain reads of nginx's process flags on its thread.
+    let terminating = unsafe { nginx_sys::ngx_terminate } != 0;
+    // Graceful exit waits for the pool (requests are done by now); a
+    // terminate (`nginx -s stop`) waits briefly, then leaves stuck threads.
+    let wait = if terminating {
+        Duration::from_millis(200)
+    } else {
+        Duration::from_secs(5)
+    };
+    let all_stopped = rt.pool.shutdown(wait);
+    if all_stopped {
+        python::run_atexit(&rt.hub);
+    } else {
+        ngx_log_error!(
+            NGX_LOG_NOTICE,
+            ngx::log::ngx_cycle_log().as_ptr(),
+            "wsgi: {} pool threads still busy at exit, not running atexit handlers",
+            rt.hub.counters.busy_threads.load(Ordering::Relaxed)
+        );
+    }
+    flush_logs();
+}

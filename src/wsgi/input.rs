@@ -1,0 +1,339 @@
+//! Pool threads: `wsgi.input` over the request body nginx read — memory
+//! pieces and ranges of nginx's temp file (through our own descriptor, read
+//! with `pread` without the GIL). Reading never involves the nginx thread.
+
+use std::collections::VecDeque;
+
+use pyo3::exceptions::PyOSError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList};
+
+use crate::message::{read_segment_at, Body, BodySegment};
+
+const FILE_CHUNK: usize = 64 * 1024;
+
+/// Byte source behind `wsgi.input`, independent of Python for testing.
+pub struct BodyReader {
+    segments: VecDeque<BodySegment>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl BodyReader {
+    pub fn new(body: Body) -> BodyReader {
+        BodyReader {
+            segments: body.segments,
+            buf: Vec::new(),
+            pos: 0,
+        }
+    }
+
+    /// Whether reading on may touch the temp file (worth releasing the GIL).
+    pub fn has_file(&self) -> bool {
+        self.segments
+            .iter()
+            .any(|s| matches!(s, BodySegment::File { .. }))
+    }
+
+    fn available(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+
+    /// Refills the buffer from the next segment; false at end of body.
+    fn fill(&mut self) -> std::io::Result<bool> {
+        while self.pos >= self.buf.len() {
+            let Some(seg) = self.segments.pop_front() else {
+                return Ok(false);
+            };
+            match seg {
+                BodySegment::Memory(v) => {
+                    self.buf = v;
+                    self.pos = 0;
+                }
+                BodySegment::File { fd, offset, len } => {
+                    let n = (len as usize).min(FILE_CHUNK);
+                    self.buf.clear();
+                    self.buf.resize(n, 0);
+                    let mut got = 0;
+                    while got < n {
+                        let r = read_segment_at(&fd, offset + got as u64, &mut self.buf[got..])?;
+                        if r == 0 {
+                            return Err(std::io::Error::new(
+                                std::io::ErrorKind::UnexpectedEof,
+                                "request body temp file is shorter than expected",
+                            ));
+                        }
+                        got += r;
+                    }
+                    self.pos = 0;
+                    if (n as u64) < len {
+                        self.segments.push_front(BodySegment::File {
+                            fd,
+                            offset: offset + n as u64,
+                            len: len - n as u64,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// Up to `limit` bytes (all remaining if `None`).
+    pub fn read(&mut self, limit: Option<usize>) -> std::io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        loop {
+            let want = match limit {
+                Some(l) if out.len() >= l => break,
+                Some(l) => l - out.len(),
+                None => usize::MAX,
+            };
+            if !self.fill()? {
+                break;
+            }
+            let avail = self.available();
+            let n = avail.len().min(want);
+            if out.is_empty()
+                && limit.is_none()
+                && self.pos == 0
+                && n == self.buf.len()
+                && self.segments.is_empty()
+            {
+                // Whole remaining body is this one buffer: hand it over.
+                self.pos = self.buf.len();
+                return Ok(std::mem::take(&mut self.buf));
+            }
+            out.extend_from_slice(&avail[..n]);
+            self.pos += n;
+        }
+        Ok(out)
+    }
+
+    /// One line including its `\n`, at most `limit` bytes.
+    pub fn readline(&mut self, limit: Option<usize>) -> std::io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        loop {
+            if limit.is_some_and(|l| out.len() >= l) {
+                break;
+            }
+            if !self.fill()? {
+                break;
+            }
+            let want = limit.map(|l| l - out.len()).unwrap_or(usize::MAX);
+            let avail = self.available();
+            let window = &avail[..avail.len().min(want)];
+            if let Some(i) = window.iter().position(|&c| c == b'\n') {
+                out.extend_from_slice(&window[..=i]);
+                self.pos += i + 1;
+                break;
+            }
+            out.extend_from_slice(window);
+            self.pos += window.len();
+        }
+        Ok(out)
+    }
+}
+
+fn io_err(e: std::io::Error) -> PyErr {
+    PyOSError::new_err(format!("cannot read request body: {e}"))
+}
+
+fn size_arg(size: Option<&Bound<'_, PyAny>>) -> PyResult<Option<usize>> {
+    match size {
+        None => Ok(None),
+        Some(s) if s.is_none() => Ok(None),
+        Some(s) => {
+            let n: i64 = s.extract()?;
+            Ok(if n < 0 { None } else { Some(n as usize) })
+        }
+    }
+}
+
+/// `environ['wsgi.input']`.
+#[pyclass(module = "ngx_wsgi")]
+pub struct Input {
+    reader: BodyReader,
+}
+
+impl Input {
+    pub fn new(body: Body) -> Input {
+        Input {
+            reader: BodyReader::new(body),
+        }
+    }
+
+    /// Runs a read, without the GIL only when it may wait on the disk:
+    /// giving the GIL away for a memcpy would cost a thread switch.
+    fn with_reader<T: Send>(
+        &mut self,
+        py: Python<'_>,
+        f: impl FnOnce(&mut BodyReader) -> std::io::Result<T> + Send,
+    ) -> PyResult<T> {
+        let reader = &mut self.reader;
+        if reader.has_file() {
+            py.detach(|| f(reader)).map_err(io_err)
+        } else {
+            f(reader).map_err(io_err)
+        }
+    }
+}
+
+#[pymethods]
+impl Input {
+    #[pyo3(signature = (size = None))]
+    fn read<'py>(
+        &mut self,
+        py: Python<'py>,
+        size: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let limit = size_arg(size)?;
+        let data = self.with_reader(py, |r| r.read(limit))?;
+        Ok(PyBytes::new(py, &data))
+    }
+
+    #[pyo3(signature = (size = None))]
+    fn readline<'py>(
+        &mut self,
+        py: Python<'py>,
+        size: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let limit = size_arg(size)?;
+        let data = self.with_reader(py, |r| r.readline(limit))?;
+        Ok(PyBytes::new(py, &data))
+    }
+
+    #[pyo3(signature = (hint = None))]
+    fn readlines<'py>(
+        &mut self,
+        py: Python<'py>,
+        hint: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let hint = size_arg(hint)?;
+        let lines = PyList::empty(py);
+        let mut total = 0;
+        loop {
+            let line = self.with_reader(py, |r| r.readline(None))?;
+            if line.is_empty() {
+                break;
+            }
+            total += line.len();
+            lines.append(PyBytes::new(py, &line))?;
+            if hint.is_some_and(|h| h > 0 && total >= h) {
+                break;
+            }
+        }
+        Ok(lines)
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let line = self.with_reader(py, |r| r.readline(None))?;
+        Ok(if line.is_empty() {
+            None
+        } else {
+            Some(PyBytes::new(py, &line))
+        })
+    }
+
+    fn readable(&self) -> bool {
+        true
+    }
+
+    fn close(&self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::fd::OwnedFd;
+    use std::sync::Arc;
+
+    fn body(parts: Vec<BodySegment>) -> Body {
+        Body {
+            segments: parts.into(),
+        }
+    }
+
+    fn temp_file(content: &[u8]) -> Arc<OwnedFd> {
+        let mut f = tempfile();
+        f.write_all(content).unwrap();
+        Arc::new(f.into())
+    }
+
+    fn tempfile() -> std::fs::File {
+        let path = std::env::temp_dir().join(format!(
+            "wsgi-input-test-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        std::fs::remove_file(&path).unwrap();
+        f
+    }
+
+    #[test]
+    fn read_all_across_memory_and_file() {
+        let fd = temp_file(b"XXhello file\nsecond");
+        let mut r = BodyReader::new(body(vec![
+            BodySegment::Memory(b"mem line\n".to_vec()),
+            BodySegment::File {
+                fd,
+                offset: 2,
+                len: 17,
+            },
+        ]));
+        assert_eq!(r.read(None).unwrap(), b"mem line\nhello file\nsecond");
+        assert_eq!(r.read(None).unwrap(), b"");
+    }
+
+    #[test]
+    fn read_sized_and_readline() {
+        let mut r = BodyReader::new(body(vec![
+            BodySegment::Memory(b"ab".to_vec()),
+            BodySegment::Memory(b"c\ndef\n".to_vec()),
+            BodySegment::Memory(b"tail".to_vec()),
+        ]));
+        assert_eq!(r.read(Some(1)).unwrap(), b"a");
+        assert_eq!(r.readline(None).unwrap(), b"bc\n");
+        assert_eq!(r.readline(Some(2)).unwrap(), b"de");
+        assert_eq!(r.readline(None).unwrap(), b"f\n");
+        assert_eq!(r.readline(None).unwrap(), b"tail");
+        assert_eq!(r.readline(None).unwrap(), b"");
+        assert_eq!(r.read(Some(10)).unwrap(), b"");
+    }
+
+    #[test]
+    fn large_file_segment_is_read_in_chunks() {
+        let content: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let fd = temp_file(&content);
+        let mut r = BodyReader::new(body(vec![BodySegment::File {
+            fd,
+            offset: 0,
+            len: content.len() as u64,
+        }]));
+        let mut got = r.read(Some(100_001)).unwrap();
+        got.extend(r.read(None).unwrap());
+        assert_eq!(got, content);
+    }
+
+    #[test]
+    fn short_temp_file_is_an_error() {
+        let fd = temp_file(b"abc");
+        let mut r = BodyReader::new(body(vec![BodySegment::File {
+            fd,
+            offset: 0,
+            len: 10,
+        }]));
+        assert!(r.read(None).is_err());
+    }
+}

@@ -1,0 +1,238 @@
+//! Pool threads: one PEP 3333 call per job. Builds environ, calls the app,
+//! walks its iterable, and sends owned replies through the exchange. The
+//! iterable's `close()` is called on every path. No `ngx_*` here.
+
+pub mod environ;
+pub mod errors;
+pub mod file_wrapper;
+pub mod input;
+pub mod response;
+
+use std::sync::Arc;
+
+use pyo3::exceptions::PyBaseException;
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyBytes, PyList, PyTuple};
+
+use crate::message::{Hub, Job, LogLevel, RequestId};
+use response::{Responder, SendError, StartResponse};
+
+pub use environ::ThreadContext;
+
+pyo3::create_exception!(
+    ngx_wsgi,
+    RequestTimeout,
+    PyBaseException,
+    "Raised in an application thread that overran wsgi_read_timeout."
+);
+
+/// One line naming the exception, then its traceback.
+pub fn describe_error(py: Python<'_>, err: &PyErr) -> String {
+    let ty = err
+        .get_type(py)
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "exception".into());
+    let msg = err
+        .value(py)
+        .str()
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    let mut out = if msg.is_empty() {
+        ty
+    } else {
+        format!("{ty}: {msg}")
+    };
+    if let Some(tb) = err.traceback(py) {
+        if let Ok(text) = tb.format() {
+            out.push('\n');
+            out.push_str(text.trim_end());
+            let _ = out.len();
+        }
+    }
+    out
+}
+
+thread_local! {
+    /// The request this pool thread is running (for log context).
+    pub static CURRENT: std::cell::Cell<Option<RequestId>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs one request to completion (or cancellation).
+pub fn run(
+    py: Python<'_>,
+    tctx: &mut ThreadContext,
+    hub: &Arc<Hub>,
+    app: &Bound<'_, PyAny>,
+    job: Job,
+) {
+    let id = job.id;
+    CURRENT.with(|c| c.set(Some(id)));
+    let head_only = job.env.method == b"HEAD";
+    let responder = Arc::new(Responder::new(job.exchange.clone(), hub.clone(), head_only));
+    let outcome = call_app(py, tctx, hub, app, job, &responder);
+    match outcome {
+        Ok(()) => {}
+        Err(Failure::Cancelled) => {}
+        Err(Failure::App(err)) => {
+            hub.counters
+                .app_errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let when = if responder.head_sent() {
+                "while sending response to client"
+            } else {
+                "while handling request"
+            };
+            let text = describe_error(py, &err);
+            let (first, rest) = text.split_once('\n').unwrap_or((&text, ""));
+            let line = if rest.is_empty() {
+                format!("wsgi: app raised {first} {when}")
+            } else {
+                format!("wsgi: app raised {first} {when}\n{rest}")
+            };
+            hub.log(Some(id), LogLevel::Err, line);
+            responder.fail(py, 500);
+        }
+        Err(Failure::Output(msg)) => {
+            hub.counters
+                .app_errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            hub.log(Some(id), LogLevel::Err, format!("wsgi: {msg}"));
+            responder.fail(py, 500);
+        }
+    }
+    CURRENT.with(|c| c.set(None));
+}
+
+/// Why a request did not complete normally.
+enum Failure {
+    /// The request ended on the nginx side (client gone, timeout).
+    Cancelled,
+    /// The app raised.
+    App(PyErr),
+    /// The app's output broke the protocol (message for the log).
+    Output(String),
+}
+
+impl From<SendError> for Failure {
+    fn from(e: SendError) -> Failure {
+        match e {
+            SendError::Cancelled => Failure::Cancelled,
+            SendError::Protocol(m) => Failure::Output(m),
+        }
+    }
+}
+
+fn call_app(
+    py: Python<'_>,
+    tctx: &mut ThreadContext,
+    hub: &Arc<Hub>,
+    app: &Bound<'_, PyAny>,
+    mut job: Job,
+    responder: &Arc<Responder>,
+) -> Result<(), Failure> {
+    let environ = tctx.environ(py, &mut job, hub).map_err(Failure::App)?;
+    drop(job);
+    let start_response =
+        Bound::new(py, StartResponse::new(responder.clone())).map_err(Failure::App)?;
+    let result = app.call1((environ, start_response)).map_err(|e| {
+        if responder.is_cancelled() {
+            Failure::Cancelled
+        } else {
+            Failure::App(e)
+        }
+    })?;
+    // From here on, close() must run whatever happens.
+    let sent = send_iterable(py, responder, &result);
+    let closed = close_iterable(&result);
+    match (sent, closed) {
+        (Err(e), _) => Err(e),
+        (Ok(()), Err(e)) => Err(Failure::App(e)),
+        (Ok(()), Ok(())) => responder.end(py).map_err(Failure::from),
+    }
+}
+
+fn close_iterable(result: &Bound<'_, PyAny>) -> PyResult<()> {
+    let py = result.py();
+    match result.getattr(pyo3::intern!(py, "close")) {
+        Ok(close) => close.call0().map(|_| ()),
+        Err(_) => Ok(()),
+    }
+}
+
+/// A body chunk as bytes; anything but a bytes-like object is an error.
+fn chunk_bytes<'a>(item: &'a Bound<'_, PyAny>) -> Result<ChunkRef<'a>, Failure> {
+    if let Ok(b) = item.cast::<PyBytes>() {
+        return Ok(ChunkRef::Bytes(b.as_bytes()));
+    }
+    if let Ok(b) = item.cast::<PyByteArray>() {
+        return Ok(ChunkRef::Owned(b.to_vec()));
+    }
+    let ty = item
+        .get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "?".into());
+    Err(Failure::Output(format!(
+        "app returned a response body chunk of type {ty}, not bytes (PEP 3333 bodies are bytes)"
+    )))
+}
+
+enum ChunkRef<'a> {
+    Bytes(&'a [u8]),
+    Owned(Vec<u8>),
+}
+
+impl ChunkRef<'_> {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            ChunkRef::Bytes(b) => b,
+            ChunkRef::Owned(v) => v,
+        }
+    }
+}
+
+fn send_iterable(
+    py: Python<'_>,
+    responder: &Arc<Responder>,
+    result: &Bound<'_, PyAny>,
+) -> Result<(), Failure> {
+    // wsgi.file_wrapper over a real file: let nginx send the file itself.
+    if let Ok(fw) = result.cast::<file_wrapper::FileWrapper>() {
+        match fw.get().as_file(py) {
+            Ok(Some(file)) => return responder.send_file(py, file).map_err(Failure::from),
+            Ok(None) => {}
+            Err(e) => return Err(Failure::App(e)),
+        }
+    }
+    // A list or tuple is complete already: send it as one message, with a
+    // Content-Length if the app gave none.
+    if result.is_exact_instance_of::<PyList>() || result.is_exact_instance_of::<PyTuple>() {
+        let items: Vec<Bound<'_, PyAny>> = result
+            .try_iter()
+            .map_err(Failure::App)?
+            .collect::<PyResult<_>>()
+            .map_err(Failure::App)?;
+        let mut chunks = Vec::with_capacity(items.len());
+        for item in &items {
+            chunks.push(chunk_bytes(item)?);
+        }
+        let slices: Vec<&[u8]> = chunks.iter().map(|c| c.as_slice()).collect();
+        return responder.send_complete(py, &slices).map_err(Failure::from);
+    }
+    let iter = result.try_iter().map_err(Failure::App)?;
+    for item in iter {
+        let item = item.map_err(|e| {
+            if responder.is_cancelled() {
+                Failure::Cancelled
+            } else {
+                Failure::App(e)
+            }
+        })?;
+        let chunk = chunk_bytes(&item)?;
+        responder
+            .send_body(py, chunk.as_slice())
+            .map_err(Failure::from)?;
+    }
+    Ok(())
+}
