@@ -7,9 +7,9 @@ use core::ptr;
 use nginx_sys::{
     ngx_command_t, ngx_conf_t, ngx_http_compile_complex_value, ngx_http_compile_complex_value_t,
     ngx_http_complex_value_t, ngx_http_core_loc_conf_t, ngx_http_core_module, ngx_msec_t,
-    ngx_pcalloc, ngx_str_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_FLAG, NGX_CONF_TAKE1,
-    NGX_CONF_TAKE23, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
-    NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_OK,
+    ngx_pcalloc, ngx_str_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_FLAG, NGX_CONF_NOARGS,
+    NGX_CONF_TAKE1, NGX_CONF_TAKE23, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
+    NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_OK,
 };
 use ngx::http::{HttpModuleMainConf, Merge, MergeConfigError};
 use ngx::ngx_conf_log_error;
@@ -79,6 +79,32 @@ impl LocConf {
     }
     pub fn params(&self) -> &[Param] {
         self.params.as_deref().unwrap_or(&[])
+    }
+}
+
+/// After the http block: the import check (see `check.rs`).
+///
+/// # Safety
+/// `cf` must be the configuration being parsed.
+pub unsafe fn postconfiguration(cf: *mut ngx_conf_t) -> nginx_sys::ngx_int_t {
+    // SAFETY: the http block created our main conf.
+    let mcf = unsafe { main_conf(cf) };
+    if !mcf.import_check.unwrap_or(true) {
+        return NGX_OK as nginx_sys::ngx_int_t;
+    }
+    match crate::check::check_imports(mcf) {
+        Ok(()) => NGX_OK as nginx_sys::ngx_int_t,
+        Err(report) => {
+            // SAFETY: cf->log is the configuration log.
+            let log = unsafe { (*cf).log };
+            crate::notify::log_lines(log, NGX_LOG_EMERG as usize, &report);
+            ngx::ngx_log_error!(
+                NGX_LOG_EMERG,
+                log,
+                "wsgi: application import check failed (wsgi_import_check), configuration rejected"
+            );
+            nginx_sys::NGX_ERROR as nginx_sys::ngx_int_t
+        }
     }
 }
 
@@ -488,6 +514,27 @@ extern "C" fn set_request_buffering(
     CONF_OK
 }
 
+extern "C" fn set_status(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    _conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: the core module's location conf exists in every location.
+    let clcf = unsafe { core_loc_conf(cf) };
+    clcf.handler = Some(crate::status::status_handler);
+    CONF_OK
+}
+
+/// The core module's conf for the location being parsed.
+unsafe fn core_loc_conf<'a>(cf: *mut ngx_conf_t) -> &'a mut ngx_http_core_loc_conf_t {
+    // SAFETY: called from a location-level directive handler.
+    unsafe {
+        let ctx = (*cf).ctx as *mut nginx_sys::ngx_http_conf_ctx_t;
+        &mut *(*(*ctx).loc_conf.add(ngx_http_core_module.ctx_index)
+            as *mut ngx_http_core_loc_conf_t)
+    }
+}
+
 type SetFn = unsafe extern "C" fn(*mut ngx_conf_t, *mut ngx_command_t, *mut c_void) -> *mut c_char;
 
 /// One directive. Names are C strings: nginx compares them with strcmp.
@@ -516,7 +563,7 @@ const MAIN_OFF: usize = NGX_HTTP_MAIN_CONF_OFFSET;
 const LOC_OFF: usize = NGX_HTTP_LOC_CONF_OFFSET;
 
 /// The directive table nginx reads (`ngx_module_t.commands`).
-pub static mut COMMANDS: [ngx_command_t; 13] = [
+pub static mut COMMANDS: [ngx_command_t; 14] = [
     command(
         c"wsgi_pass",
         NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
@@ -587,6 +634,12 @@ pub static mut COMMANDS: [ngx_command_t; 13] = [
         c"wsgi_request_buffering",
         ANY_LEVEL | NGX_CONF_FLAG,
         set_request_buffering,
+        LOC_OFF,
+    ),
+    command(
+        c"wsgi_status",
+        NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
+        set_status,
         LOC_OFF,
     ),
     ngx_command_t::empty(),

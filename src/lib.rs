@@ -18,6 +18,7 @@ use core::ptr::addr_of;
 use nginx_sys::{ngx_http_module_t, ngx_module_t, NGX_HTTP_MODULE};
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf};
 
+mod check;
 mod conf;
 mod handler;
 mod message;
@@ -25,6 +26,7 @@ mod notify;
 mod output;
 mod pool;
 mod python;
+mod status;
 mod target;
 mod util;
 mod variables;
@@ -44,6 +46,11 @@ impl HttpModule for HttpWsgiModule {
         // SAFETY: nginx calls this with a valid cf.
         unsafe { variables::add_variables(cf) }
     }
+
+    unsafe extern "C" fn postconfiguration(cf: *mut nginx_sys::ngx_conf_t) -> nginx_sys::ngx_int_t {
+        // SAFETY: nginx calls this with a valid cf, after the http block.
+        unsafe { conf::postconfiguration(cf) }
+    }
 }
 
 // SAFETY: MainConf/LocConf are what create_*_conf below allocate.
@@ -58,7 +65,7 @@ unsafe impl HttpModuleLocationConf for HttpWsgiModule {
 
 static NGX_HTTP_WSGI_MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
     preconfiguration: Some(HttpWsgiModule::preconfiguration),
-    postconfiguration: None,
+    postconfiguration: Some(HttpWsgiModule::postconfiguration),
     create_main_conf: Some(HttpWsgiModule::create_main_conf),
     init_main_conf: Some(HttpWsgiModule::init_main_conf),
     create_srv_conf: None,

@@ -159,6 +159,8 @@ pub struct Exchange {
     notified: AtomicBool,
     /// Python thread ident of the thread running the app (0: not started).
     pub thread_ident: AtomicU64,
+    /// Pool thread number + 1 (0: not started), for `$wsgi_thread`.
+    pub thread_no: AtomicU64,
     /// Microseconds spent queued / until the first reply (for variables).
     pub queue_time_us: AtomicU64,
     pub started: AtomicBool,
@@ -177,6 +179,7 @@ impl Exchange {
             cancelled: AtomicBool::new(false),
             notified: AtomicBool::new(false),
             thread_ident: AtomicU64::new(0),
+            thread_no: AtomicU64::new(0),
             queue_time_us: AtomicU64::new(0),
             started: AtomicBool::new(false),
         }

@@ -31,6 +31,8 @@ pub struct Held {
     _data: HeldData,
 }
 
+/// Owned only to be dropped once nginx is done with the buffer.
+#[allow(dead_code)]
 enum HeldData {
     Memory(Vec<u8>),
     File(OwnedFd),

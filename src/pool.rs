@@ -40,6 +40,8 @@ struct Slot {
     running: AtomicU64,
     /// Leave after the current job: a replacement already took our place.
     retire: AtomicBool,
+    /// Thread number (as in its name, `wsgi-N`).
+    number: u64,
 }
 
 struct Shared {
@@ -182,14 +184,15 @@ impl Pool {
 }
 
 fn spawn_worker(shared: &Arc<Shared>) -> std::io::Result<JoinHandle<()>> {
+    let n = shared.spawned.fetch_add(1, Ordering::AcqRel);
     let slot = Arc::new(Slot {
         ident: AtomicU64::new(0),
         running: AtomicU64::new(0),
         retire: AtomicBool::new(false),
+        number: n as u64,
     });
     shared.slots.lock().unwrap().push(slot.clone());
     *shared.alive.lock().unwrap() += 1;
-    let n = shared.spawned.fetch_add(1, Ordering::AcqRel);
     let s2 = shared.clone();
     let r = spawn_with_signals_blocked(&format!("wsgi-{n}"), move || {
         thread_main(&s2, &slot);
@@ -251,6 +254,9 @@ fn run_job(py: Python<'_>, shared: &Shared, slot: &Slot, tctx: &mut wsgi::Thread
     job.exchange
         .thread_ident
         .store(slot.ident.load(Ordering::Relaxed), Ordering::Release);
+    job.exchange
+        .thread_no
+        .store(slot.number + 1, Ordering::Relaxed);
     job.exchange.started.store(true, Ordering::Release);
     let Some(Some(app)) = shared.apps.get(job.app) else {
         let wake = job

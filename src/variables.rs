@@ -1,12 +1,137 @@
 //! nginx thread: `$wsgi_*` variables for `log_format`, in the style of
-//! `$upstream_response_time`.
+//! `$upstream_response_time` (seconds with millisecond resolution).
 
-use nginx_sys::{ngx_conf_t, ngx_int_t, NGX_OK};
+use core::ptr;
+use std::sync::atomic::Ordering;
+
+use nginx_sys::{
+    ngx_conf_t, ngx_http_add_variable, ngx_http_request_t, ngx_int_t, ngx_str_t,
+    ngx_variable_value_t, NGX_ERROR, NGX_HTTP_VAR_NOCACHEABLE, NGX_OK,
+};
+
+use crate::handler::ctx_of;
+use crate::util::pool_str;
+
+type Getter =
+    unsafe extern "C" fn(*mut ngx_http_request_t, *mut ngx_variable_value_t, usize) -> ngx_int_t;
+
+const VARIABLES: [(&str, Getter); 3] = [
+    ("wsgi_queue_time", queue_time),
+    ("wsgi_app_time", app_time),
+    ("wsgi_thread", thread),
+];
 
 /// Registers the module's variables (preconfiguration).
 ///
 /// # Safety
 /// `cf` must be the configuration being parsed.
-pub unsafe fn add_variables(_cf: *mut ngx_conf_t) -> ngx_int_t {
+pub unsafe fn add_variables(cf: *mut ngx_conf_t) -> ngx_int_t {
+    for (name, get) in VARIABLES {
+        let mut n = ngx_str_t {
+            len: name.len(),
+            data: name.as_ptr() as *mut u8,
+        };
+        // SAFETY: nginx copies the name; cf is the live configuration.
+        let v = unsafe { ngx_http_add_variable(cf, &mut n, NGX_HTTP_VAR_NOCACHEABLE as _) };
+        if v.is_null() {
+            return NGX_ERROR as ngx_int_t;
+        }
+        // SAFETY: v points at nginx's new variable entry.
+        unsafe {
+            (*v).get_handler = Some(get);
+            (*v).data = 0;
+        }
+    }
     NGX_OK as ngx_int_t
+}
+
+/// `1.234` from milliseconds, as nginx prints `$upstream_response_time`.
+pub fn format_msec(ms: u64) -> String {
+    format!("{}.{:03}", ms / 1000, ms % 1000)
+}
+
+unsafe fn set(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_variable_value_t,
+    value: Option<String>,
+) -> ngx_int_t {
+    // SAFETY: v is nginx's output slot; the string goes into the request pool.
+    unsafe {
+        match value {
+            None => {
+                (*v).set_not_found(1);
+            }
+            Some(s) => {
+                let Some(out) = pool_str((*r).pool, s.as_bytes()) else {
+                    return NGX_ERROR as ngx_int_t;
+                };
+                (*v).set_len(out.len as u32);
+                (*v).data = if out.data.is_null() {
+                    ptr::null_mut()
+                } else {
+                    out.data
+                };
+                (*v).set_valid(1);
+                (*v).set_no_cacheable(0);
+                (*v).set_not_found(0);
+            }
+        }
+    }
+    NGX_OK as ngx_int_t
+}
+
+unsafe extern "C" fn queue_time(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_variable_value_t,
+    _: usize,
+) -> ngx_int_t {
+    // SAFETY: nginx calls getters with a live request.
+    let value = unsafe { ctx_of(r) }.and_then(|cx| {
+        cx.exchange
+            .started
+            .load(Ordering::Acquire)
+            .then(|| format_msec(cx.exchange.queue_time_us.load(Ordering::Relaxed) / 1000))
+    });
+    unsafe { set(r, v, value) }
+}
+
+unsafe extern "C" fn app_time(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_variable_value_t,
+    _: usize,
+) -> ngx_int_t {
+    // SAFETY: as above.
+    let value = unsafe { ctx_of(r) }.and_then(|cx| {
+        let first = cx.first_reply_at?;
+        let queued_ms = cx.exchange.queue_time_us.load(Ordering::Relaxed) / 1000;
+        let started = cx.dispatched_at.wrapping_add(queued_ms as _);
+        let ms = first.wrapping_sub(started) as i64;
+        Some(format_msec(ms.max(0) as u64))
+    });
+    unsafe { set(r, v, value) }
+}
+
+unsafe extern "C" fn thread(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_variable_value_t,
+    _: usize,
+) -> ngx_int_t {
+    // SAFETY: as above.
+    let value = unsafe { ctx_of(r) }.and_then(|cx| {
+        let n = cx.exchange.thread_no.load(Ordering::Relaxed);
+        (n > 0).then(|| (n - 1).to_string())
+    });
+    unsafe { set(r, v, value) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format_msec;
+
+    #[test]
+    fn seconds_with_milliseconds() {
+        assert_eq!(format_msec(0), "0.000");
+        assert_eq!(format_msec(7), "0.007");
+        assert_eq!(format_msec(1234), "1.234");
+    }
 }

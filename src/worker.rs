@@ -63,6 +63,10 @@ pub fn request_started() {
     IN_FLIGHT.with(|n| n.set(n.get() + 1));
 }
 
+pub fn in_flight() -> usize {
+    IN_FLIGHT.with(|n| n.get())
+}
+
 pub fn request_finished() {
     IN_FLIGHT.with(|n| n.set(n.get().saturating_sub(1)));
 }

@@ -1,0 +1,124 @@
+//! Configuration time (master, `nginx -t`, `nginx -s reload`): checks that
+//! every `wsgi_pass` target imports and is callable, in a short-lived
+//! Python child process — never in the master itself, where an interpreter
+//! (and its threads) would not survive fork. A broken deploy then fails the
+//! reload with the Python error, and the old workers keep serving.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::conf::MainConf;
+use crate::target::{AppSource, AppTarget};
+
+/// How long an import may take before the check gives up.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(60);
+
+const CHECK_SCRIPT: &str = r#"
+import sys, os, importlib, importlib.util, traceback
+if sys.path and sys.path[0] in ('', os.getcwd()):
+    del sys.path[0]
+paths = [p for p in os.environ.get('NGX_WSGI_CHECK_PATH', '').split('\x1f') if p]
+sys.path[0:0] = paths
+failed = 0
+for arg in sys.argv[1:]:
+    kind, src, attr, shown = arg.split('\x1f')
+    try:
+        if kind == 'module':
+            obj = importlib.import_module(src)
+        else:
+            d = os.path.dirname(src)
+            if d and d not in sys.path:
+                sys.path.append(d)
+            spec = importlib.util.spec_from_file_location('_wsgi_check_app', src)
+            if spec is None:
+                raise ImportError('cannot load %r: not a Python file' % src)
+            obj = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(obj)
+        for part in attr.split('.'):
+            obj = getattr(obj, part)
+        if not callable(obj):
+            raise TypeError('%r is not callable' % attr)
+    except BaseException:
+        failed += 1
+        sys.stderr.write('wsgi: cannot load application "%s":\n' % shown)
+        traceback.print_exc()
+sys.stderr.flush()
+os._exit(1 if failed else 0)
+"#;
+
+/// The interpreter the check runs: the venv's, or the one we embed.
+pub fn python_executable(mcf: &MainConf) -> String {
+    if let Some(home) = &mcf.python_home {
+        for name in ["bin/python3", "bin/python"] {
+            let p = format!("{home}/{name}");
+            if std::path::Path::new(&p).exists() {
+                return p;
+            }
+        }
+    }
+    option_env!("PYO3_PYTHON")
+        .unwrap_or("/usr/bin/python3")
+        .to_string()
+}
+
+fn target_arg(t: &AppTarget) -> String {
+    let (kind, src) = match &t.source {
+        AppSource::Module(m) => ("module", m.as_str()),
+        AppSource::File(f) => ("file", f.as_str()),
+    };
+    // Unit separators: arguments and environment cannot hold NUL.
+    format!("{kind}\x1f{src}\x1f{}\x1f{t}", t.callable)
+}
+
+/// Runs the check; the error is the child's report (with tracebacks).
+pub fn check_imports(mcf: &MainConf) -> Result<(), String> {
+    if mcf.apps.is_empty() {
+        return Ok(());
+    }
+    let python = python_executable(mcf);
+    let mut cmd = Command::new(&python);
+    cmd.arg("-c")
+        .arg(CHECK_SCRIPT)
+        .args(mcf.apps.iter().map(target_arg))
+        .env("NGX_WSGI_CHECK_PATH", mcf.python_path.join("\x1f"))
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("wsgi: cannot run \"{python}\" for wsgi_import_check: {e}"))?;
+    let mut stderr = child.stderr.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + CHECK_TIMEOUT;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break Some(st),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    let output = reader.join().unwrap_or_default();
+    match status {
+        Some(st) if st.success() => Ok(()),
+        Some(_) if !output.trim().is_empty() => Err(output.trim_end().to_string()),
+        Some(st) => Err(format!(
+            "wsgi: import check with \"{python}\" failed ({st})"
+        )),
+        None => Err(format!(
+            "wsgi: importing the applications took over {} s (wsgi_import_check); \
+             fix the import or set \"wsgi_import_check off\"\n{}",
+            CHECK_TIMEOUT.as_secs(),
+            output.trim_end()
+        )),
+    }
+}
