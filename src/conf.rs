@@ -68,9 +68,56 @@ pub struct LocConf {
     pub buffer_size: Option<usize>,
     pub read_timeout: Option<u64>,
     pub request_buffering: Option<bool>,
+    /// `wsgi_hide_header` names, lower case.
+    pub hide_headers: Option<Vec<Vec<u8>>>,
+    /// `wsgi_pass_header` names, lower case.
+    pub pass_headers: Option<Vec<Vec<u8>>>,
+    /// `wsgi_ignore_headers`, as `IGNORE_*` bits.
+    pub ignore_headers: Option<u32>,
 }
 
+pub const IGNORE_XA_REDIRECT: u32 = 1;
+pub const IGNORE_XA_LIMIT_RATE: u32 = 2;
+pub const IGNORE_XA_BUFFERING: u32 = 4;
+pub const IGNORE_XA_CHARSET: u32 = 8;
+pub const IGNORE_XA_EXPIRES: u32 = 16;
+/// Accepted for compatibility with proxy_ignore_headers; they only matter
+/// to caching, which this module does not do.
+pub const IGNORE_CACHE_HEADERS: u32 = 32;
+
+/// Headers hidden from the client unless `wsgi_pass_header` names them, as
+/// with proxy_pass: nginx sends its own Date and Server.
+const HIDDEN_BY_DEFAULT: [&[u8]; 8] = [
+    b"date",
+    b"server",
+    b"x-pad",
+    b"x-accel-expires",
+    b"x-accel-redirect",
+    b"x-accel-limit-rate",
+    b"x-accel-buffering",
+    b"x-accel-charset",
+];
+
 impl LocConf {
+    /// Whether a response header from the app is withheld from the client.
+    pub fn hides(&self, name: &[u8]) -> bool {
+        let has = |list: &Option<Vec<Vec<u8>>>| {
+            list.as_ref()
+                .is_some_and(|l| l.iter().any(|h| h.eq_ignore_ascii_case(name)))
+        };
+        if has(&self.hide_headers) {
+            return true;
+        }
+        HIDDEN_BY_DEFAULT
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(name))
+            && !has(&self.pass_headers)
+    }
+
+    pub fn ignores(&self, bit: u32) -> bool {
+        self.ignore_headers.unwrap_or(0) & bit != 0
+    }
+
     pub fn buffer_size(&self) -> usize {
         self.buffer_size.unwrap_or(DEFAULT_BUFFER_SIZE)
     }
@@ -124,6 +171,13 @@ impl Merge for LocConf {
         self.buffer_size = self.buffer_size.or(prev.buffer_size);
         self.read_timeout = self.read_timeout.or(prev.read_timeout);
         self.request_buffering = self.request_buffering.or(prev.request_buffering);
+        if self.hide_headers.is_none() {
+            self.hide_headers = prev.hide_headers.clone();
+        }
+        if self.pass_headers.is_none() {
+            self.pass_headers = prev.pass_headers.clone();
+        }
+        self.ignore_headers = self.ignore_headers.or(prev.ignore_headers);
         Ok(())
     }
 }
@@ -535,6 +589,65 @@ unsafe fn core_loc_conf<'a>(cf: *mut ngx_conf_t) -> &'a mut ngx_http_core_loc_co
     }
 }
 
+extern "C" fn set_hide_header(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes our conf for this level as `conf`.
+    let lcf = unsafe { &mut *(conf as *mut LocConf) };
+    // SAFETY: directive handler context.
+    let name = unsafe { ngx_bytes(&conf_args(cf)[1]) }.to_ascii_lowercase();
+    lcf.hide_headers.get_or_insert_with(Vec::new).push(name);
+    CONF_OK
+}
+
+extern "C" fn set_pass_header(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes our conf for this level as `conf`.
+    let lcf = unsafe { &mut *(conf as *mut LocConf) };
+    // SAFETY: directive handler context.
+    let name = unsafe { ngx_bytes(&conf_args(cf)[1]) }.to_ascii_lowercase();
+    lcf.pass_headers.get_or_insert_with(Vec::new).push(name);
+    CONF_OK
+}
+
+extern "C" fn set_ignore_headers(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes our conf for this level as `conf`.
+    let lcf = unsafe { &mut *(conf as *mut LocConf) };
+    if lcf.ignore_headers.is_some() {
+        return DUPLICATE;
+    }
+    let mut bits = 0;
+    // SAFETY: directive handler context.
+    for a in unsafe { &conf_args(cf)[1..] } {
+        let v = unsafe { ngx_bytes(a) };
+        let bit = match v.to_ascii_lowercase().as_slice() {
+            b"x-accel-redirect" => IGNORE_XA_REDIRECT,
+            b"x-accel-limit-rate" => IGNORE_XA_LIMIT_RATE,
+            b"x-accel-buffering" => IGNORE_XA_BUFFERING,
+            b"x-accel-charset" => IGNORE_XA_CHARSET,
+            b"x-accel-expires" => IGNORE_XA_EXPIRES,
+            b"expires" | b"cache-control" | b"set-cookie" | b"vary" => IGNORE_CACHE_HEADERS,
+            _ => conf_err!(
+                cf,
+                "invalid value \"{}\" in \"wsgi_ignore_headers\" directive",
+                lossy(v)
+            ),
+        };
+        bits |= bit;
+    }
+    lcf.ignore_headers = Some(bits);
+    CONF_OK
+}
+
 type SetFn = unsafe extern "C" fn(*mut ngx_conf_t, *mut ngx_command_t, *mut c_void) -> *mut c_char;
 
 /// One directive. Names are C strings: nginx compares them with strcmp.
@@ -563,7 +676,7 @@ const MAIN_OFF: usize = NGX_HTTP_MAIN_CONF_OFFSET;
 const LOC_OFF: usize = NGX_HTTP_LOC_CONF_OFFSET;
 
 /// The directive table nginx reads (`ngx_module_t.commands`).
-pub static mut COMMANDS: [ngx_command_t; 14] = [
+pub static mut COMMANDS: [ngx_command_t; 17] = [
     command(
         c"wsgi_pass",
         NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
@@ -640,6 +753,24 @@ pub static mut COMMANDS: [ngx_command_t; 14] = [
         c"wsgi_status",
         NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
         set_status,
+        LOC_OFF,
+    ),
+    command(
+        c"wsgi_hide_header",
+        ANY_LEVEL | NGX_CONF_TAKE1,
+        set_hide_header,
+        LOC_OFF,
+    ),
+    command(
+        c"wsgi_pass_header",
+        ANY_LEVEL | NGX_CONF_TAKE1,
+        set_pass_header,
+        LOC_OFF,
+    ),
+    command(
+        c"wsgi_ignore_headers",
+        ANY_LEVEL | NGX_CONF_1MORE,
+        set_ignore_headers,
         LOC_OFF,
     ),
     ngx_command_t::empty(),

@@ -34,6 +34,8 @@ use crate::{notify, output, worker, HttpWsgiModule};
 /// clean-up that implies) when nginx frees the request, whatever the path.
 pub struct RequestCtx {
     pub r: *mut ngx_http_request_t,
+    /// The location's settings (cycle memory, outlives the request).
+    pub lcf: *const LocConf,
     pub id: RequestId,
     pub exchange: Arc<Exchange>,
     pub done: bool,
@@ -179,6 +181,7 @@ unsafe fn dispatch(r: *mut ngx_http_request_t) {
     let now = unsafe { ngx_current_msec };
     let ctx = RequestCtx {
         r,
+        lcf: lcf as *const LocConf,
         id,
         exchange: exchange.clone(),
         done: false,

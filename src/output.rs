@@ -17,13 +17,19 @@ use nginx_sys::{
     ngx_int_t, ngx_list_push, ngx_pcalloc, ngx_table_elt_t, NGX_AGAIN, NGX_ERROR,
     NGX_HTTP_REQUEST_TIME_OUT, NGX_LOG_INFO, NGX_OK,
 };
+use nginx_sys::{
+    ngx_http_core_get_method, ngx_http_internal_redirect, ngx_http_named_location,
+    ngx_http_parse_unsafe_uri, ngx_str_t, ngx_uint_t, NGX_DONE, NGX_HTTP_GET, NGX_HTTP_HEAD,
+    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_LOG_UNSAFE, NGX_HTTP_NOT_FOUND,
+};
+use ngx::http::HttpModule;
 use ngx::ngx_log_error;
 
+use crate::conf::{IGNORE_XA_CHARSET, IGNORE_XA_LIMIT_RATE, IGNORE_XA_REDIRECT};
 use crate::handler::{ctx_of, RequestCtx};
 use crate::message::{FileReply, Reply, ResponseHead};
-use crate::util::{eq_ignore_case, pool_str};
+use crate::util::{eq_ignore_case, ngx_bytes, pool_str};
 use crate::{worker, HttpWsgiModule};
-use ngx::http::HttpModule;
 
 /// What an nginx buffer points into, kept alive until nginx has sent it.
 pub struct Held {
@@ -425,11 +431,47 @@ fn is_hop_by_hop(name: &[u8]) -> bool {
     HOP.iter().any(|h| eq_ignore_case(name, h))
 }
 
-/// Sets status and headers and sends them; false if the request ended.
+/// Sets status and headers and sends them; false if the request ended
+/// (or was handed to another location by `X-Accel-Redirect`).
 unsafe fn send_head(cx: &mut RequestCtx, head: ResponseHead) -> bool {
     let r = cx.r;
+    // SAFETY: the location conf lives as long as the cycle.
+    let lcf = unsafe { &*cx.lcf };
     // SAFETY: r is live; every string is copied into its pool.
     unsafe {
+        // X-Accel-* instructions first, as behind proxy_pass.
+        let mut redirect: Option<&[u8]> = None;
+        for (name, value) in &head.headers {
+            if name.len() < 8 || !name[..8].eq_ignore_ascii_case(b"x-accel-") {
+                continue;
+            }
+            let what = &name[8..];
+            if what.eq_ignore_ascii_case(b"redirect") && !lcf.ignores(IGNORE_XA_REDIRECT) {
+                redirect = Some(value);
+            } else if what.eq_ignore_ascii_case(b"limit-rate") && !lcf.ignores(IGNORE_XA_LIMIT_RATE)
+            {
+                if let Some(n) = std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                {
+                    (*r).limit_rate = n;
+                    (*r).set_limit_rate_set(1);
+                }
+            } else if what.eq_ignore_ascii_case(b"charset") && !lcf.ignores(IGNORE_XA_CHARSET) {
+                let s = ngx_pcalloc((*r).pool, core::mem::size_of::<ngx_str_t>()) as *mut ngx_str_t;
+                if let (false, Some(v)) = (s.is_null(), pool_str((*r).pool, value)) {
+                    *s = v;
+                    (*r).headers_out.override_charset = s;
+                }
+            }
+        }
+        if let Some(uri) = redirect {
+            if !uri.is_empty() {
+                redirect_to(cx, uri, &head);
+                return false;
+            }
+        }
+
         let pool = (*r).pool;
         let ho = &mut (*r).headers_out;
         ho.status = head.status as usize;
@@ -442,13 +484,10 @@ unsafe fn send_head(cx: &mut RequestCtx, head: ResponseHead) -> bool {
         }
         for (name, value) in &head.headers {
             if eq_ignore_case(name, b"content-type") {
-                let Some(v) = pool_str(pool, value) else {
+                if !set_content_type(r, value) {
                     finish(cx, NGX_ERROR as ngx_int_t, true);
                     return false;
-                };
-                ho.content_type = v;
-                ho.content_type_len = v.len;
-                ho.content_type_lowcase = ptr::null_mut();
+                }
                 continue;
             }
             if eq_ignore_case(name, b"content-length") {
@@ -459,23 +498,13 @@ unsafe fn send_head(cx: &mut RequestCtx, head: ResponseHead) -> bool {
                     .unwrap_or(-1);
                 continue;
             }
-            if is_hop_by_hop(name) {
+            if is_hop_by_hop(name) || lcf.hides(name) {
                 continue;
             }
-            let h = ngx_list_push(&mut ho.headers) as *mut ngx_table_elt_t;
-            if h.is_null() {
-                finish(cx, NGX_ERROR as ngx_int_t, true);
-                return false;
-            }
-            let (Some(k), Some(v)) = (pool_str(pool, name), pool_str(pool, value)) else {
+            let Some(h) = push_header(r, name, value) else {
                 finish(cx, NGX_ERROR as ngx_int_t, true);
                 return false;
             };
-            (*h).hash = 1;
-            (*h).key = k;
-            (*h).value = v;
-            (*h).lowcase_key = ptr::null_mut();
-            (*h).next = ptr::null_mut();
             if eq_ignore_case(name, b"server") {
                 ho.server = h;
             } else if eq_ignore_case(name, b"date") {
@@ -498,6 +527,101 @@ unsafe fn send_head(cx: &mut RequestCtx, head: ResponseHead) -> bool {
             cx.header_only = true;
         }
         true
+    }
+}
+
+unsafe fn set_content_type(r: *mut ngx_http_request_t, value: &[u8]) -> bool {
+    // SAFETY: r is live; the value is copied into its pool.
+    unsafe {
+        let Some(v) = pool_str((*r).pool, value) else {
+            return false;
+        };
+        let ho = &mut (*r).headers_out;
+        ho.content_type = v;
+        ho.content_type_len = v.len;
+        ho.content_type_lowcase = ptr::null_mut();
+        true
+    }
+}
+
+unsafe fn push_header(
+    r: *mut ngx_http_request_t,
+    name: &[u8],
+    value: &[u8],
+) -> Option<*mut ngx_table_elt_t> {
+    // SAFETY: r is live; the header list is initialised.
+    unsafe {
+        let pool = (*r).pool;
+        let h = ngx_list_push(&mut (*r).headers_out.headers) as *mut ngx_table_elt_t;
+        if h.is_null() {
+            return None;
+        }
+        (*h).hash = 1;
+        (*h).key = pool_str(pool, name)?;
+        (*h).value = pool_str(pool, value)?;
+        (*h).lowcase_key = ptr::null_mut();
+        (*h).next = ptr::null_mut();
+        Some(h)
+    }
+}
+
+/// `X-Accel-Redirect`: the app hands the request to another location (a
+/// protected file, a named location). The app's body is not sent; the
+/// headers nginx keeps on such a redirect behind proxy_pass are kept.
+unsafe fn redirect_to(cx: &mut RequestCtx, uri: &[u8], head: &ResponseHead) {
+    const KEPT: [&[u8]; 5] = [
+        b"set-cookie",
+        b"content-disposition",
+        b"cache-control",
+        b"expires",
+        b"accept-ranges",
+    ];
+    cx.done = true;
+    cx.exchange.cancel();
+    if let Some(rt) = worker::runtime() {
+        rt.hub.counters.responses.fetch_add(1, Ordering::Relaxed);
+    }
+    let r = cx.r;
+    // SAFETY: r is live; our timer lives in the ctx.
+    unsafe {
+        if cx.timer.timer_set() != 0 {
+            ngx_del_timer(&mut cx.timer);
+        }
+        for (name, value) in &head.headers {
+            if eq_ignore_case(name, b"content-type") {
+                set_content_type(r, value);
+            } else if KEPT.iter().any(|k| eq_ignore_case(name, k))
+                && push_header(r, name, value).is_none()
+            {
+                ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t);
+                return;
+            }
+        }
+        let Some(mut uri) = pool_str((*r).pool, uri) else {
+            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t);
+            return;
+        };
+        if ngx_bytes(&uri).starts_with(b"@") {
+            ngx_http_named_location(r, &mut uri);
+        } else {
+            let mut args = ngx_str_t {
+                len: 0,
+                data: ptr::null_mut(),
+            };
+            let mut flags: ngx_uint_t = NGX_HTTP_LOG_UNSAFE as ngx_uint_t;
+            if ngx_http_parse_unsafe_uri(r, &mut uri, &mut args, &mut flags) != NGX_OK as ngx_int_t
+            {
+                ngx_http_finalize_request(r, NGX_HTTP_NOT_FOUND as ngx_int_t);
+                return;
+            }
+            if (*r).method != NGX_HTTP_HEAD as ngx_uint_t {
+                (*r).method = NGX_HTTP_GET as ngx_uint_t;
+                (*r).method_name = ngx_http_core_get_method;
+            }
+            ngx_http_internal_redirect(r, &mut uri, &mut args);
+        }
+        // Releases the reference taken when the body was read.
+        ngx_http_finalize_request(r, NGX_DONE as ngx_int_t);
     }
 }
 
