@@ -26,7 +26,7 @@ use ngx::http::{HttpModule, HttpModuleLocationConf};
 use ngx::ngx_log_error;
 
 use crate::conf::{LocConf, Param};
-use crate::message::{Body, BodySegment, Exchange, Job, Reply, RequestEnv, RequestId};
+use crate::message::{Body, BodySegment, BodyStream, Exchange, Job, Reply, RequestEnv, RequestId};
 use crate::util::{for_each_header, ngx_bytes};
 use crate::{notify, output, worker, HttpWsgiModule};
 
@@ -59,6 +59,8 @@ pub struct RequestCtx {
     pub first_reply_at: Option<ngx_msec_t>,
     pub waiting_on_client: bool,
     pub bytes_out: u64,
+    /// The rest of the request body, while it streams to the app.
+    pub stream: Option<Arc<BodyStream>>,
 }
 
 impl Drop for RequestCtx {
@@ -66,6 +68,9 @@ impl Drop for RequestCtx {
         // Runs on the nginx thread from the request pool's cleanup.
         if !self.done {
             self.exchange.cancel();
+        }
+        if let Some(s) = self.stream.take() {
+            s.fail("request ended");
         }
         // SAFETY: both events are ours and live inside this ctx.
         unsafe {
@@ -133,6 +138,10 @@ unsafe fn start(r: *mut ngx_http_request_t) -> ngx_int_t {
         }
         Some(_) => {}
     }
+    if lcf.request_buffering == Some(false) {
+        // SAFETY: r is live; set before reading starts, as proxy does.
+        unsafe { (*r).set_request_body_no_buffering(1) };
+    }
     // SAFETY: standard nginx body reading; it takes a request reference
     // that the final ngx_http_finalize_request releases.
     let rc = unsafe { ngx_http_read_client_request_body(r, Some(body_ready)) };
@@ -172,10 +181,23 @@ unsafe fn dispatch(r: *mut ngx_http_request_t) {
             return;
         }
     };
-    // SAFETY: r is live; the env only copies from it.
-    let env = unsafe { collect_env(r, lcf, &body) };
-
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let mut body = body;
+    // SAFETY: r is live; with no buffering the rest of the body arrives
+    // while the app runs.
+    let stream = unsafe {
+        if (*r).reading_body() != 0 {
+            take_body_bufs(r, None);
+            let s = Arc::new(BodyStream::new(id, lcf.buffer_size(), rt.hub.clone()));
+            body.segments.push_back(BodySegment::Stream(s.clone()));
+            Some(s)
+        } else {
+            None
+        }
+    };
+    // SAFETY: r is live; the env only copies from it.
+    let env = unsafe { collect_env(r, lcf, &body, stream.is_some()) };
+
     let exchange = Arc::new(Exchange::new(id, lcf.buffer_size()));
     // SAFETY: ngx_current_msec is only written by this (the nginx) thread.
     let now = unsafe { ngx_current_msec };
@@ -202,6 +224,7 @@ unsafe fn dispatch(r: *mut ngx_http_request_t) {
         first_reply_at: None,
         waiting_on_client: false,
         bytes_out: 0,
+        stream,
     };
     // SAFETY: the request pool outlives every use of the ctx; Pool::allocate
     // registers a cleanup that drops it when the request is freed.
@@ -224,7 +247,11 @@ unsafe fn dispatch(r: *mut ngx_http_request_t) {
         cx.timer.log = log;
         // Non-cancelable: a graceful quit waits for requests in Python.
         ngx_add_timer(&mut cx.timer, cx.queue_timeout.min(cx.read_timeout));
-        (*r).read_event_handler = Some(check_broken_connection);
+        (*r).read_event_handler = if cx.stream.is_some() {
+            Some(read_body_handler)
+        } else {
+            Some(check_broken_connection)
+        };
         (*r).write_event_handler = Some(output::write_handler);
     }
     notify::register(id, ctx);
@@ -347,7 +374,12 @@ fn port_of(sa: *mut nginx_sys::sockaddr) -> Vec<u8> {
 }
 
 /// Copies what environ needs out of the request.
-unsafe fn collect_env(r: *mut ngx_http_request_t, lcf: &LocConf, body: &Body) -> RequestEnv {
+unsafe fn collect_env(
+    r: *mut ngx_http_request_t,
+    lcf: &LocConf,
+    body: &Body,
+    streaming: bool,
+) -> RequestEnv {
     // SAFETY: r is live; every ngx_str_t copied here lives in its pools.
     unsafe {
         let c = (*r).connection;
@@ -390,6 +422,7 @@ unsafe fn collect_env(r: *mut ngx_http_request_t, lcf: &LocConf, body: &Body) ->
         }
 
         let mut has_length_header = false;
+        let mut declared_length: Option<u64> = None;
         for_each_header(&(*r).headers_in.headers, |h| {
             if h.hash == 0 {
                 return; // removed by nginx
@@ -400,12 +433,18 @@ unsafe fn collect_env(r: *mut ngx_http_request_t, lcf: &LocConf, body: &Body) ->
                 env.content_type = Some(value.to_vec());
             } else if name.eq_ignore_ascii_case(b"content-length") {
                 has_length_header = true;
+                declared_length = std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|v| v.trim().parse().ok());
             } else {
                 env.headers.push((name.to_vec(), value.to_vec()));
             }
         });
         let len = body.len();
-        if has_length_header || (*r).headers_in.chunked() != 0 || len > 0 {
+        if streaming {
+            // Still arriving: only the client's own Content-Length is known.
+            env.content_length = declared_length;
+        } else if has_length_header || (*r).headers_in.chunked() != 0 || len > 0 {
             env.content_length = Some(len);
         }
 
@@ -495,6 +534,94 @@ extern "C" fn check_broken_connection(r: *mut ngx_http_request_t) {
     }
 }
 
+/// Moves what nginx has read of the body into the stream (or drops it
+/// when `stream` is None: it was copied already) and frees nginx's buffers.
+/// Returns whether any data moved.
+unsafe fn take_body_bufs(r: *mut ngx_http_request_t, stream: Option<&BodyStream>) -> bool {
+    let mut moved = false;
+    // SAFETY: r is live; the chain is nginx's request body chain.
+    unsafe {
+        let rb = (*r).request_body;
+        if rb.is_null() {
+            return false;
+        }
+        let mut cl = (*rb).bufs;
+        while !cl.is_null() {
+            let b = (*cl).buf;
+            if (*b).in_file() == 0 && !(*b).pos.is_null() && (*b).last > (*b).pos {
+                if let Some(s) = stream {
+                    let len = (*b).last.offset_from((*b).pos) as usize;
+                    s.push(core::slice::from_raw_parts((*b).pos, len).to_vec());
+                }
+                (*b).pos = (*b).last;
+                moved = true;
+            }
+            cl = (*cl).next;
+        }
+        (*rb).bufs = ptr::null_mut();
+    }
+    moved
+}
+
+/// Read-event handler while the body streams to the app.
+extern "C" fn read_body_handler(r: *mut ngx_http_request_t) {
+    // SAFETY: nginx calls this on its thread with a live request.
+    unsafe {
+        if let Some(cx) = ctx_of(r) {
+            pull_body(cx);
+        }
+    }
+}
+
+/// Reads more of the body from the client while the app has room for it.
+///
+/// # Safety
+/// nginx thread; `cx` belongs to a live request.
+pub unsafe fn pull_body(cx: &mut RequestCtx) {
+    let Some(stream) = cx.stream.clone() else {
+        return;
+    };
+    let r = cx.r;
+    // SAFETY: r is live while its ctx is.
+    unsafe {
+        loop {
+            if cx.done {
+                return;
+            }
+            if !stream.has_room() {
+                // Paused until the app reads; a slow app is not a slow client.
+                let rev = (*(*r).connection).read;
+                if (*rev).timer_set() != 0 {
+                    ngx_del_timer(rev);
+                }
+                return;
+            }
+            let rc = nginx_sys::ngx_http_read_unbuffered_request_body(r);
+            let moved = take_body_bufs(r, Some(&stream));
+            if rc == NGX_ERROR as ngx_int_t || rc >= NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t {
+                stream.fail("client request body could not be read");
+                cx.stream = None;
+                let code = if cx.head_sent || rc == NGX_ERROR as ngx_int_t {
+                    NGX_ERROR as ngx_int_t
+                } else {
+                    rc
+                };
+                output::finish(cx, code, true);
+                return;
+            }
+            if rc == NGX_OK as ngx_int_t && (*r).reading_body() == 0 {
+                stream.finish();
+                cx.stream = None;
+                (*r).read_event_handler = Some(check_broken_connection);
+                return;
+            }
+            if !moved {
+                return; // wait for the client
+            }
+        }
+    }
+}
+
 /// Ends a request whose client is gone; the app is told at its next write.
 unsafe fn abort_request(r: *mut ngx_http_request_t, why: &str) {
     // SAFETY: r is live (we are in one of its event handlers).
@@ -555,8 +682,9 @@ extern "C" fn timer_handler(ev: *mut ngx_event_t) {
             ngx_add_timer(ev, left.max(1));
             return;
         }
-        if cx.waiting_on_client {
-            // The app is paused by backpressure; send_timeout guards the client.
+        if cx.waiting_on_client || cx.stream.is_some() {
+            // The app waits on the client (backpressure, or a body still
+            // arriving): send_timeout / client_body_timeout guard that.
             ngx_add_timer(ev, cx.read_timeout);
             return;
         }

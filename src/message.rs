@@ -59,9 +59,11 @@ pub struct Body {
     pub segments: VecDeque<BodySegment>,
 }
 
-/// A piece of a request body: in memory, or a range of nginx's temp file.
+/// A piece of a request body: in memory, a range of nginx's temp file, or
+/// (with `wsgi_request_buffering off`) the rest of the body as it arrives.
 pub enum BodySegment {
     Memory(Vec<u8>),
+    Stream(Arc<BodyStream>),
     /// `fd` is our own duplicate, so it outlives the request's temp file.
     File {
         fd: Arc<OwnedFd>,
@@ -77,12 +79,122 @@ impl Body {
             .map(|s| match s {
                 BodySegment::Memory(v) => v.len() as u64,
                 BodySegment::File { len, .. } => *len,
+                BodySegment::Stream(_) => 0,
             })
             .sum()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+struct StreamState {
+    chunks: VecDeque<Vec<u8>>,
+    bytes: usize,
+    eof: bool,
+    error: Option<String>,
+    /// nginx stopped reading from the client because we were full.
+    paused: bool,
+}
+
+/// A request body streamed from the nginx thread to the app while it
+/// arrives. Bounded: past `limit` bytes nginx stops reading the client
+/// (TCP pushes back), and resumes when the app has read.
+pub struct BodyStream {
+    id: RequestId,
+    limit: usize,
+    hub: Arc<Hub>,
+    state: Mutex<StreamState>,
+    ready: Condvar,
+}
+
+impl BodyStream {
+    pub fn new(id: RequestId, limit: usize, hub: Arc<Hub>) -> BodyStream {
+        BodyStream {
+            id,
+            limit: limit.max(1),
+            hub,
+            state: Mutex::new(StreamState {
+                chunks: VecDeque::new(),
+                bytes: 0,
+                eof: false,
+                error: None,
+                paused: false,
+            }),
+            ready: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, StreamState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// nginx thread: data from the client.
+    pub fn push(&self, data: Vec<u8>) {
+        if data.is_empty() {
+            return;
+        }
+        let mut st = self.lock();
+        st.bytes += data.len();
+        st.chunks.push_back(data);
+        drop(st);
+        self.ready.notify_all();
+    }
+
+    /// nginx thread: may we read more from the client now? If not, we are
+    /// paused until the app reads.
+    pub fn has_room(&self) -> bool {
+        let mut st = self.lock();
+        let room = st.bytes < self.limit;
+        st.paused = !room;
+        room
+    }
+
+    /// nginx thread: the body is complete.
+    pub fn finish(&self) {
+        self.lock().eof = true;
+        self.ready.notify_all();
+    }
+
+    /// nginx thread: the body will never complete (client gone, timeout).
+    pub fn fail(&self, why: &str) {
+        let mut st = self.lock();
+        if !st.eof && st.error.is_none() {
+            st.error = Some(why.to_string());
+        }
+        drop(st);
+        self.ready.notify_all();
+    }
+
+    /// Pool thread: the next chunk, blocking until one arrives; `None` at
+    /// the end of the body.
+    pub fn next_chunk(&self) -> std::io::Result<Option<Vec<u8>>> {
+        let mut st = self.lock();
+        loop {
+            if let Some(c) = st.chunks.pop_front() {
+                st.bytes -= c.len();
+                let resume = st.paused && st.bytes < self.limit;
+                if resume {
+                    st.paused = false;
+                }
+                drop(st);
+                if resume {
+                    self.hub.send(Completion::Ready(self.id));
+                }
+                return Ok(Some(c));
+            }
+            if let Some(e) = &st.error {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    e.clone(),
+                ));
+            }
+            if st.eof {
+                return Ok(None);
+            }
+            st = self.ready.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
     }
 }
 

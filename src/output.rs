@@ -57,7 +57,13 @@ pub extern "C" fn wake_handler(ev: *mut ngx_event_t) {
         let r = (*ev).data as *mut ngx_http_request_t;
         let c = (*r).connection;
         if let Some(cx) = ctx_of(r) {
-            guarded(cx, |cx| pump(cx));
+            guarded(cx, |cx| {
+                // The app may have made room for more of the request body.
+                if cx.stream.is_some() {
+                    crate::handler::pull_body(cx);
+                }
+                pump(cx)
+            });
         }
         ngx_http_run_posted_requests(c);
     }
@@ -646,6 +652,9 @@ pub unsafe fn finish(cx: &mut RequestCtx, rc: ngx_int_t, cancel: bool) {
     cx.done = true;
     if cancel {
         cx.exchange.cancel();
+    }
+    if let Some(s) = cx.stream.take() {
+        s.fail("request ended");
     }
     cx.replies.clear();
     if let Some(rt) = worker::runtime() {

@@ -32,7 +32,7 @@ impl BodyReader {
     pub fn has_file(&self) -> bool {
         self.segments
             .iter()
-            .any(|s| matches!(s, BodySegment::File { .. }))
+            .any(|s| matches!(s, BodySegment::File { .. } | BodySegment::Stream(_)))
     }
 
     fn available(&self) -> &[u8] {
@@ -46,6 +46,14 @@ impl BodyReader {
                 return Ok(false);
             };
             match seg {
+                BodySegment::Stream(stream) => {
+                    // Blocks (without the GIL) until the client sends more.
+                    if let Some(chunk) = stream.next_chunk()? {
+                        self.buf = chunk;
+                        self.pos = 0;
+                        self.segments.push_front(BodySegment::Stream(stream));
+                    }
+                }
                 BodySegment::Memory(v) => {
                     self.buf = v;
                     self.pos = 0;
