@@ -462,7 +462,7 @@ impl Hub {
         if self.tx.send(c).is_err() {
             return;
         }
-        if !self.pending.swap(true, Ordering::AcqRel) {
+        if !self.pending.swap(true, Ordering::SeqCst) {
             let one: u64 = 1;
             // SAFETY: writing 8 bytes from a valid u64 to our eventfd. A
             // failure (counter overflow) still leaves the fd readable.
@@ -488,10 +488,11 @@ impl Hub {
     }
 
     /// nginx thread: reset the eventfd and hand every queued completion to
-    /// `f`. Clearing `pending` first means a completion sent while we drain
-    /// triggers a new wake-up rather than being missed.
+    /// `f`. Order matters: read the eventfd first, then clear `pending`,
+    /// then drain. A send after the clear writes the eventfd again; a send
+    /// before it is already in the channel. (Clearing before the read could
+    /// swallow a write and leave `pending` set with no wake-up to come.)
     pub fn drain(&self, mut f: impl FnMut(Completion)) {
-        self.pending.store(false, Ordering::Release);
         let mut buf: u64 = 0;
         // SAFETY: reading 8 bytes into a valid u64 from our non-blocking fd.
         unsafe {
@@ -501,6 +502,7 @@ impl Hub {
                 8,
             )
         };
+        self.pending.store(false, Ordering::SeqCst);
         while let Ok(c) = self.rx.try_recv() {
             f(c);
         }
