@@ -1,0 +1,399 @@
+#!/usr/bin/perl
+
+# Tests for ngx_http_wsgi_module: responses (framing, HEAD, bodiless
+# statuses, write(), close()) and what happens when the app fails or
+# breaks PEP 3333.
+
+###############################################################################
+
+use warnings;
+use strict;
+
+use Test::More;
+use IO::Select;
+
+use Test::Nginx qw/ :DEFAULT http_end http_content /;
+
+###############################################################################
+
+select STDERR; $| = 1;
+select STDOUT; $| = 1;
+
+my $t = Test::Nginx->new()->has(qw/http/)->plan(61)
+	->write_file_expand('nginx.conf', <<'EOF');
+
+%%TEST_GLOBALS%%
+
+worker_processes 1;
+
+events {
+}
+
+http {
+    %%TEST_GLOBALS_HTTP%%
+
+    server {
+        listen       127.0.0.1:8080;
+        server_name  localhost;
+
+        location / {
+            wsgi_pass  %%TESTDIR%%/resp.py;
+        }
+    }
+}
+
+EOF
+
+$t->write_file('resp.py', <<'EOF');
+import os, sys, time
+
+STATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'state')
+
+def record(line):
+    with open(os.path.join(STATE, 'close.log'), 'a') as f:
+        f.write(line + '\n')
+
+def wait_for(name):
+    path = os.path.join(STATE, name)
+    deadline = time.monotonic() + 30
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+class Closing:
+    """An iterable that records its close() calls."""
+    def __init__(self, tag, chunks, fail_at=None):
+        self.tag, self.chunks, self.fail_at = tag, chunks, fail_at
+    def __iter__(self):
+        for i, chunk in enumerate(self.chunks):
+            if i == self.fail_at:
+                raise RuntimeError('iteration failed')
+            yield chunk
+    def close(self):
+        record('close ' + self.tag)
+
+def gen(*chunks):
+    for c in chunks:
+        yield c
+
+def application(environ, start_response):
+    path = environ['PATH_INFO']
+    text = [('Content-Type', 'text/plain')]
+
+    if path == '/pid':
+        start_response('200 OK', text)
+        return [str(os.getpid()).encode()]
+
+    # framing
+
+    if path == '/gen':
+        start_response('200 OK', text + [('X-Gen', 'yes')])
+        return gen(b'one', b'two', b'three')
+    if path == '/cl':
+        start_response('200 OK', text + [('Content-Length', '11')])
+        return gen(b'one', b'two', b'three')
+    if path == '/list':
+        start_response('200 OK', text + [('X-List', 'yes')])
+        return [b'ab', b'cd']
+    if path == '/204':
+        start_response('204 No Content', [('X-Status', '204')])
+        return []
+    if path == '/304':
+        start_response('304 Not Modified', [('X-Status', '304')])
+        return [b'']
+    if path in ('/204_body', '/304_body'):
+        status = '204 No Content' if path == '/204_body' else '304 Not Modified'
+        start_response(status, [('X-Status', status[:3])])
+        return [b'must not be sent']
+    if path == '/custom':
+        start_response('299 Custom Reason', text)
+        return [b'custom']
+    if path == '/write':
+        write = start_response('200 OK', text)
+        write(b'written ')
+        write(b'twice ')
+        return [b'returned']
+
+    # close() of the iterable
+
+    if path == '/close/normal':
+        start_response('200 OK', text)
+        return Closing('normal', [b'a', b'b'])
+    if path == '/close/raise':
+        start_response('200 OK', text)
+        return Closing('raise', [b'a', b'b'], fail_at=1)
+    if path == '/close/head':
+        start_response('200 OK', text)
+        return Closing('head', [b'a', b'b'])
+
+    # failures
+
+    if path == '/raise':
+        raise KeyError('early-failure')
+    if path == '/late_raise':
+        start_response('200 OK', text)
+        def late():
+            yield b'first chunk\n'
+            wait_for('raise-now')
+            raise ValueError('late failure')
+        return late()
+
+    # broken output
+
+    if path == '/bad/crlf':
+        start_response('200 OK', [('X-Bad', 'a\r\nX-Injected: 1')])
+        return [b'x']
+    if path == '/bad/nonlatin':
+        start_response('200 OK', [('X-Bad', 'euro \u20ac')])
+        return [b'x']
+    if path == '/bad/status':
+        start_response('OK', text)
+        return [b'x']
+    if path == '/bad/str':
+        start_response('200 OK', text)
+        return ['a str chunk']
+    if path == '/bad/nostart':
+        return [b'x']
+    if path == '/bad/twice':
+        start_response('200 OK', text)
+        start_response('404 Not Found', text)
+        return [b'x']
+
+    # exc_info
+
+    if path == '/excinfo':
+        start_response('200 OK', text + [('X-First', 'yes')])
+        try:
+            raise RuntimeError('caught by the app')
+        except RuntimeError:
+            start_response('500 Internal Server Error',
+                           text + [('X-Second', 'yes')], sys.exc_info())
+        return [b'app error page']
+    if path == '/excinfo_late':
+        start_response('200 OK', text)
+        def late():
+            yield b'sent'
+            try:
+                raise RuntimeError('too late for exc_info')
+            except RuntimeError:
+                start_response('500 Internal Server Error', text,
+                               sys.exc_info())
+            yield b'not reached'
+        return late()
+
+    start_response('404 Not Found', text)
+    return [b'no such test']
+EOF
+
+mkdir($t->testdir() . '/state');
+chmod(0777, $t->testdir() . '/state');
+
+$t->run();
+
+###############################################################################
+
+my $pid = http_content(http_get('/pid'));
+my $r;
+
+# a generator: chunked for HTTP/1.1, close-delimited for HTTP/1.0
+
+$r = http_11('/gen');
+like($r, qr/^HTTP\/1\.1 200 OK/, 'generator');
+like($r, qr/^Transfer-Encoding: chunked\x0d?$/mi, 'generator chunked');
+is(http_content($r), 'onetwothree', 'generator chunked content');
+like($r, qr/\x0d\x0a0\x0d\x0a\x0d\x0a\z/, 'generator last chunk');
+
+$r = http_get('/gen');
+like($r, qr/^X-Gen: yes\x0d?$/mi, 'generator http 1.0');
+unlike($r, qr/^(Transfer-Encoding|Content-Length):/mi,
+	'generator http 1.0 not chunked, no length');
+like($r, qr/\x0d\x0a\x0d\x0aonetwothree\z/, 'generator http 1.0 body');
+
+# Content-Length from the app is kept: no chunked encoding
+
+$r = http_11('/cl');
+like($r, qr/^Content-Length: 11\x0d?$/mi, 'app Content-Length');
+unlike($r, qr/^Transfer-Encoding:/mi, 'app Content-Length not chunked');
+like($r, qr/\x0d\x0a\x0d\x0aonetwothree\z/, 'app Content-Length body');
+
+# a list gets a Content-Length
+
+$r = http_11('/list');
+like($r, qr/^Content-Length: 4\x0d?$/mi, 'list Content-Length');
+unlike($r, qr/^Transfer-Encoding:/mi, 'list not chunked');
+like($r, qr/\x0d\x0a\x0d\x0aabcd\z/, 'list body');
+
+# HEAD: the headers, no body
+
+$r = http_head('/list');
+like($r, qr/^HTTP\/1\.1 200 OK/, 'head list');
+like($r, qr/^X-List: yes\x0d?$/mi, 'head list header');
+like($r, qr/^Content-Length: 4\x0d?$/mi, 'head list Content-Length');
+like($r, qr/\x0d\x0a\x0d\x0a\z/, 'head list no body');
+
+$r = http(<<EOF);
+HEAD /gen HTTP/1.1
+Host: localhost
+Connection: close
+
+EOF
+like($r, qr/^X-Gen: yes\x0d?$/mi, 'head generator header');
+like($r, qr/\x0d\x0a\x0d\x0a\z/, 'head generator no body');
+
+# 204 and 304: no body
+
+$r = http_11('/204');
+like($r, qr/^HTTP\/1\.1 204 No Content.*^X-Status: 204\x0d?$/msi,
+	'status 204');
+like($r, qr/\x0d\x0a\x0d\x0a\z/, 'status 204 no body');
+unlike($r, qr/^(Content-Length|Transfer-Encoding):/mi, 'status 204 no framing');
+
+$r = http_11('/304');
+like($r, qr/^HTTP\/1\.1 304 Not Modified.*^X-Status: 304\x0d?$/msi,
+	'status 304');
+like($r, qr/\x0d\x0a\x0d\x0a\z/, 'status 304 no body');
+
+# ... even if the app returns one: it would be read as the start of the
+# next response on a keepalive connection
+
+TODO: {
+local $TODO = 'body sent after 204/304 (status_line set, no header_only)';
+
+like(http_11('/204_body'), qr/\x0d\x0a\x0d\x0a\z/, 'status 204 body dropped');
+like(http_11('/304_body'), qr/\x0d\x0a\x0d\x0a\z/, 'status 304 body dropped');
+
+}
+
+# the app's own status reason
+
+like(http_get('/custom'), qr/^HTTP\/1\.1 299 Custom Reason\x0d\x0a/,
+	'custom status line');
+
+# the write() callable, then the returned iterable
+
+is(http_content(http_11('/write')), 'written twice returned', 'write()');
+
+# close() of the iterable is called whatever happens
+
+like(http_get('/close/normal'), qr/\x0d\x0a\x0d\x0aab\z/, 'close normal');
+is(closes(), "close normal\n", 'close() after a normal response');
+
+http_get('/close/raise');
+is(closes(), "close normal\nclose raise\n",
+	'close() after an exception in iteration');
+
+like(http_head('/close/head'), qr/^HTTP\/1\.1 200 OK/, 'close head');
+is(closes(), "close normal\nclose raise\nclose head\n", 'close() after HEAD');
+
+like($t->read_file('error.log'),
+	qr/wsgi: app raised RuntimeError: iteration failed/,
+	'exception in iteration logged');
+
+# an exception before start_response(): 500, logged with the traceback
+
+$r = http_get('/raise');
+like($r, qr/^HTTP\/1\.1 500 /, 'exception: 500');
+my $tb = qr/Traceback \(most recent call last\):\n +File ".*\/resp\.py"/;
+my $err = qr/\[error\].*wsgi: app raised KeyError: 'early-failure'/;
+like($t->read_file('error.log'),
+	qr/$err while handling request\n$tb, line \d+, in application\n/,
+	'exception: error log with traceback');
+
+# an exception after the headers and a first chunk went out: the
+# connection is closed without the last chunk, so the client can tell
+
+my $s = http(<<EOF, start => 1);
+GET /late_raise HTTP/1.1
+Host: localhost
+Connection: close
+
+EOF
+my $head = read_until($s, qr/first chunk\n/);
+like($head, qr/^HTTP\/1\.1 200 OK.*^Transfer-Encoding: chunked/msi,
+	'late exception: headers sent');
+$t->write_file('state/raise-now', '');
+$r = $head . (http_end($s) // '');
+is(http_content($r), "first chunk\n[no-last-chunk]",
+	'late exception: no last chunk');
+unlike($r, qr/\x0d\x0a0\x0d\x0a\x0d\x0a\z/, 'late exception: no terminator');
+$err = qr/\[error\].*wsgi: app raised ValueError: late failure/;
+like($t->read_file('error.log'),
+	qr/$err while sending response to client\n$tb, line \d+, in late\n/,
+	'late exception: error log');
+
+# broken app output: 500 and an error-log line each
+
+bad('/bad/crlf', qr/ValueError: value of header "X-Bad" contains CR, LF/,
+	'header value with CRLF');
+bad('/bad/nonlatin', qr/ValueError: header value "euro .+" is not latin-1/,
+	'non-latin-1 header value');
+bad('/bad/status', qr/ValueError: status "OK" does not start with a three/,
+	'malformed status');
+bad('/bad/str', qr/app returned a response body chunk of type str/,
+	'str body chunk');
+bad('/bad/nostart', qr/app returned without calling start_response\(\)/,
+	'start_response() never called');
+bad('/bad/twice', qr/AssertionError: start_response\(\) called a second time/,
+	'start_response() twice without exc_info');
+
+unlike(http_get('/bad/crlf'), qr/^X-Injected/mi, 'no header injection');
+
+# exc_info before any output replaces the response
+
+$r = http_get('/excinfo');
+like($r, qr/^HTTP\/1\.1 500 Internal Server Error\x0d\x0a/, 'exc_info status');
+like($r, qr/^X-Second: yes\x0d?$/mi, 'exc_info new headers');
+unlike($r, qr/^X-First:/mi, 'exc_info old headers dropped');
+like($r, qr/\x0d\x0a\x0d\x0aapp error page\z/, 'exc_info app body');
+
+# exc_info after output re-raises the app's exception (PEP 3333)
+
+$r = http_11('/excinfo_late');
+unlike($r // '', qr/not reached|\x0d\x0a0\x0d\x0a\x0d\x0a\z/,
+	'late exc_info: response cut');
+like($t->read_file('error.log'),
+	qr/wsgi: app raised RuntimeError: too late for exc_info/,
+	'late exc_info: original exception raised');
+
+# the same worker process still serves
+
+like(http_get('/list'), qr/\x0d\x0a\x0d\x0aabcd\z/, 'still serving');
+is(http_content(http_get('/pid')), $pid, 'same worker process');
+
+###############################################################################
+
+sub http_11 {
+	my ($uri) = @_;
+	return http(<<EOF);
+GET $uri HTTP/1.1
+Host: localhost
+Connection: close
+
+EOF
+}
+
+sub closes {
+	return -e $t->testdir() . '/state/close.log'
+		? $t->read_file('state/close.log') : '';
+}
+
+# a bad response: 500 from nginx, and the reason in the error log
+sub bad {
+	my ($uri, $log, $name) = @_;
+	like(http_get($uri), qr/^HTTP\/1\.1 500 Internal Server Error/,
+		"$name: 500");
+	like($t->read_file('error.log'), qr/\[error\].*wsgi: .*$log/,
+		"$name: error log");
+}
+
+# read from the socket until the data seen so far matches $re
+sub read_until {
+	my ($s, $re) = @_;
+	my ($buf, $sel) = ('', IO::Select->new($s));
+	while ($buf !~ $re) {
+		last unless $sel->can_read(8);
+		last unless sysread($s, $buf, 4096, length $buf);
+	}
+	return $buf;
+}
+
+###############################################################################
