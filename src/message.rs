@@ -329,7 +329,10 @@ impl Exchange {
         let mut st = self.lock();
         for reply in replies {
             let w = reply.weight();
-            while st.bytes > 0 && st.bytes + w > self.limit && !self.is_cancelled() {
+            // Only data waits for room: a head or an end marker carries no
+            // bytes, and the nginx thread is not woken until the whole
+            // batch is queued, so waiting here for them would never end.
+            while w > 0 && st.bytes > 0 && st.bytes + w > self.limit && !self.is_cancelled() {
                 st = self.room.wait(st).unwrap_or_else(|e| e.into_inner());
             }
             if self.is_cancelled() {
@@ -572,6 +575,22 @@ mod tests {
         rx.recv().unwrap();
         t.join().unwrap();
         assert_eq!(ex.queued_bytes(), 80);
+    }
+
+    #[test]
+    fn oversized_body_with_end_does_not_block() {
+        // A complete response whose body alone exceeds the bound: the end
+        // marker must not wait behind it (nobody would ever take it).
+        let ex = Exchange::new(7, 100);
+        let head = ResponseHead {
+            status: 200,
+            status_line: b"200 OK".to_vec(),
+            headers: vec![],
+        };
+        assert!(ex
+            .push([Reply::Head(head), Reply::Body(vec![0; 300]), Reply::End])
+            .unwrap());
+        assert_eq!(ex.queued_bytes(), 300);
     }
 
     #[test]
