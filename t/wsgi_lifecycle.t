@@ -1,0 +1,258 @@
+#!/usr/bin/perl
+
+# Tests for ngx_http_wsgi_module: the worker lifecycle.  A reload while a
+# request is in the app lets that request finish on the old worker (old
+# config, old code) while new workers serve the new config and code; a
+# graceful quit waits for a request in the app and runs Python's atexit
+# handlers; a stop ends promptly even with a request stuck in the app;
+# wsgi.multiprocess follows worker_processes.
+
+###############################################################################
+
+use warnings;
+use strict;
+
+use Test::More;
+use Time::HiRes qw/ time sleep /;
+
+use Test::Nginx qw/ :DEFAULT http_end http_content /;
+
+###############################################################################
+
+select STDERR; $| = 1;
+select STDOUT; $| = 1;
+
+my $t = Test::Nginx->new()->has(qw/http/)->plan(29);
+
+sub conf {
+	my ($workers, $param) = @_;
+	$t->write_file_expand('nginx.conf', <<"EOF");
+
+%%TEST_GLOBALS%%
+
+worker_processes $workers;
+
+events {
+}
+
+http {
+    %%TEST_GLOBALS_HTTP%%
+
+    log_format  st  '\$status \$request_uri';
+    access_log  %%TESTDIR%%/status.log  st;
+
+    server {
+        listen       127.0.0.1:8080;
+        server_name  localhost;
+
+        location / {
+            wsgi_param  APP_PARAM  $param;
+            wsgi_pass   %%TESTDIR%%/app.py;
+        }
+    }
+}
+
+EOF
+}
+
+# the app: VERSION is rewritten by the test to check that reload imports
+# the new code; /block waits for the test's release file
+sub app {
+	my ($version) = @_;
+	$t->write_file('app.py', <<"EOF");
+import atexit, os, time
+
+VERSION = '$version'
+STATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'state')
+
+def state(name):
+    return os.path.join(STATE, name)
+
+def bye():
+    with open(state('atexit-%d' % os.getpid()), 'w') as f:
+        f.write(VERSION)
+
+atexit.register(bye)
+
+def application(environ, start_response):
+    path = environ['PATH_INFO']
+    q = environ['QUERY_STRING']
+    if path == '/block':
+        with open(state('started-' + q), 'w') as f:
+            f.write(str(os.getpid()))
+        deadline = time.monotonic() + 30
+        while not os.path.exists(state('release-' + q)) \\
+                and time.monotonic() < deadline:
+            time.sleep(0.01)
+        body = VERSION.encode() + b' ' + b'x' * 200000 + b' end'
+    elif path == '/stuck':
+        with open(state('stuck-started'), 'w') as f:
+            f.write(str(os.getpid()))
+        time.sleep(60)
+        body = b'woke up'
+    else:
+        body = ('%s param=%s mp=%s pid=%d' % (VERSION,
+            environ.get('APP_PARAM'), environ['wsgi.multiprocess'],
+            os.getpid())).encode()
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    return [body]
+EOF
+}
+
+my $d = $t->testdir();
+my $state = "$d/state";
+mkdir($state);
+chmod(0777, $state);
+
+# waits for a file (or a process to go away) with a generous bound
+sub poll {
+	my ($cond, $secs) = @_;
+	my $end = time + ($secs || 15);
+	while (time < $end) {
+		return 1 if $cond->();
+		sleep 0.02;
+	}
+	return $cond->() ? 1 : 0;
+}
+
+sub cmdline {
+	my ($pid) = @_;
+	open my $fh, '<', "/proc/$pid/cmdline" or return '';
+	local $/;
+	my $s = <$fh> // '';
+	$s =~ tr/\0/ /;
+	return $s;
+}
+
+sub alive {
+	my ($pid) = @_;
+	open my $fh, '<', "/proc/$pid/stat" or return 0;
+	my $st = <$fh> // return 0;
+	return $st !~ /^\d+ \(.*\) Z/s;
+}
+
+sub children {
+	my ($ppid) = @_;
+	opendir my $dh, '/proc' or return;
+	my @pids;
+	for my $pid (grep { /^\d+$/ } readdir $dh) {
+		open my $fh, '<', "/proc/$pid/stat" or next;
+		my $st = <$fh> // next;
+		push @pids, $pid if $st =~ /^\d+ \(.*\) [^Z] (\d+)/s && $1 == $ppid;
+	}
+	return @pids;
+}
+
+sub master_pid {
+	my ($pid) = $t->read_file('nginx.pid') =~ /(\d+)/;
+	return $pid;
+}
+
+sub slurp {
+	my ($name) = @_;
+	open my $fh, '<', "$d/$name" or return '';
+	local $/;
+	return <$fh> // '';
+}
+
+sub info { http_content(http_get('/info')) // '' }
+
+my $big = 'x' x 200000;
+
+conf(1, 'one');
+app('v1');
+$t->run();
+
+###############################################################################
+
+# one worker: not multiprocess
+
+my $info = info();
+like($info, qr/^v1 param=one mp=False pid=\d+$/, 'first config, first code');
+my ($old_pid) = $info =~ /pid=(\d+)/;
+
+# reload while a request is in the app
+
+my $s = http_get('/block?r1', start => 1);
+ok(poll(sub { -e "$state/started-r1" }), 'request in the app');
+
+conf(2, 'two');
+app('v2');
+$t->reload();
+
+like(slurp('error.log'), qr/signal 1 \(SIGHUP\) received/, 'reload signalled');
+unlike(slurp('error.log'), qr/\[emerg\]/, 'reload accepted');
+
+my (%new, @stale);
+for (1 .. 6) {
+	my $i = info();
+	$new{$1} = 1 if $i =~ /pid=(\d+)/;
+	like($i, qr/^v2 param=two mp=True pid=\d+$/, "new config and code $_")
+		if $_ <= 2;
+	push @stale, $i if $i !~ /^v2 param=two /;
+}
+is(join('|', @stale), '', 'every answer after reload from the new workers');
+ok(!$new{$old_pid}, 'old worker takes no new requests');
+my @workers = grep { $_ != $old_pid } children(master_pid());
+is(scalar @workers, 2, 'two new workers');
+
+ok(alive($old_pid) && cmdline($old_pid) =~ /shutting down/,
+	'old worker shutting down, request still in the app');
+
+$t->write_file('state/release-r1', '');
+my $r = http_end($s);
+like($r, qr/^HTTP\/1\.1 200 OK/, 'in-flight request 200 after reload');
+is(http_content($r), "v1 $big end", 'in-flight request full body, old code');
+
+ok(poll(sub { !alive($old_pid) }), 'old worker exits after its request');
+is(slurp("state/atexit-$old_pid"), 'v1', 'old worker ran atexit');
+
+# graceful quit waits for a request in the app
+
+$s = http_get('/block?r2', start => 1);
+ok(poll(sub { -e "$state/started-r2" }), 'request in the app before quit');
+my $busy_pid = slurp('state/started-r2');
+ok((grep { $_ == $busy_pid } @workers), 'request on a new worker');
+
+my $master = master_pid();
+kill 'QUIT', $master;
+ok(poll(sub { cmdline($busy_pid) =~ /shutting down/ }),
+	'worker shutting down with a request in the app');
+ok(alive($master), 'master waits for the request');
+
+$t->write_file('state/release-r2', '');
+$r = http_end($s);
+like($r, qr/^HTTP\/1\.1 200 OK/, 'in-flight request 200 after quit');
+is(http_content($r), "v2 $big end", 'in-flight request full body after quit');
+
+ok(poll(sub { !alive($master) }), 'master exits after quit');
+is(join(',', map { slurp("state/atexit-$_") } sort @workers),
+	join(',', map { 'v2' } @workers), 'every worker ran atexit on quit');
+
+my @codes = slurp('status.log') =~ /^(\d+) /mg;
+is(scalar @codes, 9, 'requests logged');
+is(join(' ', grep { !/^200$/ } @codes), '', 'no errors across reload and quit');
+
+$t->stop();
+
+# stop does not wait for a request stuck in the app
+
+conf(1, 'three');
+$t->run();
+
+$s = http_get('/stuck', start => 1);
+ok(poll(sub { -e "$state/stuck-started" }), 'request stuck in the app');
+my $stuck_pid = slurp('state/stuck-started');
+$master = master_pid();
+
+kill 'TERM', $master;
+ok(poll(sub { !alive($master) && !alive($stuck_pid) }),
+	'master and worker exit on stop');
+my $log = slurp('error.log');
+unlike($log, qr/exited on signal/, 'worker exited by itself, not killed');
+ok(!-e "$state/atexit-$stuck_pid", 'no atexit with a thread still in the app');
+like(http_end($s) // '', qr/^$/, 'stuck request gets no response');
+
+$t->stop();
+
+###############################################################################
