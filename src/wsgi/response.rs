@@ -346,6 +346,19 @@ pub fn check_header_value(name: &[u8], value: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// A field value without the optional whitespace around it (RFC 9110
+/// 5.5), which is not part of the value: Django's `Set-Cookie` values, for
+/// one, start with a space (`Morsel.output(header="")`).
+pub fn trim_ows(value: &[u8]) -> &[u8] {
+    let is_ows = |c: &u8| *c == b' ' || *c == b'\t';
+    let start = value.iter().position(|c| !is_ows(c)).unwrap_or(value.len());
+    let end = value
+        .iter()
+        .rposition(|c| !is_ows(c))
+        .map_or(start, |i| i + 1);
+    &value[start..end]
+}
+
 pub fn parse_content_length(value: &[u8]) -> Result<u64, String> {
     let v = std::str::from_utf8(value).unwrap_or("").trim();
     if v.is_empty() || !v.bytes().all(|c| c.is_ascii_digit()) {
@@ -446,6 +459,7 @@ impl StartResponse {
             let value = latin1(value, "header value")?;
             check_header_name(&name).map_err(PyValueError::new_err)?;
             check_header_value(&name, &value).map_err(PyValueError::new_err)?;
+            let value = trim_ows(&value).to_vec();
             if name.eq_ignore_ascii_case(b"content-length") {
                 let n = parse_content_length(&value).map_err(PyValueError::new_err)?;
                 if content_length.is_some_and(|m| m != n) {
@@ -534,6 +548,15 @@ mod tests {
         assert!(check_header_value(b"X", b"a\r\nSet-Cookie: x").is_err());
         assert!(check_header_value(b"X", b"a\nb").is_err());
         assert!(check_header_value(b"X", b"a\0b").is_err());
+    }
+
+    #[test]
+    fn header_values_lose_surrounding_whitespace() {
+        assert_eq!(trim_ows(b" csrftoken=x; Path=/"), b"csrftoken=x; Path=/");
+        assert_eq!(trim_ows(b"\t a b \t"), b"a b");
+        assert_eq!(trim_ows(b"plain"), b"plain");
+        assert_eq!(trim_ows(b"   "), b"");
+        assert_eq!(trim_ows(b""), b"");
     }
 
     #[test]
