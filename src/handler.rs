@@ -269,7 +269,10 @@ unsafe fn dispatch(r: *mut ngx_http_request_t) {
     match rt.submit(job) {
         Ok(()) => {}
         Err(waiting) => {
+            // Ended here without reaching the pool: still one response, so
+            // that `requests == responses` once nothing is in flight.
             counters.rejected_503.fetch_add(1, Ordering::Relaxed);
+            counters.responses.fetch_add(1, Ordering::Relaxed);
             ngx_log_error!(
                 NGX_LOG_ERR,
                 log,
