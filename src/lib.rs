@@ -33,6 +33,12 @@ mod variables;
 mod worker;
 mod wsgi;
 
+/// Buffers move between threads on every request (a body chunk made on a
+/// pool thread is freed on nginx's); glibc's malloc serialises such frees on
+/// the allocating thread's arena lock, mimalloc frees them without locking.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub struct HttpWsgiModule;
 
 impl HttpModule for HttpWsgiModule {

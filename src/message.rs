@@ -253,6 +253,10 @@ pub struct Cancelled;
 struct ExchangeState {
     replies: VecDeque<Reply>,
     bytes: usize,
+    /// Pool threads blocked on `room` (0 or 1): notifying a condvar is a
+    /// syscall even when nobody waits, so the nginx thread only does it
+    /// when someone does.
+    waiting: usize,
 }
 
 /// The per-request meeting point of one pool thread and the nginx thread.
@@ -286,6 +290,7 @@ impl Exchange {
             state: Mutex::new(ExchangeState {
                 replies: VecDeque::new(),
                 bytes: 0,
+                waiting: 0,
             }),
             room: Condvar::new(),
             cancelled: AtomicBool::new(false),
@@ -312,8 +317,11 @@ impl Exchange {
         let mut st = self.lock();
         st.replies.clear();
         st.bytes = 0;
+        let waiting = st.waiting > 0;
         drop(st);
-        self.room.notify_all();
+        if waiting {
+            self.room.notify_all();
+        }
     }
 
     /// Would a push of `weight` bytes block now?
@@ -333,7 +341,9 @@ impl Exchange {
             // bytes, and the nginx thread is not woken until the whole
             // batch is queued, so waiting here for them would never end.
             while w > 0 && st.bytes > 0 && st.bytes + w > self.limit && !self.is_cancelled() {
+                st.waiting += 1;
                 st = self.room.wait(st).unwrap_or_else(|e| e.into_inner());
+                st.waiting -= 1;
             }
             if self.is_cancelled() {
                 return Err(Cancelled);
@@ -347,9 +357,14 @@ impl Exchange {
 
     /// Pool thread: wait until the queue is under its bound or `timeout`.
     pub fn wait_for_room(&self, weight: usize, timeout: Duration) {
-        let st = self.lock();
+        let mut st = self.lock();
         if st.bytes > 0 && st.bytes + weight > self.limit && !self.is_cancelled() {
-            let _ = self.room.wait_timeout(st, timeout);
+            st.waiting += 1;
+            let (mut st, _) = self
+                .room
+                .wait_timeout(st, timeout)
+                .unwrap_or_else(|e| e.into_inner());
+            st.waiting -= 1;
         }
     }
 
@@ -376,8 +391,9 @@ impl Exchange {
             out.push_back(r);
         }
         st.bytes -= taken;
+        let waiting = st.waiting > 0;
         drop(st);
-        if taken > 0 {
+        if taken > 0 && waiting {
             self.room.notify_all();
         }
         n

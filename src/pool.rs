@@ -40,6 +40,8 @@ struct Slot {
     running: AtomicU64,
     /// Leave after the current job: a replacement already took our place.
     retire: AtomicBool,
+    /// The watchdog raised `RequestTimeout` in this thread (set with the GIL held).
+    interrupted: AtomicBool,
     /// Thread number (as in its name, `wsgi-N`).
     number: u64,
 }
@@ -189,6 +191,7 @@ fn spawn_worker(shared: &Arc<Shared>) -> std::io::Result<JoinHandle<()>> {
         ident: AtomicU64::new(0),
         running: AtomicU64::new(0),
         retire: AtomicBool::new(false),
+        interrupted: AtomicBool::new(false),
         number: n as u64,
     });
     shared.slots.lock().unwrap().push(slot.clone());
@@ -230,10 +233,16 @@ fn thread_main(shared: &Shared, slot: &Slot) {
             }
         };
         loop {
-            let work = py.detach(|| shared.jobs.recv());
+            // Take the next job while still holding the GIL: under load the
+            // queue is rarely empty, and handing the GIL to another thread
+            // (and waking it) per request costs more than the request.
+            let work = match shared.jobs.try_recv() {
+                Ok(w) => Some(w),
+                Err(_) => py.detach(|| shared.jobs.recv().ok()),
+            };
             let job = match work {
-                Ok(Work::Job(job)) => job,
-                Ok(Work::Stop) | Err(_) => break,
+                Some(Work::Job(job)) => job,
+                Some(Work::Stop) | None => break,
             };
             run_job(py, shared, slot, &mut tctx, *job);
             if slot.retire.load(Ordering::Acquire) {
@@ -275,14 +284,18 @@ fn run_job(py: Python<'_>, shared: &Shared, slot: &Slot, tctx: &mut wsgi::Thread
     wsgi::run(py, tctx, &shared.hub, app.bind(py), job);
     slot.running.store(0, Ordering::Release);
     // An interrupt that arrived as the app returned must not leak into the
-    // next request.
-    unsafe {
-        pyo3::ffi::PyThreadState_SetAsyncExc(
-            slot.ident.load(Ordering::Relaxed) as _,
-            std::ptr::null_mut(),
-        )
-    };
-    let _ = PyErr::take(py);
+    // next request. The watchdog sets `interrupted` with the GIL held, as we
+    // hold it now, so this check cannot miss one.
+    if slot.interrupted.swap(false, Ordering::AcqRel) {
+        // SAFETY: we hold the GIL; NULL clears a pending async exception.
+        unsafe {
+            pyo3::ffi::PyThreadState_SetAsyncExc(
+                slot.ident.load(Ordering::Relaxed) as _,
+                std::ptr::null_mut(),
+            )
+        };
+        let _ = PyErr::take(py);
+    }
     counters.busy_threads.fetch_sub(1, Ordering::Relaxed);
 }
 
@@ -305,6 +318,7 @@ fn watchdog(shared: Arc<Shared>, rx: Receiver<Watch>) {
                 return false;
             }
             let exc = py.get_type::<wsgi::RequestTimeout>();
+            slot.interrupted.store(true, Ordering::Release);
             // SAFETY: we hold the GIL; `exc` is a live exception type.
             unsafe { pyo3::ffi::PyThreadState_SetAsyncExc(ident as _, exc.as_ptr()) };
             true

@@ -218,15 +218,13 @@ fn import_one(py: Python<'_>, target: &AppTarget) -> PyResult<Py<PyAny>> {
                     sys_path.call_method1("append", (dir.as_ref(),))?;
                 }
             }
-            let code = format!(
-                "import importlib.util, sys\n\
+            let code = "import importlib.util, sys\n\
                  spec = importlib.util.spec_from_file_location(name, path)\n\
-                 if spec is None:\n    raise ImportError(f'cannot load {{path!r}}: not a Python file')\n\
+                 if spec is None:\n    raise ImportError(f'cannot load {path!r}: not a Python file')\n\
                  mod = importlib.util.module_from_spec(spec)\n\
                  sys.modules[name] = mod\n\
                  try:\n    spec.loader.exec_module(mod)\n\
-                 except BaseException:\n    del sys.modules[name]\n    raise\n"
-            );
+                 except BaseException:\n    del sys.modules[name]\n    raise\n";
             let locals = PyDict::new(py);
             let stem: String = p
                 .file_stem()

@@ -154,6 +154,11 @@ fn call_app(
 
 fn close_iterable(result: &Bound<'_, PyAny>) -> PyResult<()> {
     let py = result.py();
+    // Lists and tuples have no close(); looking it up would build an
+    // AttributeError (message and all) on every request.
+    if result.is_exact_instance_of::<PyList>() || result.is_exact_instance_of::<PyTuple>() {
+        return Ok(());
+    }
     match result.getattr(pyo3::intern!(py, "close")) {
         Ok(close) => close.call0().map(|_| ()),
         Err(_) => Ok(()),
