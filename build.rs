@@ -16,8 +16,13 @@ fn main() {
         }
     }
     println!("cargo::rerun-if-env-changed=DEP_NGINX_VERSION_NUMBER");
+    // `nginx1_23_0`: ngx_table_elt_t has `next` (header lists), 1.23.0+.
+    println!("cargo::rustc-check-cfg=cfg(nginx1_23_0)");
     if let Ok(v) = std::env::var("DEP_NGINX_VERSION_NUMBER") {
         println!("cargo::rustc-env=WSGI_NGINX_VERSION_NUMBER={v}");
+        if v.parse::<u64>().is_ok_and(|v| v >= 1_023_000) {
+            println!("cargo::rustc-cfg=nginx1_23_0");
+        }
     }
     println!("cargo::rerun-if-env-changed=DEP_NGINX_BUILD_DIR");
 }

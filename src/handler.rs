@@ -304,7 +304,10 @@ unsafe fn add_retry_after(r: *mut ngx_http_request_t) {
             return;
         }
         (*h).hash = 1;
-        (*h).next = ptr::null_mut();
+        #[cfg(nginx1_23_0)]
+        {
+            (*h).next = ptr::null_mut();
+        }
         (*h).key = ngx_str_t {
             len: 11,
             data: c"Retry-After".as_ptr() as *mut u8,
@@ -501,7 +504,6 @@ extern "C" fn check_broken_connection(r: *mut ngx_http_request_t) {
     unsafe {
         let c = (*r).connection;
         let rev = (*c).read;
-        let closed;
         #[cfg(ngx_feature = "http_v2")]
         {
             if !(*r).stream.is_null() {
@@ -511,13 +513,13 @@ extern "C" fn check_broken_connection(r: *mut ngx_http_request_t) {
                 return;
             }
         }
-        if (nginx_sys::ngx_event_flags & nginx_sys::NGX_USE_EPOLL_EVENT as usize) != 0
+        let closed = if (nginx_sys::ngx_event_flags & nginx_sys::NGX_USE_EPOLL_EVENT as usize) != 0
             && nginx_sys::ngx_use_epoll_rdhup != 0
         {
             if (*rev).pending_eof() == 0 {
                 return;
             }
-            closed = true;
+            true
         } else {
             let mut buf = [0u8; 1];
             let n = libc::recv((*c).fd, buf.as_mut_ptr() as *mut c_void, 1, libc::MSG_PEEK);
@@ -527,8 +529,8 @@ extern "C" fn check_broken_connection(r: *mut ngx_http_request_t) {
             if n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN) {
                 return;
             }
-            closed = true;
-        }
+            true
+        };
         if closed {
             (*rev).set_eof(1);
             (*c).set_error(1);

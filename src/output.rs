@@ -566,7 +566,10 @@ unsafe fn push_header(
         (*h).key = pool_str(pool, name)?;
         (*h).value = pool_str(pool, value)?;
         (*h).lowcase_key = ptr::null_mut();
-        (*h).next = ptr::null_mut();
+        #[cfg(nginx1_23_0)]
+        {
+            (*h).next = ptr::null_mut();
+        }
         Some(h)
     }
 }
