@@ -278,42 +278,6 @@ unsafe fn positive_arg(cf: *mut ngx_conf_t, max: usize) -> Result<usize, ()> {
     }
 }
 
-extern "C" fn set_threads(
-    cf: *mut ngx_conf_t,
-    _cmd: *mut ngx_command_t,
-    _conf: *mut c_void,
-) -> *mut c_char {
-    // SAFETY: called by nginx's parser with a valid cf.
-    let mcf = unsafe { main_conf(cf) };
-    if mcf.threads.is_some() {
-        return DUPLICATE;
-    }
-    // SAFETY: directive handler context.
-    match unsafe { positive_arg(cf, 4096) } {
-        Ok(n) => mcf.threads = Some(n),
-        Err(()) => return CONF_ERROR,
-    }
-    CONF_OK
-}
-
-extern "C" fn set_queue_size(
-    cf: *mut ngx_conf_t,
-    _cmd: *mut ngx_command_t,
-    _conf: *mut c_void,
-) -> *mut c_char {
-    // SAFETY: called by nginx's parser with a valid cf.
-    let mcf = unsafe { main_conf(cf) };
-    if mcf.queue_size.is_some() {
-        return DUPLICATE;
-    }
-    // SAFETY: directive handler context.
-    match unsafe { positive_arg(cf, 1 << 20) } {
-        Ok(n) => mcf.queue_size = Some(n),
-        Err(()) => return CONF_ERROR,
-    }
-    CONF_OK
-}
-
 /// Parses a time argument (`30s`, `500ms`) of the current directive.
 unsafe fn time_arg(cf: *mut ngx_conf_t) -> Result<u64, ()> {
     // SAFETY: directive handler context; arguments live in the conf pool.
@@ -332,24 +296,6 @@ unsafe fn time_arg(cf: *mut ngx_conf_t) -> Result<u64, ()> {
             Err(())
         }
     }
-}
-
-extern "C" fn set_queue_timeout(
-    cf: *mut ngx_conf_t,
-    _cmd: *mut ngx_command_t,
-    _conf: *mut c_void,
-) -> *mut c_char {
-    // SAFETY: called by nginx's parser with a valid cf.
-    let mcf = unsafe { main_conf(cf) };
-    if mcf.queue_timeout.is_some() {
-        return DUPLICATE;
-    }
-    // SAFETY: directive handler context.
-    match unsafe { time_arg(cf) } {
-        Ok(ms) => mcf.queue_timeout = Some(ms),
-        Err(()) => return CONF_ERROR,
-    }
-    CONF_OK
 }
 
 /// Parses `on`/`off` of the current directive.
@@ -373,23 +319,54 @@ unsafe fn flag_arg(cf: *mut ngx_conf_t) -> Result<bool, ()> {
     }
 }
 
-extern "C" fn set_import_check(
-    cf: *mut ngx_conf_t,
-    _cmd: *mut ngx_command_t,
-    _conf: *mut c_void,
-) -> *mut c_char {
-    // SAFETY: called by nginx's parser with a valid cf.
-    let mcf = unsafe { main_conf(cf) };
-    if mcf.import_check.is_some() {
-        return DUPLICATE;
-    }
-    // SAFETY: directive handler context.
-    match unsafe { flag_arg(cf) } {
-        Ok(v) => mcf.import_check = Some(v),
-        Err(()) => return CONF_ERROR,
-    }
-    CONF_OK
+/// A directive that sets one value once: `$field` of the main conf (`main`)
+/// or of this level's conf (`loc`), parsed by `$parse` (which logs why a
+/// value is refused). A second occurrence is "duplicate", as in nginx.
+macro_rules! one_value_directive {
+    ($fn_name:ident, main, $field:ident, $parse:expr) => {
+        extern "C" fn $fn_name(
+            cf: *mut ngx_conf_t,
+            _cmd: *mut ngx_command_t,
+            _conf: *mut c_void,
+        ) -> *mut c_char {
+            // SAFETY: called by nginx's parser with a valid cf.
+            let mcf = unsafe { main_conf(cf) };
+            one_value_directive!(@set cf, mcf, $field, $parse)
+        }
+    };
+    ($fn_name:ident, loc, $field:ident, $parse:expr) => {
+        extern "C" fn $fn_name(
+            cf: *mut ngx_conf_t,
+            _cmd: *mut ngx_command_t,
+            conf: *mut c_void,
+        ) -> *mut c_char {
+            // SAFETY: nginx passes our conf for this level as `conf`.
+            let lcf = unsafe { &mut *(conf as *mut LocConf) };
+            one_value_directive!(@set cf, lcf, $field, $parse)
+        }
+    };
+    (@set $cf:ident, $conf:ident, $field:ident, $parse:expr) => {{
+        if $conf.$field.is_some() {
+            return DUPLICATE;
+        }
+        // SAFETY: directive handler context; arguments live in the conf pool.
+        match unsafe { $parse($cf) } {
+            Ok(v) => $conf.$field = Some(v),
+            Err(()) => return CONF_ERROR,
+        }
+        CONF_OK
+    }};
 }
+
+one_value_directive!(set_threads, main, threads, |cf| positive_arg(cf, 4096));
+one_value_directive!(set_queue_size, main, queue_size, |cf| positive_arg(
+    cf,
+    1 << 20
+));
+one_value_directive!(set_queue_timeout, main, queue_timeout, time_arg);
+one_value_directive!(set_import_check, main, import_check, flag_arg);
+one_value_directive!(set_read_timeout, loc, read_timeout, time_arg);
+one_value_directive!(set_request_buffering, loc, request_buffering, flag_arg);
 
 extern "C" fn set_pass(
     cf: *mut ngx_conf_t,
@@ -528,42 +505,6 @@ extern "C" fn set_buffer_size(
             "invalid size \"{}\" in \"wsgi_buffer_size\" directive, it must be 1k or more",
             lossy(value)
         ),
-    }
-    CONF_OK
-}
-
-extern "C" fn set_read_timeout(
-    cf: *mut ngx_conf_t,
-    _cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    // SAFETY: nginx passes our conf for this level as `conf`.
-    let lcf = unsafe { &mut *(conf as *mut LocConf) };
-    if lcf.read_timeout.is_some() {
-        return DUPLICATE;
-    }
-    // SAFETY: directive handler context.
-    match unsafe { time_arg(cf) } {
-        Ok(ms) => lcf.read_timeout = Some(ms),
-        Err(()) => return CONF_ERROR,
-    }
-    CONF_OK
-}
-
-extern "C" fn set_request_buffering(
-    cf: *mut ngx_conf_t,
-    _cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    // SAFETY: nginx passes our conf for this level as `conf`.
-    let lcf = unsafe { &mut *(conf as *mut LocConf) };
-    if lcf.request_buffering.is_some() {
-        return DUPLICATE;
-    }
-    // SAFETY: directive handler context.
-    match unsafe { flag_arg(cf) } {
-        Ok(v) => lcf.request_buffering = Some(v),
-        Err(()) => return CONF_ERROR,
     }
     CONF_OK
 }
