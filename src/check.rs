@@ -62,6 +62,16 @@ pub fn python_executable(mcf: &MainConf) -> String {
         .to_string()
 }
 
+/// `wsgi_python_home` when it has no interpreter of its own, so the check
+/// runs the embedded Python with it as home.
+fn home_without_interpreter<'a>(mcf: &'a MainConf, python: &str) -> Option<&'a str> {
+    let home = mcf.python_home.as_deref()?;
+    let own = python
+        .strip_prefix(home)
+        .is_some_and(|rest| rest.starts_with('/'));
+    (!own).then_some(home)
+}
+
 fn target_arg(t: &AppTarget) -> String {
     let (kind, src) = match &t.source {
         AppSource::Module(m) => ("module", m.as_str()),
@@ -86,6 +96,11 @@ pub fn check_imports(mcf: &MainConf) -> Result<(), String> {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
+    if let Some(home) = home_without_interpreter(mcf, &python) {
+        // A plain prefix: the workers use it as Python's home; so does the
+        // check, or it would pass while the workers cannot start Python.
+        cmd.env("PYTHONHOME", home);
+    }
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("wsgi: cannot run \"{python}\" for wsgi_import_check: {e}"))?;
