@@ -36,7 +36,7 @@ $venv = realpath($venv);
 my $sys_has_flask =
 	system("/usr/bin/python3 -c 'import flask' 2>/dev/null") == 0;
 
-my $t = Test::Nginx->new()->has(qw/http/)->plan(24);
+my $t = Test::Nginx->new()->has(qw/http/)->plan(26);
 my $d = $t->testdir();
 
 # a plain WSGI app reporting where things come from; it imports flask
@@ -121,7 +121,8 @@ EOF
 
 sub nginx_t {
 	my ($name, $home) = @_;
-	my $h = $home ? "wsgi_python_home  $venv;" : '';
+	my $h = $home ? "wsgi_python_home  " . ($home =~ m!^/! ? $home : $venv)
+		. ";" : '';
 	my $globals = $ENV{TEST_NGINX_GLOBALS} // '';
 	$t->write_file($name, <<"EOF");
 pid        $d/$name.pid;
@@ -169,6 +170,15 @@ like($out, qr/ModuleNotFoundError: No module named 'flask'/,
 	'nginx -t without the venv: the import error');
 
 }
+
+# a wsgi_python_home that is neither a venv nor a Python prefix: the
+# workers could not start Python, so the check fails too
+
+mkdir "$d/not-a-venv";
+($rc, $out) = nginx_t('check-bad-home.conf', "$d/not-a-venv");
+isnt($rc, 0, 'nginx -t with a bad home: fails');
+like($out, qr/\[emerg\].*(?s:.*)(?:encodings|Fatal Python error)/,
+	'nginx -t with a bad home: the python error');
 
 # with the venv
 
