@@ -38,3 +38,22 @@ need_cargo() {
         || die "cargo not found: install a Rust toolchain (1.81 or newer) with rustup"
     command -v cargo >/dev/null || export PATH="$HOME/.cargo/bin:$PATH"
 }
+
+# nginx's workers run as "nobody" when nginx is started as root. Can they
+# reach PATH? (A checkout under a 0700 directory, such as one made by
+# mktemp -d or a home directory, is out of their reach.)
+nobody_can_read() {
+    [ "$(id -u)" -ne 0 ] && return 0
+    runuser -u nobody -- test -r "$1" 2>/dev/null
+}
+
+# A directory for files the workers must read, outside the checkout when
+# the checkout is out of their reach.
+worker_readable_dir() {
+    local name=$1
+    if nobody_can_read "$ROOT/t/requirements.txt"; then
+        echo "$BUILD/$name"
+    else
+        echo "/var/tmp/ngx-wsgi-$(printf %s "$ROOT" | md5sum | cut -c1-8)/$name"
+    fi
+}
