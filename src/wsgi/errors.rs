@@ -69,6 +69,17 @@ impl LogStream {
     }
 }
 
+/// A partial last line (`wsgi.errors.write("no newline")`) is still
+/// written when the stream goes away, e.g. with its request's environ.
+impl Drop for LogStream {
+    fn drop(&mut self) {
+        let pending = std::mem::take(self.pending.get_mut().unwrap_or_else(|e| e.into_inner()));
+        for rest in pending.into_values() {
+            self.emit(&rest);
+        }
+    }
+}
+
 #[pymethods]
 impl LogStream {
     fn write(&self, text: &str) -> usize {
