@@ -1,0 +1,138 @@
+#!/usr/bin/perl
+
+# Tests for ngx_http_wsgi_module: what the app writes to wsgi.errors,
+# sys.stdout, sys.stderr and Python logging reaches nginx's error log,
+# prefixed "wsgi:", at the matching nginx level, with the request context.
+
+###############################################################################
+
+use warnings;
+use strict;
+
+use Test::More;
+use Time::HiRes qw/ time sleep /;
+
+use Test::Nginx;
+
+###############################################################################
+
+select STDERR; $| = 1;
+select STDOUT; $| = 1;
+
+my $t = Test::Nginx->new()->has(qw/http/)->plan(17)
+	->write_file_expand('nginx.conf', <<'EOF');
+
+%%TEST_GLOBALS%%
+
+worker_processes 1;
+
+events {
+}
+
+http {
+    %%TEST_GLOBALS_HTTP%%
+
+    server {
+        listen       127.0.0.1:8080;
+        server_name  localhost;
+
+        location / {
+            wsgi_pass  %%TESTDIR%%/app.py;
+        }
+    }
+}
+
+EOF
+
+$t->write_file('app.py', <<'EOF');
+import logging, sys
+
+print('imported at worker start')
+
+log = logging.getLogger('myapp')
+log.setLevel(logging.INFO)
+
+def application(environ, start_response):
+    path = environ['PATH_INFO']
+    if path == '/errors':
+        errors = environ['wsgi.errors']
+        errors.write('errors line one\n')
+        errors.write('errors in ')
+        errors.write('two writes\n')
+        errors.writelines(['from writelines\n'])
+        errors.write('no newline at the end')
+    elif path == '/print':
+        print('printed to stdout')
+        print('printed to stderr', file=sys.stderr)
+    elif path == '/logging':
+        log.info('logged info')
+        log.warning('logged warning')
+        log.error('logged error')
+        log.debug('logged debug, below the logger level')
+    elif path == '/exception':
+        try:
+            1 / 0
+        except ZeroDivisionError:
+            log.exception('caught it')
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    return [b'ok']
+EOF
+
+$t->run();
+
+sub poll {
+	my ($cond, $secs) = @_;
+	my $end = time + ($secs || 15);
+	while (time < $end) {
+		return 1 if $cond->();
+		sleep 0.02;
+	}
+	return $cond->() ? 1 : 0;
+}
+
+sub log_text { $t->read_file('error.log') }
+
+# one error-log entry at $level from the request for $uri
+sub entry {
+	my ($level, $text, $uri) = @_;
+	return qr/\[$level\] \d+#\d+: \*\d+ wsgi: \Q$text\E, client: 127\.0\.0\.1, server: localhost, request: "GET \Q$uri\E HTTP\/1\.0", host: "localhost"$/m;
+}
+
+###############################################################################
+
+like(http_get('/errors'), qr/200 OK/, 'wsgi.errors request');
+like(http_get('/print'), qr/200 OK/, 'print request');
+like(http_get('/logging'), qr/200 OK/, 'logging request');
+like(http_get('/exception'), qr/200 OK/, 'logging.exception request');
+
+# the last partial line of wsgi.errors is written when the request's
+# stream goes away
+ok(poll(sub { log_text() =~ /no newline at the end/ }),
+	'wsgi.errors: partial last line kept');
+
+my $log = log_text();
+
+like($log, qr/\[info\] \d+#\d+: wsgi: imported at worker start$/m,
+	'print at import: info, no request');
+
+like($log, entry('error', 'errors line one', '/errors'), 'wsgi.errors: error level');
+like($log, entry('error', 'errors in two writes', '/errors'),
+	'wsgi.errors: a line from two writes');
+like($log, entry('error', 'from writelines', '/errors'), 'wsgi.errors: writelines');
+like($log, qr/\[error\] .*wsgi: no newline at the end/,
+	'wsgi.errors: partial line at error level');
+
+like($log, entry('info', 'printed to stdout', '/print'), 'stdout: info level');
+like($log, entry('error', 'printed to stderr', '/print'), 'stderr: error level');
+
+like($log, entry('info', 'myapp: logged info', '/logging'), 'logging.info: info');
+like($log, entry('warn', 'myapp: logged warning', '/logging'),
+	'logging.warning: warn');
+like($log, entry('error', 'myapp: logged error', '/logging'),
+	'logging.error: error');
+unlike($log, qr/below the logger level/, 'logger level respected');
+
+like($log, qr/\[error\] \d+#\d+: \*\d+ wsgi: myapp: caught it\nTraceback \(most recent call last\):\n.*\nZeroDivisionError: division by zero, client: 127\.0\.0\.1, server: localhost, request: "GET \/exception /s,
+	'logging.exception: traceback in one entry with the request');
+
+###############################################################################
