@@ -80,7 +80,8 @@ static NGX_HTTP_WSGI_MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
     merge_loc_conf: Some(HttpWsgiModule::merge_loc_conf),
 };
 
-#[cfg(not(test))]
+// The module table for a cargo-built .so; nginx's build writes its own.
+#[cfg(all(not(test), feature = "export-modules"))]
 ngx::ngx_modules!(ngx_http_wsgi_module);
 
 #[cfg_attr(not(test), used)]
