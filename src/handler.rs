@@ -16,10 +16,10 @@ use nginx_sys::{
     ngx_add_timer, ngx_chain_t, ngx_connection_local_sockaddr, ngx_current_msec, ngx_del_timer,
     ngx_delete_posted_event, ngx_event_t, ngx_http_complex_value, ngx_http_core_module,
     ngx_http_core_srv_conf_t, ngx_http_finalize_request, ngx_http_read_client_request_body,
-    ngx_http_request_t, ngx_inet_get_port, ngx_int_t, ngx_list_push, ngx_msec_t, ngx_str_t,
-    NGX_DECLINED, NGX_DONE, NGX_ERROR, NGX_HTTP_CLIENT_CLOSED_REQUEST, NGX_HTTP_GATEWAY_TIME_OUT,
-    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_SERVICE_UNAVAILABLE, NGX_HTTP_SPECIAL_RESPONSE,
-    NGX_LOG_ERR, NGX_LOG_INFO, NGX_OK,
+    ngx_http_request_t, ngx_inet_get_port, ngx_int_t, ngx_list_push, ngx_msec_t, ngx_post_event,
+    ngx_posted_events, ngx_str_t, NGX_DECLINED, NGX_DONE, NGX_ERROR,
+    NGX_HTTP_CLIENT_CLOSED_REQUEST, NGX_HTTP_GATEWAY_TIME_OUT, NGX_HTTP_INTERNAL_SERVER_ERROR,
+    NGX_HTTP_SERVICE_UNAVAILABLE, NGX_HTTP_SPECIAL_RESPONSE, NGX_LOG_ERR, NGX_LOG_INFO, NGX_OK,
 };
 use ngx::core::Pool;
 use ngx::http::{HttpModule, HttpModuleLocationConf};
@@ -267,7 +267,18 @@ unsafe fn dispatch(r: *mut ngx_http_request_t) {
     let counters = &rt.hub.counters;
     counters.requests.fetch_add(1, Ordering::Relaxed);
     match rt.submit(job) {
-        Ok(()) => {}
+        Ok(()) => {
+            // SAFETY: r, its connection and ctx are live (nginx thread).
+            unsafe {
+                // nginx may have stopped reading on a full body buffer with
+                // more bytes in the socket and no event left to announce
+                // them (edge-triggered): read on from the posted queue.
+                let rev = (*c).read;
+                if (*ctx).stream.is_some() && (*rev).ready() != 0 && (*rev).posted() == 0 {
+                    ngx_post_event(rev, &raw mut ngx_posted_events);
+                }
+            }
+        }
         Err(waiting) => {
             // Ended here without reaching the pool: still one response, so
             // that `requests == responses` once nothing is in flight.
