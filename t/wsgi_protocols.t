@@ -49,13 +49,21 @@ my $tls_server = $tls ? '' : <<'EOF';
         ssl_certificate      cert.pem;
         ssl_certificate_key  key.pem;
 
+        client_max_body_size     64m;
+        client_body_buffer_size  16k;
+
         location / {
             wsgi_pass  %%TESTDIR%%/proto.py;
+        }
+
+        location /unbuffered/ {
+            wsgi_pass               %%TESTDIR%%/proto.py;
+            wsgi_request_buffering  off;
         }
     }
 EOF
 
-$t->plan(32)->write_file_expand('nginx.conf', <<"EOF");
+$t->plan(42)->write_file_expand('nginx.conf', <<"EOF");
 
 %%TEST_GLOBALS%%
 
@@ -134,6 +142,24 @@ def application(environ, start_response):
                 raise
         return gen()
 
+    if path.endswith('/upload'):
+        import hashlib
+        h, n = hashlib.md5(), 0
+        while True:
+            b = environ['wsgi.input'].read(65536)
+            if not b:
+                break
+            h.update(b)
+            n += len(b)
+        start_response('200 OK', plain)
+        return [b'len=%d md5=%s' % (n, h.hexdigest().encode())]
+
+    if path == '/file':
+        f = open(os.path.join(os.path.dirname(STATE), 'data.bin'), 'rb')
+        f.seek(int(q))
+        start_response('200 OK', [('Content-Type', 'application/octet-stream')])
+        return environ['wsgi.file_wrapper'](f)
+
     if path == '/big':
         start_response('200 OK', [('Content-Type', 'application/octet-stream')])
         def gen():
@@ -146,6 +172,10 @@ def application(environ, start_response):
 EOF
 
 my $d = $t->testdir();
+
+# 5 MiB + a bit, pseudo-random, for uploads and wsgi.file_wrapper
+my $data = join '', map { pack('N', int(rand(2**32))) } 1 .. (5 * 262144 + 77);
+$t->write_file('data.bin', $data);
 my $state = "$d/state";
 mkdir($state);
 chmod(0777, $state);
@@ -202,7 +232,7 @@ like(http_get('/env?plain'), qr/wsgi\.url_scheme=http HTTPS=- /,
 	'plain: url_scheme http, no HTTPS');
 
 SKIP: {
-skip $tls, 20 if $tls;
+skip $tls, 30 if $tls;
 
 my $base = 'https://127.0.0.1:' . port(8443);
 
@@ -253,6 +283,29 @@ for my $v ('--http2', '--http1.1') {
 $out = curl('--http2', "$base/stream?2", "$base/env?second-stream");
 like($out, qr/^part 0\npart 1\nwsgi\.url_scheme=https .* q=second-stream$/s,
 	'HTTP/2: two requests in one curl run');
+
+# request bodies, buffered and not, and wsgi.file_wrapper, over TLS and
+# HTTP/2
+
+my $dlen = length $data;
+my $dmd5 = md5_hex($data);
+for my $v ('--http2', '--http1.1') {
+	for my $loc ('', '/unbuffered') {
+		$out = curl($v, '--data-binary', "\@$d/data.bin",
+			'-H', 'Content-Type: application/octet-stream',
+			"$base$loc/upload");
+		is($out, "len=$dlen md5=$dmd5", "$v: upload to '$loc/upload'");
+
+		# no length: chunked in HTTP/1.1, just DATA frames in HTTP/2
+		$out = curl($v, '--data-binary', "\@$d/data.bin",
+			'-H', 'Content-Length:', '-H', 'Transfer-Encoding: chunked',
+			"$base$loc/upload");
+		is($out, "len=$dlen md5=$dmd5",
+			"$v: upload without length to '$loc/upload'");
+	}
+	$out = curl($v, "$base/file?1000");
+	is(md5_hex($out), md5_hex(substr($data, 1000)), "$v: file_wrapper");
+}
 
 # client gone mid-stream and before the first chunk: GeneratorExit
 
