@@ -130,7 +130,10 @@ unsafe fn on_writable(cx: &mut RequestCtx) {
             wait_for_client(cx);
             return;
         }
-        if (*wev).timer_set() != 0 {
+        // The send_timeout timer is done with; a timer the write filter
+        // just armed for limit_rate (delayed) must stay, or nothing wakes
+        // us once the next write is held back.
+        if (*wev).timer_set() != 0 && (*wev).delayed() == 0 {
             ngx_del_timer(wev);
         }
         cx.waiting_on_client = false;
