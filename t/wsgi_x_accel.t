@@ -22,7 +22,7 @@ use Test::Nginx qw/ :DEFAULT http_end http_content /;
 select STDERR; $| = 1;
 select STDOUT; $| = 1;
 
-my $t = Test::Nginx->new()->has(qw/http rewrite/)->plan(33)
+my $t = Test::Nginx->new()->has(qw/http rewrite/)->plan(34)
 	->write_file_expand('nginx.conf', <<'EOF');
 
 %%TEST_GLOBALS%%
@@ -121,6 +121,15 @@ def application(environ, start_response):
         start_response('200 OK', h + [('X-Accel-Limit-Rate', '12345')])
         return [b'limited\n']
 
+    if what == 'limit-stream':
+        # 1.5 MiB at 1 MiB/s: nginx delays writes, the app waits on us
+        start_response('200 OK', [('Content-Type', 'application/octet-stream'),
+                                  ('X-Accel-Limit-Rate', '1048576')])
+        def gen():
+            for i in range(24):
+                yield bytes([65 + i]) * 65536
+        return gen()
+
     if what == 'powered':
         start_response('200 OK', h + [
             ('X-Powered-By', 'Python'),
@@ -181,6 +190,12 @@ is(http_content($got . (http_end($s) // '')), "first\nreleased\n",
 $r = http_get('/limit');
 is(http_content($r), "limited\n", 'limit rate: body');
 unlike($r, qr/X-Accel-Limit-Rate/i, 'limit rate: header not sent');
+
+# a streamed body under X-Accel-Limit-Rate arrives whole (delayed writes)
+
+$r = http_get('/limit-stream');
+is(http_content($r), join('', map { chr(65 + $_) x 65536 } 0 .. 23),
+	'limit rate: streamed body complete');
 
 # wsgi_ignore_headers: not acted upon, and still hidden by default
 
