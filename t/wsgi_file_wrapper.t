@@ -25,7 +25,7 @@ use Test::Nginx qw/ :DEFAULT http_end http_content /;
 select STDERR; $| = 1;
 select STDOUT; $| = 1;
 
-my $t = Test::Nginx->new()->has(qw/http/)->plan(34)
+my $t = Test::Nginx->new()->has(qw/http/)->plan(35)
 	->write_file_expand('nginx.conf', <<'EOF');
 
 %%TEST_GLOBALS%%
@@ -45,6 +45,11 @@ http {
         location / {
             sendfile   on;
             wsgi_pass  %%TESTDIR%%/files.py;
+        }
+
+        location /limited/ {
+            limit_rate  1m;
+            wsgi_pass   %%TESTDIR%%/files.py;
         }
 
         location /nosendfile/ {
@@ -127,6 +132,9 @@ def application(environ, start_response):
 
     if what in ('seek', 'seek-cl'):
         f.seek(12345)
+    if what == 'half':
+        f.seek(0, 2)
+        f.seek(f.tell() // 2)
     if what == 'seek-cl':
         f.seek(100000)
     if what in ('cl', 'seek-cl'):
@@ -178,6 +186,13 @@ like($r, qr/^Content-Length: $rest\x0d?$/mi, 'offset: Content-Length');
 is(md5_hex(http_content($r) // ''), md5_hex(substr($data, 12345)),
 	'offset: body from the offset');
 ok(wait_file("$state/closed-seek"), 'offset: close() called');
+
+# under limit_rate (nginx delays the writes): still whole
+
+$r = http_get('/limited/half?limited');
+my $half = int($len / 2);
+is(md5_hex(http_content($r) // ''), md5_hex(substr($data, $half)),
+	'limit_rate: file range whole');
 
 # a buffered reader that has read ahead of its tell()
 
