@@ -63,7 +63,7 @@ my $tls_server = $tls ? '' : <<'EOF';
     }
 EOF
 
-$t->plan(42)->write_file_expand('nginx.conf', <<"EOF");
+$t->plan(44)->write_file_expand('nginx.conf', <<"EOF");
 
 %%TEST_GLOBALS%%
 
@@ -212,6 +212,17 @@ http("GET /env?second HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
 ($head, $body) = read_response($s);
 like($body, qr/ q=second$/, 'keep-alive: second response on the connection');
 like($body, qr/SERVER_PROTOCOL=HTTP\/1\.1 /, 'keep-alive: HTTP/1.1');
+close $s;
+
+# HEAD of a streamed response: no body, the connection stays usable
+
+$s = http("HEAD /stream?5 HTTP/1.1\r\nHost: localhost\r\n\r\n"
+	. "GET /env?after-head HTTP/1.1\r\nHost: localhost\r\n"
+	. "Connection: close\r\n\r\n", start => 1);
+my $all = read_until($s, qr/ q=after-head\z/);
+like($all, qr/^HTTP\/1\.1 200 .*?\x0d\x0a\x0d\x0aHTTP\/1\.1 200 /s,
+	'HEAD: no body before the next response');
+like($all, qr/ q=after-head\z/, 'HEAD: next request answered');
 close $s;
 
 # pipelining: three requests in one write, answered in order
