@@ -1,0 +1,1174 @@
+#!/usr/bin/python3
+"""scripts/bench's driver (run it through scripts/bench, which installs what
+it needs first). Standard library only.
+
+Starts every stack once, on 127.0.0.1, each on its own port:
+  ours           nginx + ngx_http_wsgi_module (wsgi_pass)
+  ours-64t       the same with wsgi_threads 64 (only in the sleep scenario)
+  uwsgi          nginx -> uWSGI (uwsgi_pass, unix socket)
+  gunicorn       nginx -> gunicorn gthread (proxy_pass, unix socket, keepalive)
+  granian        Granian WSGI, direct
+  granian-nginx  nginx -> Granian WSGI (proxy_pass, unix socket, keepalive)
+  ceiling        nginx alone: return 200 / the same bytes as static files
+then, scenario by scenario, runs wrk against each stack in turn, repetition
+after repetition (A B C A B C), and measures for each run: requests/s,
+latency percentiles, CPU time of the stack's processes (/proc/PID/stat), the
+peak of their summed VmRSS, and the CPU time other processes took meanwhile
+(/proc/stat minus everything the bench started); a run disturbed by others
+is repeated. Results: build/bench/results.md and build/bench/results.json.
+"""
+
+import argparse
+import datetime
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUILD = os.path.join(ROOT, "build")
+OUT = os.path.join(BUILD, "bench")
+RUN = os.path.join(OUT, "run")
+BENCH = os.path.join(ROOT, "bench")
+VENV = os.path.join(BUILD, "bench-venv")
+NGINX = os.path.join(BUILD, "sbin", "nginx")
+MODULE = os.path.join(BUILD, "modules", "ngx_http_wsgi_module.so")
+WRK = shutil.which("wrk") or "/usr/bin/wrk"
+TICK = os.sysconf("SC_CLK_TCK")
+KiB, MiB, GiB = 1024, 1024 * 1024, 1024 * 1024 * 1024
+
+ALL_STACKS = ["ours", "ours-64t", "uwsgi", "gunicorn", "granian", "granian-nginx", "ceiling"]
+NGINX_FRONTED = ["ours", "uwsgi", "gunicorn", "granian-nginx"]
+APP_STACKS = ["ours", "uwsgi", "gunicorn", "granian", "granian-nginx"]
+
+# name: what, path, method/body, connections, expected body length, stacks
+SCENARIOS = [
+    dict(name="hello", what="GET, 13 bytes", path="/hello", conns=16, expect=13),
+    dict(name="10k", what="GET, 10 KiB body (one bytes object)", path="/bytes/10240",
+         conns=16, expect=10240),
+    dict(name="64k", what="GET, 64 KiB body (one bytes object)", path="/bytes/65536",
+         conns=16, expect=65536),
+    dict(name="1m-stream", what="GET, 1 MiB from a generator in 16 chunks "
+         "(ceiling: a 1 MiB static file, sendfile)", path="/stream/1048576/16",
+         conns=8, expect=MiB),
+    dict(name="post-256k", what="POST 256 KiB, read fully by the app "
+         "(ceiling: nginx reads and discards it)", path="/upload", body=256 * KiB,
+         conns=8, expect_body=str(256 * KiB)),
+    dict(name="sleep", what="GET, the app sleeps 20 ms; 64 connections "
+         "(ours-64t: wsgi_threads 64)", path="/sleep/20", conns=64, expect=2,
+         stacks=APP_STACKS + ["ours-64t"]),
+    dict(name="static-busy", what="a 4 KiB static file from the same nginx "
+         "(wrk, 1 connection), idle and while 32 connections keep the app busy "
+         "(/cpu/1: 1 ms of Python CPU per request)", special="static_busy",
+         path="/static/4k.bin", load_path="/cpu/1", conns=1, load_conns=32,
+         expect=4096, stacks=NGINX_FRONTED),
+    dict(name="64m-stream", what="GET, 64 MiB from a generator in 64 KiB chunks "
+         "(ceiling: a static file)", path="/chunked/67108864", conns=2, expect=64 * MiB),
+    dict(name="upload-1m", what="POST 1 MiB, read fully", path="/upload", body=MiB,
+         conns=4, expect_body=str(MiB), stacks=APP_STACKS),
+    dict(name="upload-64m", what="POST 64 MiB, read fully (nginx in front spools it to a "
+         "temp file first)", path="/upload", body=64 * MiB, conns=2,
+         expect_body=str(64 * MiB), stacks=APP_STACKS),
+    dict(name="memory", what="peak RSS: a slow client (~10 MiB/s) streaming a "
+         "large generator response, then a large upload from a generator client",
+         special="memory", stacks=APP_STACKS),
+]
+SCENARIO_NAMES = [s["name"] for s in SCENARIOS]
+
+# ------------------------------------------------------------------ process bookkeeping
+
+STARTED = []          # every Popen the bench made (stacks, wrk), killed on exit
+STOPPING = False
+
+
+def log(msg):
+    sys.stderr.write("\033[1m==> %s\033[0m\n" % msg)
+    sys.stderr.flush()
+
+
+def note(msg):
+    sys.stderr.write("    %s\n" % msg)
+    sys.stderr.flush()
+
+
+def spawn(cmd, cpus=None, **kw):
+    """Popen in its own session (so a process group we can kill), pinned."""
+    if cpus:
+        cmd = ["taskset", "-c", ",".join(map(str, cpus))] + cmd
+    p = subprocess.Popen(cmd, start_new_session=True, **kw)
+    STARTED.append(p)
+    return p
+
+
+def proc_stat(pid):
+    """(ppid, pgid, utime+stime ticks, start time) or None."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            s = f.read()
+    except OSError:
+        return None
+    rest = s[s.rfind(")") + 2:].split()
+    return int(rest[1]), int(rest[2]), int(rest[11]) + int(rest[12]), int(rest[19])
+
+
+def children_map():
+    kids = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        st = proc_stat(int(d))
+        if st:
+            kids.setdefault(st[0], []).append(int(d))
+    return kids
+
+
+def tree(roots, kids):
+    out, todo = [], list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid in out:
+            continue
+        out.append(pid)
+        todo.extend(kids.get(pid, ()))
+    return out
+
+
+def cpu_ticks(pids):
+    total = 0
+    for pid in pids:
+        st = proc_stat(pid)
+        if st:
+            total += st[2]
+    return total
+
+
+def rss_kib(pids, field="VmRSS"):
+    total = 0
+    for pid in pids:
+        try:
+            with open("/proc/%d/status" % pid) as f:
+                for line in f:
+                    if line.startswith(field + ":"):
+                        total += int(line.split()[1])
+                        break
+        except OSError:
+            pass
+    return total
+
+
+def system_ticks():
+    """Busy ticks of all CPUs (user+nice+system) and irq+softirq, steal."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return v[0] + v[1] + v[2], v[5] + v[6], v[7] if len(v) > 7 else 0
+
+
+def kill_all():
+    """SIGTERM every process group the bench started, then SIGKILL what is left."""
+    live = [p for p in STARTED if p.returncode is None]
+    for p in live:
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
+    deadline = time.time() + 5
+    for p in live:
+        try:
+            p.wait(max(0.05, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            pass
+        except ChildProcessError:
+            pass
+    # Whatever remains in our groups (workers of a master that died first).
+    groups = {p.pid for p in STARTED}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            st = proc_stat(int(d))
+            if st and st[1] in groups:
+                try:
+                    os.kill(int(d), signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+    for p in live:
+        if p.returncode is None:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            try:
+                p.wait(2)
+            except (subprocess.TimeoutExpired, ChildProcessError):
+                pass
+
+
+def on_signal(signum, frame):
+    global STOPPING
+    if STOPPING:
+        return
+    STOPPING = True
+    raise KeyboardInterrupt("signal %d" % signum)
+
+
+# ------------------------------------------------------------------ stacks
+
+def free_port(start):
+    port = start
+    while True:
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            port += 1
+        finally:
+            s.close()
+
+
+def fill(template, values, dest):
+    with open(os.path.join(BENCH, template)) as f:
+        text = f.read()
+    for k, v in values.items():
+        text = text.replace("@%s@" % k, str(v))
+    left = re.findall(r"@[A-Z_]+@", text)
+    if left:
+        raise SystemExit("%s: unfilled %s" % (template, left))
+    with open(dest, "w") as f:
+        f.write(text)
+
+
+class Stack:
+    def __init__(self, name, port, args):
+        self.name = name
+        self.port = port
+        self.args = args
+        self.procs = []           # Popen of nginx and/or the app server
+        self.sock = os.path.join(RUN, "%s.sock" % name)
+        self.front = name in ("ours", "ours-64t", "uwsgi", "gunicorn", "granian-nginx",
+                              "ceiling")
+
+    # -- configuration
+    def nginx_conf(self, template, threads=None):
+        values = dict(
+            RUN=RUN, NAME=self.name, PORT=self.port, WORKERS=self.args.workers,
+            DOCROOT=os.path.join(RUN, "docroot"), APPDIR=os.path.join(RUN, "app"),
+            MODULE=MODULE, THREADS=threads or self.args.threads, SOCK=self.sock,
+            UWSGI_PARAMS=os.path.join(BENCH, "uwsgi_params"),
+            BODY_BUFFER=self.args.body_buffer,
+            USER="user root;" if os.geteuid() == 0 else "",
+        )
+        fill("common.conf.in", values, os.path.join(RUN, "common-%s.conf" % self.name))
+        conf = os.path.join(RUN, "%s.nginx.conf" % self.name)
+        fill(template, values, conf)
+        return conf
+
+    def start_nginx(self, conf):
+        for d in ("client_body", "proxy", "uwsgi", "fastcgi", "scgi"):
+            os.makedirs(os.path.join(RUN, "tmp", "%s_%s" % (d, self.name)), exist_ok=True)
+        err = open(os.path.join(RUN, "logs", "%s.nginx.stderr" % self.name), "w")
+        self.procs.append(spawn([NGINX, "-p", RUN + "/", "-c", conf],
+                                cpus=self.args.server_cpus, stdout=err, stderr=err))
+
+    def start_app(self, cmd):
+        out = open(os.path.join(RUN, "logs", "%s.app.log" % self.name), "w")
+        env = dict(os.environ, VIRTUAL_ENV=VENV, PATH=os.path.join(VENV, "bin") + ":" +
+                   os.environ.get("PATH", ""))
+        env.pop("PYTHONPATH", None)
+        self.procs.append(spawn(cmd, cpus=self.args.server_cpus, stdout=out, stderr=out,
+                                env=env, cwd=os.path.join(RUN, "app")))
+
+    def start(self):
+        a, app_dir = self.args, os.path.join(RUN, "app")
+        w, t = str(a.workers), str(a.threads)
+        if os.path.exists(self.sock):
+            os.unlink(self.sock)
+        if self.name == "ours":
+            self.start_nginx(self.nginx_conf("ours.conf.in"))
+        elif self.name == "ours-64t":
+            self.start_nginx(self.nginx_conf("ours.conf.in", threads=64))
+        elif self.name == "ceiling":
+            self.start_nginx(self.nginx_conf("ceiling.conf.in"))
+        elif self.name == "uwsgi":
+            self.start_app([os.path.join(VENV, "bin", "uwsgi"), "--master",
+                            "--processes", w, "--threads", t,
+                            "--uwsgi-socket", self.sock, "--chmod-socket=666",
+                            "--chdir", app_dir, "--module", "bench_app:application",
+                            "--need-app", "--die-on-term", "--disable-logging",
+                            "--listen", "1024", "--buffer-size", "32768",
+                            "--single-interpreter"])
+            self.start_nginx(self.nginx_conf("uwsgi.conf.in"))
+        elif self.name == "gunicorn":
+            self.start_app([os.path.join(VENV, "bin", "gunicorn"), "-k", "gthread",
+                            "-w", w, "--threads", t, "--bind", "unix:" + self.sock,
+                            "--chdir", app_dir, "--keep-alive", "30",
+                            "--log-level", "warning", "--backlog", "1024",
+                            "bench_app:application"])
+            self.start_nginx(self.nginx_conf("proxy.conf.in"))
+        elif self.name in ("granian", "granian-nginx"):
+            cmd = [os.path.join(VENV, "bin", "granian"), "--interface", "wsgi",
+                   "--workers", w, "--blocking-threads", t, "--runtime-threads", "1",
+                   "--http", "1", "--no-ws", "--log-level", "warning", "--no-access-log",
+                   "--working-dir", app_dir]
+            if self.name == "granian":
+                cmd += ["--host", "127.0.0.1", "--port", str(self.port)]
+            else:
+                cmd += ["--uds", self.sock, "--uds-permissions", "0o666"]
+            self.start_app(cmd + ["bench_app:application"])
+            if self.name == "granian-nginx":
+                self.start_nginx(self.nginx_conf("proxy.conf.in"))
+        else:
+            raise SystemExit("unknown stack " + self.name)
+
+    def wait_ready(self, timeout=60):
+        deadline = time.time() + timeout
+        last = None
+        behind = self.name in ("uwsgi", "gunicorn", "granian-nginx")
+        while time.time() < deadline:
+            for p in self.procs:
+                if p.poll() is not None:
+                    raise SystemExit("%s: %s exited with %s (see %s/logs/%s.*)" % (
+                        self.name, p.args[-1], p.returncode, RUN, self.name))
+            try:
+                if behind:        # the app server's socket first: no 502s in the log
+                    s = socket.socket(socket.AF_UNIX)
+                    try:
+                        s.connect(self.sock)
+                    finally:
+                        s.close()
+                    behind = False
+                status, body = request(self.port, "GET", "/hello", timeout=5)
+                if status == 200 and body == b"Hello, World!":
+                    return
+                last = "status %s, %r" % (status, body[:80])
+            except OSError as e:
+                last = str(e)
+            time.sleep(0.2)
+        raise SystemExit("%s did not answer GET /hello on port %d: %s" % (
+            self.name, self.port, last))
+
+    def pids(self, kids):
+        return tree([p.pid for p in self.procs], kids)
+
+
+# ------------------------------------------------------------------ clients
+
+def request(port, method, path, body=None, timeout=30):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        c.request(method, path, body=body)
+        r = c.getresponse()
+        return r.status, r.read()
+    finally:
+        c.close()
+
+
+def validate(stack, sc):
+    body = b"x" * sc["body"] if sc.get("body") else None
+    method = "POST" if body else "GET"
+    status, got = request(stack.port, method, sc["path"], body=body, timeout=60)
+    if status != 200:
+        return "%s %s: status %d, %r" % (method, sc["path"], status, got[:200])
+    if stack.name == "ceiling" and "expect_body" in sc:
+        return None
+    if "expect_body" in sc and got != sc["expect_body"].encode():
+        return "%s %s: body %r, expected %r" % (method, sc["path"], got[:80], sc["expect_body"])
+    if "expect" in sc and len(got) != sc["expect"]:
+        return "%s %s: %d bytes, expected %d" % (method, sc["path"], len(got), sc["expect"])
+    return None
+
+
+def run_wrk(args, port, path, conns, duration, body=0, out_file=None):
+    """Starts wrk; returns the Popen (stdout to a file read by wrk_result)."""
+    env = dict(os.environ, BENCH_METHOD="POST" if body else "GET", BENCH_BODY=str(body))
+    cmd = [WRK, "-t1", "-c%d" % conns, "-d%ds" % duration, "--timeout", "10s",
+           "--latency", "-s", os.path.join(BENCH, "wrk.lua"),
+           "http://127.0.0.1:%d%s" % (port, path)]
+    f = open(out_file, "w+")
+    p = spawn(cmd, cpus=args.wrk_cpus, stdout=f, stderr=subprocess.STDOUT, env=env)
+    p.out = f
+    return p
+
+
+def wrk_result(p):
+    """Reaps wrk with wait4: its parsed JSON line and its own CPU seconds."""
+    _, status, ru = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    p.out.seek(0)
+    text = p.out.read()
+    p.out.close()
+    m = re.search(r"^BENCH_JSON (.*)$", text, re.M)
+    if not m:
+        raise RuntimeError("wrk failed (exit %s): %s" % (p.returncode, text[-2000:]))
+    return json.loads(m.group(1)), ru.ru_utime + ru.ru_stime, text
+
+
+class Sampler(threading.Thread):
+    """Samples the summed VmRSS of sets of pids every `every` seconds."""
+
+    def __init__(self, groups, every=0.1):
+        super().__init__(daemon=True)
+        self.groups = groups                      # name -> [pid]
+        self.peak = {k: 0 for k in groups}
+        self.every = every
+        self.halt = threading.Event()
+
+    def run(self):
+        while not self.halt.is_set():
+            for k, pids in self.groups.items():
+                self.peak[k] = max(self.peak[k], rss_kib(pids))
+            self.halt.wait(self.every)
+
+    def stop(self):
+        self.halt.set()
+        self.join()
+        for k, pids in self.groups.items():
+            self.peak[k] = max(self.peak[k], rss_kib(pids))
+        return self.peak
+
+
+# ------------------------------------------------------------------ measuring
+
+class Bench:
+    def __init__(self, args, stacks):
+        self.args = args
+        self.stacks = stacks               # name -> Stack
+        self.runs = []                     # every attempt, kept or not
+        self.results = {}                  # scenario -> stack -> summary
+        self.memory = {}
+        self.wrk_seq = 0
+        self.disturbed_in_a_row = 0
+
+    def all_pids(self, kids):
+        out = set()
+        for st in self.stacks.values():
+            out.update(st.pids(kids))
+        return out
+
+    def measure(self, scenario, stack, duration, loads):
+        """One measured run. loads: [(port, path, conns, body, tag)], all wrk
+        at once; the first is the one reported. Returns a dict."""
+        kids = children_map()
+        server = stack.pids(kids)
+        mine = self.all_pids(kids)
+        t_busy0, t_irq0, t_steal0 = system_ticks()
+        c_server0 = cpu_ticks(server)
+        c_mine0 = cpu_ticks(mine)
+        self0 = os.times()
+        sampler = Sampler({"server": server})
+        sampler.start()
+        t0 = time.time()
+        procs = []
+        for port, path, conns, body, tag in loads:
+            self.wrk_seq += 1
+            procs.append((tag, run_wrk(self.args, port, path, conns, duration, body,
+                                       os.path.join(RUN, "wrk-%d.out" % (self.wrk_seq % 20)))))
+        outs = {}
+        wrk_cpu = 0.0
+        for tag, p in procs:
+            res, cpu, text = wrk_result(p)
+            outs[tag] = res
+            wrk_cpu += cpu
+        wall = time.time() - t0
+        peak = sampler.stop()["server"]
+        self1 = os.times()
+        c_server1 = cpu_ticks(server)
+        c_mine1 = cpu_ticks(mine)
+        t_busy1, t_irq1, t_steal1 = system_ticks()
+        server_cpu = (c_server1 - c_server0) / TICK
+        mine_cpu = (c_mine1 - c_mine0) / TICK
+        self_cpu = (self1.user + self1.system) - (self0.user + self0.system)
+        total = (t_busy1 - t_busy0) / TICK
+        other = max(0.0, total - mine_cpu - wrk_cpu - self_cpu)
+        main = outs[loads[0][4]]
+        reqs = main["requests"]
+        errs = sum(main["errors"].values())
+        r = dict(
+            scenario=scenario, stack=stack.name, wall_s=round(wall, 3),
+            requests=reqs, rps=reqs / (main["duration_us"] / 1e6) if reqs else 0.0,
+            p50_ms=main["latency_us"]["p50"] / 1000, p99_ms=main["latency_us"]["p99"] / 1000,
+            p999_ms=main["latency_us"]["p999"] / 1000, max_ms=main["latency_us"]["max"] / 1000,
+            errors=main["errors"], error_count=errs,
+            bytes=main["bytes"],
+            server_cpu_s=round(server_cpu, 3),
+            cpu_s_per_10k=server_cpu / reqs * 1e4 if reqs else None,
+            cpu_us_per_req=server_cpu / reqs * 1e6 if reqs else None,
+            peak_rss_mib=round(peak / 1024, 1),
+            wrk_cpu_s=round(wrk_cpu, 3), driver_cpu_s=round(self_cpu, 3),
+            other_cpu_s=round(other, 3), other_cores=round(other / wall, 3),
+            irq_cores=round((t_irq1 - t_irq0) / TICK / wall, 3),
+            steal_cores=round((t_steal1 - t_steal0) / TICK / wall, 3),
+            pids=len(server),
+        )
+        if len(loads) > 1:
+            r["loads"] = {tag: dict(requests=o["requests"],
+                                    rps=o["requests"] / (o["duration_us"] / 1e6),
+                                    p50_ms=o["latency_us"]["p50"] / 1000,
+                                    p99_ms=o["latency_us"]["p99"] / 1000,
+                                    errors=sum(o["errors"].values()))
+                          for tag, o in outs.items()}
+        return r
+
+    def attempt(self, scenario, stack, duration, loads, label):
+        """Runs, and repeats while others took more than the threshold. When
+        the machine stays busy (8 disturbed runs in a row) repeating is
+        pointless: it stops until a run is clean again."""
+        best = None
+        i = 0
+        while True:
+            r = self.measure(scenario, stack, duration, loads)
+            r["attempt"] = i + 1
+            r["label"] = label
+            r["disturbed"] = r["other_cores"] > self.args.noise
+            self.runs.append(r)
+            if best is None or r["other_cores"] < best["other_cores"]:
+                best = r
+            if not r["disturbed"]:
+                self.disturbed_in_a_row = 0
+                break
+            self.disturbed_in_a_row += 1
+            busy = self.disturbed_in_a_row >= 8
+            again = i < self.args.retries and not busy
+            note("%s/%s: others used %.2f cores, %s" % (
+                scenario, stack.name, r["other_cores"],
+                "repeating" if again else
+                "the machine stays busy, not repeating" if busy else
+                "keeping the least disturbed"))
+            if not again:
+                break
+            i += 1
+        best["kept"] = True
+        return best
+
+    # -- scenarios
+
+    def throughput(self, sc, names):
+        a = self.args
+        per = {n: [] for n in names}
+        errors = {}
+        for rep in range(a.reps):
+            for n in names:
+                st = self.stacks[n]
+                if rep == 0:
+                    err = validate(st, sc)
+                    if err:
+                        errors[n] = err
+                        note("%s/%s: INVALID: %s" % (sc["name"], n, err))
+                        continue
+                    if a.warmup > 0:
+                        p = run_wrk(a, st.port, sc["path"], sc["conns"], a.warmup,
+                                    sc.get("body", 0), os.path.join(RUN, "wrk-warmup.out"))
+                        wrk_result(p)
+                if n in errors:
+                    continue
+                r = self.attempt(sc["name"], st, a.duration,
+                                 [(st.port, sc["path"], sc["conns"], sc.get("body", 0), "main")],
+                                 "rep %d" % (rep + 1))
+                per[n].append(r)
+                note("%-10s %-14s rep %d: %9.1f req/s  p50 %7.2f ms  p99 %7.2f ms  "
+                     "cpu %6.1f us/req  rss %6.1f MiB  other %.2f%s" % (
+                         sc["name"], n, rep + 1, r["rps"], r["p50_ms"], r["p99_ms"],
+                         r["cpu_us_per_req"] or 0, r["peak_rss_mib"], r["other_cores"],
+                         "  ERRORS %s" % r["errors"] if r["error_count"] else ""))
+        out = {}
+        for n in names:
+            if n in errors:
+                out[n] = dict(invalid=errors[n])
+            elif per[n]:
+                out[n] = summarize(per[n])
+        self.results[sc["name"]] = out
+
+    def static_busy(self, sc, names):
+        a = self.args
+        per = {n: {"idle": [], "busy": []} for n in names}
+        errors = {}
+        for rep in range(a.reps):
+            for n in names:
+                st = self.stacks[n]
+                if rep == 0:
+                    err = validate(st, sc) or validate(st, dict(path=sc["load_path"], expect=2))
+                    if err:
+                        errors[n] = err
+                        note("%s/%s: INVALID: %s" % (sc["name"], n, err))
+                        continue
+                    if a.warmup > 0:
+                        p = run_wrk(a, st.port, sc["load_path"], sc["load_conns"], a.warmup, 0,
+                                    os.path.join(RUN, "wrk-warmup.out"))
+                        wrk_result(p)
+                if n in errors:
+                    continue
+                static = (st.port, sc["path"], sc["conns"], 0, "static")
+                load = (st.port, sc["load_path"], sc["load_conns"], 0, "app")
+                idle = self.attempt(sc["name"], st, a.duration, [static], "idle rep %d" % (rep + 1))
+                busy = self.attempt(sc["name"], st, a.duration, [static, load],
+                                    "busy rep %d" % (rep + 1))
+                per[n]["idle"].append(idle)
+                per[n]["busy"].append(busy)
+                note("%-10s %-14s rep %d: static p50/p99 idle %.3f/%.3f ms, busy %.3f/%.3f ms; "
+                     "app %.1f req/s  other %.2f/%.2f" % (
+                         sc["name"], n, rep + 1, idle["p50_ms"], idle["p99_ms"],
+                         busy["p50_ms"], busy["p99_ms"], busy["loads"]["app"]["rps"],
+                         idle["other_cores"], busy["other_cores"]))
+        out = {}
+        for n in names:
+            if n in errors:
+                out[n] = dict(invalid=errors[n])
+            elif per[n]["idle"]:
+                out[n] = dict(idle=summarize(per[n]["idle"]), busy=summarize(per[n]["busy"]),
+                              app_rps=med([r["loads"]["app"]["rps"] for r in per[n]["busy"]]),
+                              app_errors=sum(r["loads"]["app"]["errors"] for r in per[n]["busy"]))
+        self.results[sc["name"]] = out
+
+    def memory_scenario(self, sc, names):
+        a = self.args
+        size = a.mem_size
+        kids = children_map()
+        groups = {n: self.stacks[n].pids(kids) for n in names}
+        res = {n: {} for n in names}
+        # 1. slow clients, all stacks at once (each reads ~rate bytes/s).
+        log("memory: %d MiB generator response to a client reading %.0f MiB/s, "
+            "all stacks at once (~%.0f s)" % (size // MiB, a.mem_rate / MiB, size / a.mem_rate))
+        base = {n: rss_kib(p) for n, p in groups.items()}
+        sampler = Sampler(groups, every=0.1)
+        sampler.start()
+        clients = {}
+        for n in names:
+            c = SlowReader(self.stacks[n].port, "/chunked/%d" % size, a.mem_rate)
+            c.start()
+            clients[n] = c
+        for c in clients.values():
+            c.join()
+        peak = sampler.stop()
+        for n in names:
+            c = clients[n]
+            res[n]["stream"] = dict(
+                size=size, body_bytes=c.body_bytes, seconds=round(c.seconds, 1),
+                complete=c.complete, error=c.error,
+                base_rss_mib=round(base[n] / 1024, 1), peak_rss_mib=round(peak[n] / 1024, 1),
+                growth_mib=round((peak[n] - base[n]) / 1024, 1))
+            note("memory     %-14s slow stream: %s in %.1f s, RSS %.1f -> peak %.1f MiB%s" % (
+                n, "complete" if c.complete else "INCOMPLETE (%s)" % c.error, c.seconds,
+                base[n] / 1024, peak[n] / 1024, ""))
+        # 2. uploads from a generator client, one stack after the other.
+        log("memory: %d MiB upload from a generator client (request buffering off), "
+            "one stack after the other" % (size // MiB))
+        for n in names:
+            base = rss_kib(groups[n])
+            sampler = Sampler({n: groups[n]}, every=0.05)
+            sampler.start()
+            up = upload(self.stacks[n].port, "/stream-upload/", size)
+            peak = sampler.stop()[n]
+            up.update(base_rss_mib=round(base / 1024, 1), peak_rss_mib=round(peak / 1024, 1),
+                      growth_mib=round((peak - base) / 1024, 1), size=size)
+            res[n]["upload"] = up
+            note("memory     %-14s upload: %s in %.1f s, RSS %.1f -> peak %.1f MiB" % (
+                n, "ok" if up["ok"] else "FAILED (%s)" % up["error"], up["seconds"],
+                base / 1024, peak / 1024))
+        self.memory = res
+
+
+def med(xs):
+    return statistics.median(xs) if xs else None
+
+
+def summarize(rs):
+    def col(k):
+        return [r[k] for r in rs if r.get(k) is not None]
+    rps = col("rps")
+    return dict(
+        reps=len(rs), rps=med(rps), rps_min=min(rps), rps_max=max(rps),
+        p50_ms=med(col("p50_ms")), p99_ms=med(col("p99_ms")),
+        p99_ms_max=max(col("p99_ms")),
+        cpu_s_per_10k=med(col("cpu_s_per_10k")), cpu_us_per_req=med(col("cpu_us_per_req")),
+        peak_rss_mib=max(col("peak_rss_mib")),
+        other_cores=max(col("other_cores")), disturbed=any(r["disturbed"] for r in rs),
+        errors=sum(r["error_count"] for r in rs),
+    )
+
+
+class SlowReader(threading.Thread):
+    """GET path, read the response at most `rate` bytes/s until EOF."""
+
+    def __init__(self, port, path, rate):
+        super().__init__(daemon=True)
+        self.port, self.path, self.rate = port, path, rate
+        self.body_bytes = 0
+        self.complete = False
+        self.error = None
+        self.seconds = 0.0
+
+    def run(self):
+        t0 = time.time()
+        try:
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 256 * KiB)
+            s.settimeout(60)
+            s.connect(("127.0.0.1", self.port))
+            s.sendall(("GET %s HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
+                       % self.path).encode())
+            head = b""
+            while b"\r\n\r\n" not in head:
+                d = s.recv(16 * KiB)
+                if not d:
+                    raise OSError("closed before the headers")
+                head += d
+            head, _, rest = head.partition(b"\r\n\r\n")
+            if not head.startswith(b"HTTP/1.1 200"):
+                raise OSError(head.split(b"\r\n")[0].decode(errors="replace"))
+            chunked = b"transfer-encoding: chunked" in head.lower()
+            raw = len(rest)
+            tail = rest[-16:]
+            start = time.time()
+            while True:
+                d = s.recv(64 * KiB)
+                if not d:
+                    break
+                raw += len(d)
+                tail = (tail + d)[-16:]
+                ahead = raw / self.rate - (time.time() - start)
+                if ahead > 0:
+                    time.sleep(ahead)
+            s.close()
+            # The body is `size` bytes; chunked framing adds a little.
+            want = int(self.path.rsplit("/", 1)[1])
+            self.body_bytes = raw
+            self.complete = raw >= want and (not chunked or tail.endswith(b"0\r\n\r\n"))
+            if not self.complete:
+                self.error = "got %d bytes" % raw
+        except OSError as e:
+            self.error = str(e)
+        self.seconds = time.time() - t0
+
+
+def upload(port, path, size):
+    """POST `size` bytes from a generator (64 KiB pieces) with Content-Length."""
+    t0 = time.time()
+    piece = b"x" * (64 * KiB)
+    out = dict(ok=False, error=None)
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=120)
+        s.sendall(("POST %s HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n"
+                   "Content-Type: application/octet-stream\r\nContent-Length: %d\r\n\r\n"
+                   % (path, size)).encode())
+        left = size
+        while left > 0:
+            n = min(left, len(piece))
+            s.sendall(piece if n == len(piece) else piece[:n])
+            left -= n
+        resp = b""
+        while True:
+            d = s.recv(64 * KiB)
+            if not d:
+                break
+            resp += d
+        s.close()
+        head, _, body = resp.partition(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 200"):
+            out["error"] = head.split(b"\r\n")[0].decode(errors="replace")
+        elif str(size).encode() not in body:
+            out["error"] = "app read %r" % body[:40]
+        else:
+            out["ok"] = True
+    except OSError as e:
+        out["error"] = str(e)
+    out["seconds"] = round(time.time() - t0, 2)
+    out["mib_per_s"] = round(size / MiB / max(out["seconds"], 1e-6), 1)
+    return out
+
+
+# ------------------------------------------------------------------ report
+
+def versions():
+    def first(cmd, pat=None):
+        try:
+            p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, timeout=30)
+            text = p.stdout.strip()
+        except OSError as e:
+            return "? (%s)" % e
+        if pat:
+            m = re.search(pat, text)
+            return m.group(1) if m else text.splitlines()[0] if text else "?"
+        return text.splitlines()[0] if text else "?"
+    vb = os.path.join(VENV, "bin")
+    return {
+        "nginx": first([NGINX, "-v"], r"nginx/(\S+)"),
+        "python": first(["/usr/bin/python3", "--version"], r"Python (\S+)"),
+        "uwsgi": first([os.path.join(vb, "uwsgi"), "--version"]),
+        "gunicorn": first([os.path.join(vb, "gunicorn"), "--version"], r"version ([\d.]+)"),
+        "granian": first([os.path.join(vb, "granian"), "--version"], r"(\d[\w.]*)"),
+        "wrk": first([WRK, "-v"], r"wrk (\S+)"),
+    }
+
+
+def machine():
+    model = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return dict(nproc=os.cpu_count(), cpu=model, kernel=os.uname().release,
+                affinity=sorted(os.sched_getaffinity(0)))
+
+
+def fmt(x, nd=1):
+    if x is None:
+        return "–"
+    if isinstance(x, float) and abs(x) >= 1000:
+        return "{:,.0f}".format(x)
+    return "{:,.{}f}".format(x, nd)
+
+
+def ratio(a, b):
+    return a / b if a and b else None
+
+
+def targets(results):
+    out = []
+
+    def get(scn, stack, key="rps"):
+        r = results.get(scn, {}).get(stack)
+        return r.get(key) if r and "invalid" not in r else None
+
+    def add(text, measured, ok):
+        out.append(dict(target=text, measured=measured, ok=ok))
+
+    o, g = get("hello", "ours"), get("hello", "granian")
+    if o is not None or g is not None:
+        x = ratio(o, g)
+        add("hello: ours ≥ 1.3× Granian direct req/s",
+            "%s× (%s vs %s)" % (fmt(x, 2), fmt(o), fmt(g)), x >= 1.3 if x else None)
+    c = get("hello", "ours", "cpu_us_per_req")
+    if c is not None:
+        add("hello: ours ≤ 12 µs server CPU per request", "%.1f µs" % c, c <= 12)
+    for scn in ("10k", "64k"):
+        o, g = get(scn, "ours"), get(scn, "granian")
+        if o is not None or g is not None:
+            x = ratio(o, g)
+            add("%s: ours ≥ Granian direct req/s" % scn,
+                "%s× (%s vs %s)" % (fmt(x, 2), fmt(o), fmt(g)), x >= 1 if x else None)
+    o, c = get("64k", "ours"), get("64k", "ceiling")
+    if o is not None or c is not None:
+        x = ratio(o, c)
+        add("64k: ours within 10% of nginx serving the bytes as a static file",
+            "%s× (%s vs %s)" % (fmt(x, 2), fmt(o), fmt(c)), x >= 0.9 if x else None)
+    o, c = get("1m-stream", "ours"), get("1m-stream", "ceiling")
+    if o is not None or c is not None:
+        x = ratio(o, c)
+        add("1m-stream: ours ≥ 0.9× nginx sendfile of a 1 MiB static file",
+            "%s× (%s vs %s)" % (fmt(x, 2), fmt(o), fmt(c)), x >= 0.9 if x else None)
+    o, g = get("post-256k", "ours"), get("post-256k", "granian")
+    if o is not None or g is not None:
+        x = ratio(o, g)
+        add("post-256k: ours ≥ Granian direct req/s",
+            "%s× (%s vs %s)" % (fmt(x, 2), fmt(o), fmt(g)), x >= 1 if x else None)
+    o, p = get("sleep", "ours"), get("sleep", "ours", "p99_ms")
+    if o is not None:
+        add("sleep 20 ms, 64 conns, 4 threads: ours ≥ 185 req/s and p99 ≤ 400 ms",
+            "%s req/s, p99 %s ms" % (fmt(o), fmt(p)), o >= 185 and p <= 400)
+    o = get("sleep", "ours-64t")
+    if o is not None:
+        add("sleep 20 ms, 64 conns, wsgi_threads 64: ours ≥ 2,900 req/s",
+            "%s req/s" % fmt(o), o >= 2900)
+    sb = results.get("static-busy", {}).get("ours")
+    if sb and "busy" in sb:
+        p = sb["busy"]["p99_ms"]
+        add("static file while the app is saturated: p99 ≤ 1.5 ms",
+            "%.3f ms (idle %.3f ms)" % (p, sb["idle"]["p99_ms"]), p <= 1.5)
+    return out
+
+
+def markdown(meta, results, memory, tgts):
+    a = meta["settings"]
+    L = []
+    L.append("# ngx-wsgi benchmark")
+    L.append("")
+    L.append("- date: %s" % meta["date"])
+    m = meta["machine"]
+    L.append("- machine: %d CPUs, %s, Linux %s" % (m["nproc"], m["cpu"], m["kernel"]))
+    v = meta["versions"]
+    L.append("- versions: nginx %s, Python %s, uWSGI %s, gunicorn %s, Granian %s, wrk %s" % (
+        v["nginx"], v["python"], v["uwsgi"], v["gunicorn"], v["granian"], v["wrk"]))
+    L.append("- every stack: %d worker process(es) × %d threads, the same app (bench/app.py); "
+             "nginx in front with %d worker(s)" % (a["workers"], a["threads"], a["workers"]))
+    L.append("- runs: %d repetition(s) × %d s after a %d s warm-up, stacks interleaved; "
+             "medians, req/s spread min–max" % (a["reps"], a["duration"], a["warmup"]))
+    L.append("- pinning: %s" % meta["pinning"])
+    L.append("- disturbance: a run in which other processes used more than %.2f of a core "
+             "is repeated (up to %d times); ⚠ marks rows where it stayed disturbed" % (
+                 a["noise"], a["retries"]))
+    L.append("- CPU = user+sys of all the stack's processes (nginx master+workers, app "
+             "server) per 10k requests; RSS = peak of their summed VmRSS during the run")
+    L.append("- nginx: client_body_buffer_size %s in every nginx; run time %s s" % (
+        a["body_buffer"], meta.get("elapsed_s", "?")))
+    L.append("")
+    if tgts:
+        L.append("## Targets")
+        L.append("")
+        L.append("| target | measured | |")
+        L.append("|---|---|---|")
+        for t in tgts:
+            mark = "✔" if t["ok"] else ("✘" if t["ok"] is False else "?")
+            L.append("| %s | %s | %s |" % (t["target"], t["measured"], mark))
+        L.append("")
+    for sc in SCENARIOS:
+        name = sc["name"]
+        if name == "memory" or name not in results:
+            continue
+        rows = results[name]
+        L.append("## %s — %s" % (name, sc["what"]))
+        L.append("")
+        if name == "static-busy":
+            L.append("| stack | static p50 idle ms | static p99 idle ms | static p50 busy ms "
+                     "| static p99 busy ms | app req/s (busy) | CPU s/10k static (idle) | other |")
+            L.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+            for n, r in rows.items():
+                if "invalid" in r:
+                    L.append("| %s | invalid: %s | | | | | | |" % (n, r["invalid"]))
+                    continue
+                i, b = r["idle"], r["busy"]
+                L.append("| %s | %.3f | %.3f | %.3f | %.3f | %s | %s | %.2f%s |" % (
+                    n, i["p50_ms"], i["p99_ms"], b["p50_ms"], b["p99_ms"], fmt(r["app_rps"]),
+                    fmt(i["cpu_s_per_10k"], 3), max(i["other_cores"], b["other_cores"]),
+                    " ⚠" if i["disturbed"] or b["disturbed"] else ""))
+            L.append("")
+            continue
+        ours = rows.get("ours", {}).get("rps")
+        L.append("| stack | req/s | min–max | p50 ms | p99 ms | CPU s/10k req | peak RSS MiB "
+                 "| vs ours | other |")
+        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for n, r in rows.items():
+            if "invalid" in r:
+                L.append("| %s | invalid: %s | | | | | | | |" % (n, r["invalid"]))
+                continue
+            vs = ratio(r["rps"], ours)
+            flags = (" ⚠" if r["disturbed"] else "") + (
+                " (%d errors)" % r["errors"] if r["errors"] else "")
+            L.append("| %s | %s | %s–%s | %s | %s | %s | %s | %s | %.2f%s |" % (
+                n, fmt(r["rps"]), fmt(r["rps_min"]), fmt(r["rps_max"]),
+                fmt(r["p50_ms"], 2), fmt(r["p99_ms"], 2), fmt(r["cpu_s_per_10k"], 3),
+                fmt(r["peak_rss_mib"]), "%.2f×" % vs if vs else "–",
+                r["other_cores"], flags))
+        ceil = rows.get("ceiling", {}).get("rps")
+        if ours and ceil:
+            L.append("")
+            L.append("ours / ceiling: %.2f×" % (ours / ceil))
+        L.append("")
+    if memory:
+        size = next(iter(memory.values())).get("stream", {}).get("size", 0)
+        L.append("## memory — peak RSS of the stack's processes (summed), %d MiB" % (size // MiB))
+        L.append("")
+        L.append("Slow client: GET /chunked/N (generator, 64 KiB chunks) read at %.0f MiB/s, "
+                 "all stacks at once. Upload: POST N bytes with Content-Length from a generator "
+                 "client, request buffering off in every nginx in front." % (
+                     a["mem_rate"] / MiB))
+        L.append("")
+        L.append("| stack | idle RSS MiB | slow stream peak MiB | growth MiB | stream ok "
+                 "| upload peak MiB | growth MiB | upload MiB/s | upload ok |")
+        L.append("|---|---:|---:|---:|---|---:|---:|---:|---|")
+        for n, r in memory.items():
+            s, u = r.get("stream", {}), r.get("upload", {})
+            L.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                n, fmt(s.get("base_rss_mib")), fmt(s.get("peak_rss_mib")), fmt(s.get("growth_mib")),
+                "✔" if s.get("complete") else "✘ %s" % s.get("error"),
+                fmt(u.get("peak_rss_mib")), fmt(u.get("growth_mib")), fmt(u.get("mib_per_s")),
+                "✔" if u.get("ok") else "✘ %s" % u.get("error")))
+        L.append("")
+    return "\n".join(L) + "\n"
+
+
+# ------------------------------------------------------------------ main
+
+def prepare_run_dir():
+    if os.path.isdir(RUN):
+        shutil.rmtree(RUN)
+    for d in ("logs", "tmp", "app", "docroot/static", "docroot/bytes", "docroot/stream/1048576",
+              "docroot/chunked"):
+        os.makedirs(os.path.join(RUN, d), exist_ok=True)
+    shutil.copy(os.path.join(BENCH, "app.py"), os.path.join(RUN, "app", "bench_app.py"))
+    files = {"static/4k.bin": 4096, "bytes/10240": 10240, "bytes/65536": 65536,
+             "stream/1048576/16": MiB, "chunked/67108864": 64 * MiB}
+    for rel, n in files.items():
+        with open(os.path.join(RUN, "docroot", rel), "wb") as f:
+            f.write(b"x" * n)
+    # Workers may run as another user: everything readable.
+    for base, dirs, names in os.walk(RUN):
+        os.chmod(base, 0o755)
+        for n in names:
+            os.chmod(os.path.join(base, n), 0o644)
+
+
+def parse_args():
+    p = argparse.ArgumentParser(
+        prog="scripts/bench",
+        description="ngx_http_wsgi_module side by side with uWSGI, gunicorn, Granian and "
+        "nginx alone, on 127.0.0.1. Writes build/bench/results.md and results.json.")
+    p.add_argument("--quick", action="store_true",
+                   help="1 repetition of 2 s, 1 s warm-up, 128 MiB memory runs (~4 min)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes of every stack (default 1)")
+    p.add_argument("--threads", type=int, default=4, help="threads per worker (default 4)")
+    p.add_argument("--only", default="",
+                   help="scenarios, comma-separated: " + ",".join(SCENARIO_NAMES))
+    p.add_argument("--stacks", default="", help="stacks, comma-separated: " + ",".join(ALL_STACKS))
+    p.add_argument("--reps", type=int, help="repetitions (default 3, --quick 1)")
+    p.add_argument("--duration", type=int, help="seconds per run (default 4, --quick 2)")
+    p.add_argument("--warmup", type=int, help="warm-up seconds before the first "
+                   "repetition of each stack, 0 for none (default 1)")
+    p.add_argument("--noise", type=float, default=0.10,
+                   help="repeat a run when other processes used more than this share of a "
+                   "core (default 0.10)")
+    p.add_argument("--retries", type=int, help="repeats of a disturbed run (default 2, "
+                   "--quick 1)")
+    p.add_argument("--pin", choices=["auto", "on", "off"], default="auto",
+                   help="taskset the servers and wrk apart (auto: when there is a CPU "
+                   "to spare for wrk beyond the workers)")
+    p.add_argument("--mem-size", type=int, help="MiB for the memory runs (default 1024, "
+                   "--quick 128)")
+    p.add_argument("--mem-rate", type=float, default=10,
+                   help="MiB/s the slow client reads (default 10)")
+    p.add_argument("--body-buffer", default="1m",
+                   help="client_body_buffer_size of every nginx (default 1m: bodies up to "
+                   "1 MiB stay in memory; nginx's own default, 16k, spools larger ones to "
+                   "a temp file before the app or upstream sees them)")
+    p.add_argument("--port", type=int, default=18100, help="first port to try (default 18100)")
+    a = p.parse_args()
+    q = a.quick
+    a.reps = a.reps or (1 if q else 3)
+    a.duration = a.duration or (2 if q else 4)   # wrk takes whole seconds
+    a.warmup = a.warmup if a.warmup is not None else 1
+    a.retries = a.retries if a.retries is not None else (1 if q else 2)
+    a.mem_size = (a.mem_size or (128 if q else 1024)) * MiB
+    a.mem_rate = a.mem_rate * MiB
+    a.only = [s for s in a.only.split(",") if s] or SCENARIO_NAMES
+    for s in a.only:
+        if s not in SCENARIO_NAMES:
+            p.error("unknown scenario %r (known: %s)" % (s, ", ".join(SCENARIO_NAMES)))
+    a.stacks = [s for s in a.stacks.split(",") if s] or ALL_STACKS
+    for s in a.stacks:
+        if s not in ALL_STACKS:
+            p.error("unknown stack %r (known: %s)" % (s, ", ".join(ALL_STACKS)))
+    if a.workers < 1 or a.threads < 1:
+        p.error("--workers and --threads must be at least 1")
+    return a
+
+
+def pinning(a):
+    cpus = sorted(os.sched_getaffinity(0))
+    a.server_cpus = a.wrk_cpus = None
+    if a.pin == "off":
+        return "off (--pin off): servers and wrk share all %d CPUs" % len(cpus)
+    if len(cpus) < 2:
+        return "off: one CPU"
+    server, wrk = cpus[:-1], cpus[-1:]
+    if a.pin == "auto" and len(server) < a.workers:
+        return ("off: %d worker(s) need the %d CPUs (--pin on forces servers on %s, wrk on %s)"
+                % (a.workers, len(cpus), server, wrk))
+    a.server_cpus, a.wrk_cpus = server, wrk
+    os.sched_setaffinity(0, wrk)      # the driver's own sampling stays off the servers' CPUs
+    return "servers (nginx, app servers) on CPU %s, wrk and this driver on CPU %s (taskset)" % (
+        ",".join(map(str, server)), ",".join(map(str, wrk)))
+
+
+def main():
+    a = parse_args()
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    for f, what in ((NGINX, "scripts/build"), (MODULE, "scripts/build"),
+                    (os.path.join(VENV, "bin", "granian"), "scripts/bench"), (WRK, "apt wrk")):
+        if not os.path.exists(f):
+            raise SystemExit("%s is missing: run %s" % (f, what))
+    os.makedirs(OUT, exist_ok=True)
+    pin = pinning(a)
+    scen = [s for s in SCENARIOS if s["name"] in a.only]
+    needed = set()
+    for s in scen:
+        for n in s.get("stacks", [x for x in ALL_STACKS if x != "ours-64t"]):
+            if n in a.stacks:
+                needed.add(n)
+    names = [n for n in ALL_STACKS if n in needed]
+    meta = dict(date=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+                machine=machine(), versions=versions(), pinning=pin,
+                settings=dict(workers=a.workers, threads=a.threads, reps=a.reps,
+                              duration=a.duration, warmup=a.warmup, noise=a.noise,
+                              retries=a.retries, quick=a.quick, mem_size=a.mem_size,
+                              mem_rate=a.mem_rate, scenarios=a.only, stacks=names,
+                              pin=a.pin, body_buffer=a.body_buffer))
+    log("%s; %s" % (", ".join("%s %s" % kv for kv in meta["versions"].items()), pin))
+    prepare_run_dir()
+    stacks = {}
+    port = a.port
+    bench = None
+    try:
+        for n in names:
+            port = free_port(port)
+            stacks[n] = Stack(n, port, a)
+            stacks[n].start()
+            port += 1
+        for n in names:
+            stacks[n].wait_ready()
+        log("started: " + ", ".join("%s :%d" % (n, s.port) for n, s in stacks.items()))
+        bench = Bench(a, stacks)
+        t0 = time.time()
+        for sc in scen:
+            run_on = [n for n in names if n in sc.get("stacks", ALL_STACKS) and
+                      not (n == "ours-64t" and "stacks" not in sc)]
+            if not run_on:
+                continue
+            log("%s: %s (%s)" % (sc["name"], sc["what"], ", ".join(run_on)))
+            if sc.get("special") == "static_busy":
+                bench.static_busy(sc, run_on)
+            elif sc.get("special") == "memory":
+                bench.memory_scenario(sc, run_on)
+            else:
+                bench.throughput(sc, run_on)
+            for n in names:
+                for p in stacks[n].procs:
+                    if p.poll() is not None:
+                        raise SystemExit("%s: a process exited (%s) during %s; see %s/logs" % (
+                            n, p.returncode, sc["name"], RUN))
+        meta["elapsed_s"] = round(time.time() - t0, 1)
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        kill_all()
+        if bench is not None:
+            meta["log_alerts"] = scan_logs()
+            tg = targets(bench.results)
+            doc = dict(meta=meta, results=bench.results, memory=bench.memory, targets=tg,
+                       runs=bench.runs)
+            with open(os.path.join(OUT, "results.json"), "w") as f:
+                json.dump(doc, f, indent=1, ensure_ascii=False)
+            md = markdown(meta, bench.results, bench.memory, tg)
+            if meta["log_alerts"]:
+                md += "\n## error log lines at [alert]/[crit]/[emerg] or Python tracebacks\n\n"
+                md += "\n".join("    " + x for x in meta["log_alerts"][:40]) + "\n"
+            with open(os.path.join(OUT, "results.md"), "w") as f:
+                f.write(md)
+            sys.stdout.write(md)
+            sys.stdout.write("\n(written to %s/results.md and results.json)\n" % OUT)
+
+
+def scan_logs():
+    found = []
+    logs = os.path.join(RUN, "logs")
+    for n in sorted(os.listdir(logs)):
+        with open(os.path.join(logs, n), errors="replace") as f:
+            for line in f:
+                if re.search(r"\[(alert|crit|emerg|error)\]|Traceback", line):
+                    found.append("%s: %s" % (n, line.rstrip()[:300]))
+    return found
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KeyboardInterrupt as e:
+        sys.stderr.write("interrupted (%s): every process the bench started was stopped\n" % e)
+        sys.exit(130)
