@@ -646,11 +646,17 @@ unsafe fn abort_request(r: *mut ngx_http_request_t, why: &str) {
         if cx.done {
             return;
         }
+        let when = if cx.head_sent {
+            "sending response to client"
+        } else {
+            "waiting for application"
+        };
         ngx_log_error!(
             NGX_LOG_INFO,
             (*(*r).connection).log,
-            "wsgi: {} while waiting for application",
-            why
+            "wsgi: {} while {}",
+            why,
+            when
         );
         if let Some(rt) = worker::runtime() {
             rt.hub
