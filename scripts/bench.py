@@ -119,6 +119,36 @@ def proc_stat(pid):
     return int(rest[1]), int(rest[2]), int(rest[11]) + int(rest[12]), int(rest[19])
 
 
+def all_ticks():
+    """pid -> (name, utime+stime ticks) of every process."""
+    out = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                s = f.read()
+        except OSError:
+            continue
+        rest = s[s.rfind(")") + 2:].split()
+        out[int(d)] = (s[s.find("(") + 1:s.rfind(")")], int(rest[11]) + int(rest[12]))
+    return out
+
+
+def others(before, after, exclude, n=3):
+    """CPU seconds the processes that are not the bench's used between two
+    all_ticks() snapshots, and the top n of them: [(name, pid, seconds)]."""
+    used = []
+    for pid, (name, t1) in after.items():
+        if pid in exclude or pid == os.getpid():
+            continue
+        t0 = before.get(pid, (name, 0))[1] if pid in before else 0
+        if t1 - t0 > 0:
+            used.append((name, pid, round((t1 - t0) / TICK, 2)))
+    used.sort(key=lambda x: -x[2])
+    return sum(x[2] for x in used), used[:n]
+
+
 def children_map():
     kids = {}
     for d in os.listdir("/proc"):
@@ -460,6 +490,7 @@ class Bench:
         t_busy0, t_irq0, t_steal0 = system_ticks()
         c_server0 = cpu_ticks(server)
         c_mine0 = cpu_ticks(mine)
+        everyone0 = all_ticks()
         self0 = os.times()
         sampler = Sampler({"server": server})
         sampler.start()
@@ -478,6 +509,7 @@ class Bench:
         wall = time.time() - t0
         peak = sampler.stop()["server"]
         self1 = os.times()
+        everyone1 = all_ticks()
         c_server1 = cpu_ticks(server)
         c_mine1 = cpu_ticks(mine)
         t_busy1, t_irq1, t_steal1 = system_ticks()
@@ -506,6 +538,13 @@ class Bench:
             steal_cores=round((t_steal1 - t_steal0) / TICK / wall, 3),
             pids=len(server),
         )
+        r["other_procs_s"], r["others_top"] = others(
+            everyone0, everyone1, mine | {p.pid for _, p in procs})
+        # other_cores (/proc/stat's user+nice+system minus the bench) decides;
+        # the per-process view misses processes that exited meanwhile and
+        # includes softirq time charged to whoever was interrupted (our own
+        # loopback traffic): it only names the culprits.
+        r["other_procs_cores"] = round(r["other_procs_s"] / wall, 3)
         if len(loads) > 1:
             r["loads"] = {tag: dict(requests=o["requests"],
                                     rps=o["requests"] / (o["duration_us"] / 1e6),
@@ -535,8 +574,9 @@ class Bench:
             self.disturbed_in_a_row += 1
             busy = self.disturbed_in_a_row >= 8
             again = i < self.args.retries and not busy
-            note("%s/%s: others used %.2f cores, %s" % (
+            note("%s/%s: others used %.2f cores (%s), %s" % (
                 scenario, stack.name, r["other_cores"],
+                ", ".join("%s %.1fs" % (x[0], x[2]) for x in r["others_top"]) or "short-lived",
                 "repeating" if again else
                 "the machine stays busy, not repeating" if busy else
                 "keeping the least disturbed"))
@@ -660,14 +700,14 @@ class Bench:
             "one stack after the other" % (size // MiB))
         for n in names:
             base = rss_kib(groups[n])
-            sampler = Sampler({n: groups[n]}, every=0.05)
+            sampler = Sampler({n: groups[n]}, every=0.01)
             sampler.start()
             up = upload(self.stacks[n].port, "/stream-upload/", size)
             peak = sampler.stop()[n]
             up.update(base_rss_mib=round(base / 1024, 1), peak_rss_mib=round(peak / 1024, 1),
                       growth_mib=round((peak - base) / 1024, 1), size=size)
             res[n]["upload"] = up
-            note("memory     %-14s upload: %s in %.1f s, RSS %.1f -> peak %.1f MiB" % (
+            note("memory     %-14s upload: %s in %.2f s, RSS %.1f -> peak %.1f MiB" % (
                 n, "ok" if up["ok"] else "FAILED (%s)" % up["error"], up["seconds"],
                 base / 1024, peak / 1024))
         self.memory = res
@@ -777,7 +817,7 @@ def upload(port, path, size):
             out["ok"] = True
     except OSError as e:
         out["error"] = str(e)
-    out["seconds"] = round(time.time() - t0, 2)
+    out["seconds"] = round(time.time() - t0, 3)
     out["mib_per_s"] = round(size / MiB / max(out["seconds"], 1e-6), 1)
     return out
 
@@ -961,6 +1001,11 @@ def markdown(meta, results, memory, tgts):
             L.append("")
             L.append("ours / ceiling: %.2f×" % (ours / ceil))
         L.append("")
+    culprits = meta.get("others_seen")
+    if culprits:
+        L.append("Other processes that ran during the kept runs (CPU seconds, summed): " +
+                 ", ".join("%s %.1f" % kv for kv in culprits) + ".")
+        L.append("")
     if memory:
         size = next(iter(memory.values())).get("stream", {}).get("size", 0)
         L.append("## memory — peak RSS of the stack's processes (summed), %d MiB" % (size // MiB))
@@ -1077,6 +1122,21 @@ def pinning(a):
         ",".join(map(str, server)), ",".join(map(str, wrk)))
 
 
+def estimate(a, scen, names):
+    """Seconds the run should take without repeats (overheads measured on 2 cores)."""
+    total = 5.0
+    for sc in scen:
+        n = len([x for x in names if x in sc.get("stacks", ALL_STACKS) and
+                 not (x == "ours-64t" and "stacks" not in sc)])
+        if sc.get("special") == "memory":
+            total += a.mem_size / a.mem_rate + 5 + n * (a.mem_size / (300 * MiB) + 1)
+        elif sc.get("special") == "static_busy":
+            total += n * (a.reps * 2 * (a.duration + 0.3) + a.warmup + 0.5)
+        else:
+            total += n * (a.reps * (a.duration + 0.3) + a.warmup + 0.5)
+    return total
+
+
 def main():
     a = parse_args()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -1102,6 +1162,8 @@ def main():
                               mem_rate=a.mem_rate, scenarios=a.only, stacks=names,
                               pin=a.pin, body_buffer=a.body_buffer))
     log("%s; %s" % (", ".join("%s %s" % kv for kv in meta["versions"].items()), pin))
+    log("%s; about %.0f min without repeats of disturbed runs" % (
+        ", ".join(s["name"] for s in scen), estimate(a, scen, names) / 60))
     prepare_run_dir()
     stacks = {}
     port = a.port
@@ -1141,6 +1203,13 @@ def main():
         if bench is not None:
             meta["log_alerts"] = scan_logs()
             tg = targets(bench.results)
+            seen = {}
+            for r in bench.runs:
+                if r.get("kept"):
+                    for name, _, sec in r.get("others_top", ()):
+                        seen[name] = seen.get(name, 0) + sec
+            meta["others_seen"] = sorted(((k, round(v, 1)) for k, v in seen.items() if v >= 0.5),
+                                         key=lambda kv: -kv[1])[:8]
             doc = dict(meta=meta, results=bench.results, memory=bench.memory, targets=tg,
                        runs=bench.runs)
             with open(os.path.join(OUT, "results.json"), "w") as f:
