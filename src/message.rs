@@ -13,6 +13,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
+use pyo3::types::{PyBytes, PyBytesMethods};
+use pyo3::{Bound, Py, Python};
 
 /// Identifies a request on the nginx thread; pool threads only echo it back.
 pub type RequestId = u64;
@@ -224,9 +226,86 @@ pub struct FileReply {
 }
 
 /// Messages from a pool thread about one request, in order.
+/// Response body bytes on their way to nginx.
+pub enum Chunk {
+    /// Our own copy.
+    Owned(Vec<u8>),
+    /// A large Python `bytes` object's own buffer, sent without a copy.
+    Shared(SharedBytes),
+}
+
+impl Chunk {
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            Chunk::Owned(v) => v,
+            Chunk::Shared(b) => b.as_slice(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl From<Vec<u8>> for Chunk {
+    fn from(v: Vec<u8>) -> Chunk {
+        Chunk::Owned(v)
+    }
+}
+
+/// The first `len` bytes of a Python `bytes` object, readable without the
+/// GIL: a `bytes` buffer never changes or moves while the object lives, and
+/// we hold a strong reference. That reference is never released here (the
+/// nginx thread must not touch Python): dropping hands it to the hub's
+/// graveyard, which pool threads empty while holding the GIL.
+pub struct SharedBytes {
+    obj: Option<Py<PyBytes>>,
+    ptr: *const u8,
+    len: usize,
+    graveyard: Sender<Py<PyBytes>>,
+}
+
+// SAFETY: `ptr` points into the immutable buffer of `obj`, which stays alive
+// as long as this value; `Py` itself is Send.
+unsafe impl Send for SharedBytes {}
+
+impl SharedBytes {
+    /// Pool thread, with the GIL.
+    pub fn new(obj: &Bound<'_, PyBytes>, len: usize, hub: &Hub) -> SharedBytes {
+        let data = obj.as_bytes();
+        SharedBytes {
+            ptr: data.as_ptr(),
+            len: len.min(data.len()),
+            obj: Some(obj.clone().unbind()),
+            graveyard: hub.graveyard_tx.clone(),
+        }
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: see the type's comment.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl Drop for SharedBytes {
+    fn drop(&mut self) {
+        if let Some(obj) = self.obj.take() {
+            if let Err(e) = self.graveyard.send(obj) {
+                // No pool left to release it with the GIL (process exit):
+                // leaking beats a refcount change without the GIL.
+                std::mem::forget(e.into_inner());
+            }
+        }
+    }
+}
+
 pub enum Reply {
     Head(ResponseHead),
-    Body(Vec<u8>),
+    Body(Chunk),
     File(FileReply),
     /// The response is complete.
     End,
@@ -451,6 +530,9 @@ pub struct Hub {
     eventfd: OwnedFd,
     pending: AtomicBool,
     pub counters: Counters,
+    /// Python objects the nginx thread is done with (see [`SharedBytes`]).
+    graveyard_tx: Sender<Py<PyBytes>>,
+    graveyard_rx: Receiver<Py<PyBytes>>,
 }
 
 impl Hub {
@@ -461,7 +543,10 @@ impl Hub {
             return Err(std::io::Error::last_os_error());
         }
         let (tx, rx) = crossbeam_channel::unbounded();
+        let (graveyard_tx, graveyard_rx) = crossbeam_channel::unbounded();
         Ok(Hub {
+            graveyard_tx,
+            graveyard_rx,
             tx,
             rx,
             // SAFETY: `fd` was just created and is owned by nobody else.
@@ -469,6 +554,13 @@ impl Hub {
             pending: AtomicBool::new(false),
             counters: Counters::default(),
         })
+    }
+
+    /// Pool thread: releases the Python objects nginx has finished sending.
+    pub fn release_python(&self, _py: Python<'_>) {
+        while let Ok(obj) = self.graveyard_rx.try_recv() {
+            drop(obj); // with the GIL held: `_py` proves it
+        }
     }
 
     pub fn eventfd(&self) -> i32 {
@@ -550,8 +642,8 @@ mod tests {
     #[test]
     fn push_wakes_once_until_cleared() {
         let ex = Exchange::new(1, 1024);
-        assert!(ex.push([Reply::Body(vec![1; 10])]).unwrap());
-        assert!(!ex.push([Reply::Body(vec![2; 10])]).unwrap());
+        assert!(ex.push([Reply::Body(vec![1; 10].into())]).unwrap());
+        assert!(!ex.push([Reply::Body(vec![2; 10].into())]).unwrap());
         ex.clear_notified();
         assert!(ex.push([Reply::End]).unwrap());
     }
@@ -560,8 +652,8 @@ mod tests {
     fn take_respects_byte_budget_but_makes_progress() {
         let ex = Exchange::new(1, 1 << 20);
         ex.push([
-            Reply::Body(vec![0; 100]),
-            Reply::Body(vec![0; 100]),
+            Reply::Body(vec![0; 100].into()),
+            Reply::Body(vec![0; 100].into()),
             Reply::End,
         ])
         .unwrap();
@@ -576,12 +668,12 @@ mod tests {
     #[test]
     fn full_queue_blocks_producer_until_consumer_takes() {
         let ex = Arc::new(Exchange::new(7, 100));
-        ex.push([Reply::Body(vec![0; 80])]).unwrap();
+        ex.push([Reply::Body(vec![0; 80].into())]).unwrap();
         assert!(ex.is_full(80));
         let (tx, rx) = std::sync::mpsc::channel();
         let ex2 = ex.clone();
         let t = thread::spawn(move || {
-            ex2.push([Reply::Body(vec![0; 80])]).unwrap();
+            ex2.push([Reply::Body(vec![0; 80].into())]).unwrap();
             tx.send(()).unwrap();
         });
         // The producer cannot finish while the first chunk is queued.
@@ -604,7 +696,11 @@ mod tests {
             headers: vec![],
         };
         assert!(ex
-            .push([Reply::Head(head), Reply::Body(vec![0; 300]), Reply::End])
+            .push([
+                Reply::Head(head),
+                Reply::Body(vec![0; 300].into()),
+                Reply::End
+            ])
             .unwrap());
         assert_eq!(ex.queued_bytes(), 300);
     }
@@ -612,9 +708,9 @@ mod tests {
     #[test]
     fn cancel_releases_blocked_producer() {
         let ex = Arc::new(Exchange::new(7, 10));
-        ex.push([Reply::Body(vec![0; 10])]).unwrap();
+        ex.push([Reply::Body(vec![0; 10].into())]).unwrap();
         let ex2 = ex.clone();
-        let t = thread::spawn(move || ex2.push([Reply::Body(vec![0; 10])]));
+        let t = thread::spawn(move || ex2.push([Reply::Body(vec![0; 10].into())]));
         ex.cancel();
         assert_eq!(t.join().unwrap(), Err(Cancelled));
         assert_eq!(ex.push([Reply::End]), Err(Cancelled));

@@ -27,7 +27,7 @@ use ngx::ngx_log_error;
 
 use crate::conf::{IGNORE_XA_CHARSET, IGNORE_XA_LIMIT_RATE, IGNORE_XA_REDIRECT};
 use crate::handler::{ctx_of, RequestCtx};
-use crate::message::{FileReply, Reply, ResponseHead};
+use crate::message::{Chunk, FileReply, Reply, ResponseHead};
 use crate::util::{eq_ignore_case, ngx_bytes, pool_str};
 use crate::{worker, HttpWsgiModule};
 
@@ -40,7 +40,7 @@ pub struct Held {
 /// Owned only to be dropped once nginx is done with the buffer.
 #[allow(dead_code)]
 enum HeldData {
-    Memory(Vec<u8>),
+    Memory(Chunk),
     File(OwnedFd),
     None,
 }
@@ -360,13 +360,14 @@ unsafe fn new_buf(cx: &mut RequestCtx) -> Option<*mut ngx_chain_t> {
     }
 }
 
-unsafe fn memory_buf(cx: &mut RequestCtx, data: Vec<u8>) -> Option<*mut ngx_chain_t> {
+unsafe fn memory_buf(cx: &mut RequestCtx, data: Chunk) -> Option<*mut ngx_chain_t> {
     // SAFETY: the buffer points into `data`, which `held` keeps alive (a
-    // Vec's heap memory does not move when the Vec itself moves).
+    // Vec's heap memory, or a Python bytes buffer, does not move when the
+    // Chunk itself moves).
     unsafe {
         let cl = new_buf(cx)?;
         let b = (*cl).buf;
-        let p = data.as_ptr() as *mut u8;
+        let p = data.as_slice().as_ptr() as *mut u8;
         (*b).start = p;
         (*b).pos = p;
         (*b).last = p.add(data.len());

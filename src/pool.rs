@@ -236,6 +236,8 @@ fn thread_main(shared: &Shared, slot: &Slot) {
             // Take the next job while still holding the GIL: under load the
             // queue is rarely empty, and handing the GIL to another thread
             // (and waking it) per request costs more than the request.
+            // Python objects nginx has finished sending go back with the GIL.
+            shared.hub.release_python(py);
             let work = match shared.jobs.try_recv() {
                 Ok(w) => Some(w),
                 Err(_) => py.detach(|| shared.jobs.recv().ok()),
@@ -244,6 +246,8 @@ fn thread_main(shared: &Shared, slot: &Slot) {
                 Some(Work::Job(job)) => job,
                 Some(Work::Stop) | None => break,
             };
+            // And what nginx finished while we waited.
+            shared.hub.release_python(py);
             run_job(py, shared, slot, &mut tctx, *job);
             if slot.retire.load(Ordering::Acquire) {
                 break;

@@ -15,7 +15,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyList, PyTuple};
 
 use crate::message::{Hub, Job, LogLevel, RequestId};
-use response::{Responder, SendError, StartResponse};
+use response::{BodyPart, Responder, SendError, StartResponse};
 
 pub use environ::ThreadContext;
 
@@ -166,12 +166,12 @@ fn close_iterable(result: &Bound<'_, PyAny>) -> PyResult<()> {
 }
 
 /// A body chunk as bytes; anything but a bytes-like object is an error.
-fn chunk_bytes<'a>(item: &'a Bound<'_, PyAny>) -> Result<ChunkRef<'a>, Failure> {
+fn chunk_bytes<'a, 'py>(item: &'a Bound<'py, PyAny>) -> Result<BodyPart<'a, 'py>, Failure> {
     if let Ok(b) = item.cast::<PyBytes>() {
-        return Ok(ChunkRef::Bytes(b.as_bytes()));
+        return Ok(BodyPart::Bytes(b));
     }
     if let Ok(b) = item.cast::<PyByteArray>() {
-        return Ok(ChunkRef::Owned(b.to_vec()));
+        return Ok(BodyPart::Owned(b.to_vec()));
     }
     let ty = item
         .get_type()
@@ -181,20 +181,6 @@ fn chunk_bytes<'a>(item: &'a Bound<'_, PyAny>) -> Result<ChunkRef<'a>, Failure> 
     Err(Failure::Output(format!(
         "app returned a response body chunk of type {ty}, not bytes (PEP 3333 bodies are bytes)"
     )))
-}
-
-enum ChunkRef<'a> {
-    Bytes(&'a [u8]),
-    Owned(Vec<u8>),
-}
-
-impl ChunkRef<'_> {
-    fn as_slice(&self) -> &[u8] {
-        match self {
-            ChunkRef::Bytes(b) => b,
-            ChunkRef::Owned(v) => v,
-        }
-    }
 }
 
 fn send_iterable(
@@ -218,12 +204,11 @@ fn send_iterable(
             .map_err(Failure::App)?
             .collect::<PyResult<_>>()
             .map_err(Failure::App)?;
-        let mut chunks = Vec::with_capacity(items.len());
+        let mut parts = Vec::with_capacity(items.len());
         for item in &items {
-            chunks.push(chunk_bytes(item)?);
+            parts.push(chunk_bytes(item)?);
         }
-        let slices: Vec<&[u8]> = chunks.iter().map(|c| c.as_slice()).collect();
-        return responder.send_complete(py, &slices).map_err(Failure::from);
+        return responder.send_complete(py, &parts).map_err(Failure::from);
     }
     let iter = result.try_iter().map_err(Failure::App)?;
     for item in iter {
@@ -234,10 +219,8 @@ fn send_iterable(
                 Failure::App(e)
             }
         })?;
-        let chunk = chunk_bytes(&item)?;
-        responder
-            .send_body(py, chunk.as_slice())
-            .map_err(Failure::from)?;
+        let part = chunk_bytes(&item)?;
+        responder.send_body(py, &part).map_err(Failure::from)?;
     }
     Ok(())
 }

@@ -6,9 +6,29 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use pyo3::exceptions::{PyAssertionError, PyOSError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
-use crate::message::{Exchange, FileReply, Hub, LogLevel, Reply, ResponseHead};
+use crate::message::{Chunk, Exchange, FileReply, Hub, LogLevel, Reply, ResponseHead, SharedBytes};
+
+/// Body pieces at least this large go to nginx without a copy (the bytes
+/// object itself is kept alive); smaller ones are cheaper to copy.
+const ZERO_COPY_MIN: usize = 4096;
+
+/// A piece of the app's body: a `bytes` object (which may be sent without a
+/// copy) or bytes we already own.
+pub enum BodyPart<'a, 'py> {
+    Bytes(&'a Bound<'py, PyBytes>),
+    Owned(Vec<u8>),
+}
+
+impl BodyPart<'_, '_> {
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            BodyPart::Bytes(b) => b.as_bytes(),
+            BodyPart::Owned(v) => v,
+        }
+    }
+}
 
 /// Why a reply could not be delivered.
 #[derive(Debug)]
@@ -75,9 +95,23 @@ impl Responder {
         match r {
             Ok(wake) => {
                 self.hub.ready(self.exchange.id, wake);
+                // While a long response streams, release what nginx has
+                // already sent of it, not only after the app returns.
+                self.hub.release_python(py);
                 Ok(())
             }
             Err(_) => Err(SendError::Cancelled),
+        }
+    }
+
+    /// `data` (a prefix of `part`) as a message body: large `bytes`
+    /// objects travel as themselves, the rest as a copy.
+    fn chunk(&self, part: &BodyPart<'_, '_>, data: &[u8]) -> Chunk {
+        match part {
+            BodyPart::Bytes(obj) if data.len() >= ZERO_COPY_MIN => {
+                Chunk::Shared(SharedBytes::new(obj, data.len(), &self.hub))
+            }
+            _ => Chunk::Owned(data.to_vec()),
         }
     }
 
@@ -117,7 +151,8 @@ impl Responder {
     }
 
     /// One body chunk from the iterable or `write()`.
-    pub fn send_body(&self, py: Python<'_>, data: &[u8]) -> Result<(), SendError> {
+    pub fn send_body(&self, py: Python<'_>, part: &BodyPart<'_, '_>) -> Result<(), SendError> {
+        let data = part.as_slice();
         if data.is_empty() {
             // Headers wait for the first non-empty chunk (PEP 3333).
             return if self.lock().head.is_none() {
@@ -136,7 +171,7 @@ impl Responder {
         let data = self.clamp(&mut st, data);
         st.sent += data.len() as u64;
         if !data.is_empty() {
-            replies.push(Reply::Body(data.to_vec()));
+            replies.push(Reply::Body(self.chunk(part, data)));
         }
         drop(st);
         if replies.is_empty() {
@@ -146,8 +181,12 @@ impl Responder {
     }
 
     /// A complete body (list or tuple): head, body and end in one message.
-    pub fn send_complete(&self, py: Python<'_>, chunks: &[&[u8]]) -> Result<(), SendError> {
-        let total: usize = chunks.iter().map(|c| c.len()).sum();
+    pub fn send_complete(
+        &self,
+        py: Python<'_>,
+        parts: &[BodyPart<'_, '_>],
+    ) -> Result<(), SendError> {
+        let total: usize = parts.iter().map(|c| c.as_slice().len()).sum();
         let mut st = self.lock();
         if st.head.is_none() {
             return Err(SendError::Protocol(
@@ -166,13 +205,24 @@ impl Responder {
         if let Some(h) = Self::take_head(&mut st)? {
             replies.push(h);
         }
-        let mut body = Vec::with_capacity(total);
-        for c in chunks {
-            body.extend_from_slice(c);
-        }
-        let body = self.clamp(&mut st, &body).to_vec();
-        st.sent += body.len() as u64;
-        if !body.is_empty() {
+        let body = match parts {
+            [] => None,
+            [one] => {
+                let data = self.clamp(&mut st, one.as_slice());
+                (!data.is_empty()).then(|| self.chunk(one, data))
+            }
+            _ => {
+                let mut body = Vec::with_capacity(total);
+                for c in parts {
+                    body.extend_from_slice(c.as_slice());
+                }
+                let keep = self.clamp(&mut st, &body).len();
+                body.truncate(keep);
+                (!body.is_empty()).then_some(Chunk::Owned(body))
+            }
+        };
+        if let Some(body) = body {
+            st.sent += body.len() as u64;
             replies.push(Reply::Body(body));
         }
         let end = self.end_reply(&st);
@@ -498,14 +548,14 @@ pub struct Write {
 #[pymethods]
 impl Write {
     fn __call__(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        let bytes: Vec<u8> = if let Ok(b) = data.cast::<pyo3::types::PyBytes>() {
-            b.as_bytes().to_vec()
+        let part = if let Ok(b) = data.cast::<PyBytes>() {
+            BodyPart::Bytes(b)
         } else if let Ok(b) = data.cast::<pyo3::types::PyByteArray>() {
-            b.to_vec()
+            BodyPart::Owned(b.to_vec())
         } else {
             return Err(PyTypeError::new_err("write() takes bytes"));
         };
-        match self.responder.send_body(py, &bytes) {
+        match self.responder.send_body(py, &part) {
             Ok(()) => Ok(()),
             Err(SendError::Cancelled) => Err(PyOSError::new_err(
                 "client connection closed (request ended in nginx)",
