@@ -163,6 +163,9 @@ sub rewrite {
 		$1 . '127.0.0.1:' . ($ports->{$2} // die "no test port for $2\n")
 	}gme;
 	$conf =~ s!(?<=server  )10\.0\.0\.1\d:8080!$upstream!g if $upstream;
+	# "http2 on" is nginx 1.25.1+; older nginx says "listen ... ssl http2"
+	$conf =~ s!^(\s*listen\s+\S+\s+ssl);\n\s*http2\s+on;\n!$1 http2;\n!gm
+		unless $t->has_version('1.25.1');
 
 	return $conf;
 }
