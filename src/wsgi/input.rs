@@ -87,6 +87,36 @@ impl BodyReader {
         Ok(true)
     }
 
+    /// Bytes left to read, when known (not while the body still streams in).
+    pub fn remaining(&self) -> Option<u64> {
+        let mut n = self.available().len() as u64;
+        for s in &self.segments {
+            n += match s {
+                BodySegment::Memory(v) => v.len() as u64,
+                BodySegment::File { len, .. } => *len,
+                BodySegment::Stream(_) => return None,
+            };
+        }
+        Some(n)
+    }
+
+    /// Fills `out` from the body; returns how much was filled (less only at
+    /// the end of the body).
+    pub fn read_into(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let mut got = 0;
+        while got < out.len() {
+            if !self.fill()? {
+                break;
+            }
+            let avail = self.available();
+            let n = avail.len().min(out.len() - got);
+            out[got..got + n].copy_from_slice(&avail[..n]);
+            self.pos += n;
+            got += n;
+        }
+        Ok(got)
+    }
+
     /// Up to `limit` bytes (all remaining if `None`).
     pub fn read(&mut self, limit: Option<usize>) -> std::io::Result<Vec<u8>> {
         let mut out = Vec::new();
@@ -195,6 +225,28 @@ impl Input {
         size: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let limit = size_arg(size)?;
+        // The usual read(CONTENT_LENGTH) of a buffered body: fill the bytes
+        // object directly instead of building a Vec and copying it.
+        if let Some(rem) = self.reader.remaining() {
+            let n = limit.map_or(rem, |l| rem.min(l as u64)) as usize;
+            let file = self.reader.has_file();
+            let reader = &mut self.reader;
+            let mut res = Ok(0);
+            let bytes = PyBytes::new_with(py, n, |buf| {
+                res = if file {
+                    // Unseen by anyone yet: safe to fill without the GIL.
+                    py.detach(|| reader.read_into(buf))
+                } else {
+                    reader.read_into(buf)
+                };
+                Ok(())
+            })?;
+            return match res {
+                Ok(got) if got == n => Ok(bytes),
+                Ok(got) => Ok(PyBytes::new(py, &bytes.as_bytes()[..got])),
+                Err(e) => Err(io_err(e)),
+            };
+        }
         let data = self.with_reader(py, |r| r.read(limit))?;
         Ok(PyBytes::new(py, &data))
     }
@@ -318,6 +370,28 @@ mod tests {
         assert_eq!(r.readline(None).unwrap(), b"tail");
         assert_eq!(r.readline(None).unwrap(), b"");
         assert_eq!(r.read(Some(10)).unwrap(), b"");
+    }
+
+    #[test]
+    fn remaining_and_read_into_across_segments() {
+        let fd = temp_file(b"XXhello file\nsecond");
+        let mut r = BodyReader::new(body(vec![
+            BodySegment::Memory(b"mem line\n".to_vec()),
+            BodySegment::File {
+                fd,
+                offset: 2,
+                len: 17,
+            },
+        ]));
+        assert_eq!(r.remaining(), Some(26));
+        let mut first = [0u8; 4];
+        assert_eq!(r.read_into(&mut first).unwrap(), 4);
+        assert_eq!(&first, b"mem ");
+        assert_eq!(r.remaining(), Some(22));
+        let mut rest = [0u8; 30];
+        assert_eq!(r.read_into(&mut rest).unwrap(), 22);
+        assert_eq!(&rest[..22], b"line\nhello file\nsecond");
+        assert_eq!(r.remaining(), Some(0));
     }
 
     #[test]
