@@ -398,11 +398,7 @@ extern "C" fn set_pass(
     lcf.app = Some(index);
 
     // SAFETY: the core module's location conf exists in every location.
-    let clcf = unsafe {
-        let ctx = (*cf).ctx as *mut nginx_sys::ngx_http_conf_ctx_t;
-        &mut *(*(*ctx).loc_conf.add(ngx_http_core_module.ctx_index)
-            as *mut ngx_http_core_loc_conf_t)
-    };
+    let clcf = unsafe { core_loc_conf(cf) };
     clcf.handler = Some(crate::handler::content_handler);
     // As with proxy_pass: "/app" redirects to "/app/" for "location /app/".
     // SAFETY: the location name lives in the conf pool.
@@ -530,17 +526,27 @@ unsafe fn core_loc_conf<'a>(cf: *mut ngx_conf_t) -> &'a mut ngx_http_core_loc_co
     }
 }
 
-extern "C" fn set_hide_header(
+/// `wsgi_hide_header` / `wsgi_pass_header`: adds a (lower-cased) name to
+/// the list `pick` chooses.
+fn add_header_name(
     cf: *mut ngx_conf_t,
-    _cmd: *mut ngx_command_t,
     conf: *mut c_void,
+    pick: fn(&mut LocConf) -> &mut Option<Vec<Vec<u8>>>,
 ) -> *mut c_char {
     // SAFETY: nginx passes our conf for this level as `conf`.
     let lcf = unsafe { &mut *(conf as *mut LocConf) };
     // SAFETY: directive handler context.
     let name = unsafe { ngx_bytes(&conf_args(cf)[1]) }.to_ascii_lowercase();
-    lcf.hide_headers.get_or_insert_with(Vec::new).push(name);
+    pick(lcf).get_or_insert_with(Vec::new).push(name);
     CONF_OK
+}
+
+extern "C" fn set_hide_header(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    add_header_name(cf, conf, |l| &mut l.hide_headers)
 }
 
 extern "C" fn set_pass_header(
@@ -548,12 +554,7 @@ extern "C" fn set_pass_header(
     _cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
-    // SAFETY: nginx passes our conf for this level as `conf`.
-    let lcf = unsafe { &mut *(conf as *mut LocConf) };
-    // SAFETY: directive handler context.
-    let name = unsafe { ngx_bytes(&conf_args(cf)[1]) }.to_ascii_lowercase();
-    lcf.pass_headers.get_or_insert_with(Vec::new).push(name);
-    CONF_OK
+    add_header_name(cf, conf, |l| &mut l.pass_headers)
 }
 
 extern "C" fn set_ignore_headers(
