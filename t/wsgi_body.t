@@ -13,6 +13,7 @@ use Test::More;
 use Digest::SHA qw/ sha256_hex /;
 
 use Test::Nginx;
+use Test::WSGI qw/ state_dir http_post /;
 
 ###############################################################################
 
@@ -115,8 +116,7 @@ def application(environ, start_response):
     return [body]
 EOF
 
-mkdir($t->testdir() . '/state');
-chmod(0777, $t->testdir() . '/state');
+state_dir($t);
 
 $t->run();
 
@@ -124,16 +124,16 @@ $t->run();
 
 # bodies read whole with read(), and with a read(n) loop
 
-like(post('/read', ''), summary(''), 'empty body');
-like(post('/read', 'x'), summary('x'), 'one byte body');
+like(http_post('/read', ''), summary(''), 'empty body');
+like(http_post('/read', 'x'), summary('x'), 'one byte body');
 
 my $mib = body(1 << 20);
-like(post('/read', $mib), summary($mib), '1 MiB body');
-like(post('/readn', $mib), summary($mib, ' reads=105'), '1 MiB body, read(n)');
+like(http_post('/read', $mib), summary($mib), '1 MiB body');
+like(http_post('/readn', $mib), summary($mib, ' reads=105'), '1 MiB body, read(n)');
 
 my $big = body(20 << 20);
-like(post('/read', $big), summary($big), '20 MiB body');
-like(post('/readn', $big), summary($big, ' reads=2096'),
+like(http_post('/read', $big), summary($big), '20 MiB body');
+like(http_post('/readn', $big), summary($big, ' reads=2096'),
 	'20 MiB body, read(n)');
 like($t->read_file('error.log'),
 	qr/a client request body is buffered to a temporary file/,
@@ -152,22 +152,22 @@ like(chunked('/read', @pieces), summary(join '', @pieces),
 # line-oriented reading, in memory and across temp-file reads
 
 my $text = "first line\nsecond\n\nno newline at end";
-like(post('/readline', $text), summary($text, ' lines=4'), 'readline()');
-like(post('/readlines', $text), summary($text, ' lines=4'), 'readlines()');
-like(post('/iter', $text), summary($text, ' lines=4'), 'iteration');
+like(http_post('/readline', $text), summary($text, ' lines=4'), 'readline()');
+like(http_post('/readlines', $text), summary($text, ' lines=4'), 'readlines()');
+like(http_post('/iter', $text), summary($text, ' lines=4'), 'iteration');
 
 my $lines = join '', map { "line $_ " . ('.' x ($_ % 97)) . "\n" } 1 .. 20000;
-like(post('/readline', $lines), summary($lines, ' lines=20000'),
+like(http_post('/readline', $lines), summary($lines, ' lines=20000'),
 	'readline() from a temp file');
-like(post('/readlines', $lines), summary($lines, ' lines=20000'),
+like(http_post('/readlines', $lines), summary($lines, ' lines=20000'),
 	'readlines() from a temp file');
-like(post('/iter', $lines), summary($lines, ' lines=20000'),
+like(http_post('/iter', $lines), summary($lines, ' lines=20000'),
 	'iteration from a temp file');
 
 # sized reads and EOF: read(0), read(3), readline(4), readline(), read(),
 # then every call at EOF returns b''
 
-like(post('/parts', "abcdefgh\nrest\nend"),
+like(http_post('/parts', "abcdefgh\nrest\nend"),
 	qr/\Q[b'', b'abc', b'defg', b'h\n', b'rest\nend', b'', b'', b'']\E/,
 	'sized reads and EOF');
 like(chunked('/parts', "abcde", "fgh\nrest\nend"),
@@ -178,12 +178,12 @@ like(chunked('/parts', "abcde", "fgh\nrest\nend"),
 
 my $state = $t->testdir() . '/state';
 
-like(post('/small/mark', 'x' x 2048), qr/^HTTP\/1\.1 413 /, '413 with length');
+like(http_post('/small/mark', 'x' x 2048), qr/^HTTP\/1\.1 413 /, '413 with length');
 like(chunked('/small/mark', 'x' x 1500, 'y' x 600), qr/^HTTP\/1\.1 413 /,
 	'413 chunked');
 ok(!-e "$state/small-called", 'app not called for 413');
 
-my $r = post('/small/mark', 'fits');
+my $r = http_post('/small/mark', 'fits');
 like($r, qr/^HTTP\/1\.1 200 /, 'small body under the limit');
 like($r, qr/small fits\z/, 'small body under the limit, content');
 is(-e "$state/small-called" && $t->read_file('state/small-called'),
@@ -191,8 +191,8 @@ is(-e "$state/small-called" && $t->read_file('state/small-called'),
 
 # the worker still takes bodies after all this
 
-like(post('/read', $mib), summary($mib), '1 MiB body again');
-like(post('/readline', $text), summary($text, ' lines=4'), 'readline() again');
+like(http_post('/read', $mib), summary($mib), '1 MiB body again');
+like(http_post('/readline', $text), summary($text, ' lines=4'), 'readline() again');
 
 ###############################################################################
 
@@ -212,17 +212,6 @@ sub summary {
 	my $len = length $data;
 	my $sha = sha256_hex($data);
 	return qr/\x0d\x0a\x0d\x0alen=$len sha=$sha\Q$extra\E cl=$len\z/;
-}
-
-sub post {
-	my ($uri, $body) = @_;
-	my $len = length $body;
-	return http(<<EOF . $body);
-POST $uri HTTP/1.0
-Host: localhost
-Content-Length: $len
-
-EOF
 }
 
 sub chunked {

@@ -12,6 +12,7 @@ use strict;
 use Test::More;
 
 use Test::Nginx qw/ :DEFAULT http_end http_content /;
+use Test::WSGI qw/ state_dir /;
 
 ###############################################################################
 
@@ -97,9 +98,7 @@ def application(environ, start_response):
     return [b'slow done thread=%d' % threading.get_ident()]
 EOF
 
-my $state = $t->testdir() . '/state';
-mkdir($state);
-chmod(0777, $state);
+my $state = state_dir($t);
 
 $t->run();
 

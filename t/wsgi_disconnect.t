@@ -17,6 +17,7 @@ use IO::Select;
 use Time::HiRes qw/ time sleep /;
 
 use Test::Nginx qw/ :DEFAULT http_end http_content /;
+use Test::WSGI qw/ wait_file wait_glob wait_log read_until state_dir worker_pid rss_kb fd_count /;
 
 ###############################################################################
 
@@ -120,9 +121,7 @@ def application(environ, start_response):
     return stream(q, path == '/sleep')
 EOF
 
-my $state = $t->testdir() . '/state';
-mkdir($state);
-chmod(0777, $state);
+my $state = state_dir($t);
 
 $t->run();
 
@@ -139,7 +138,7 @@ like(read_until($s, qr/\x0d\x0a\x0d\x0ax/), qr/^HTTP\/1\.1 200/,
 close $s;
 
 ok(wait_file("$state/genexit-a"), 'mid-stream: GeneratorExit in generator');
-ok(wait_log($log, $off, qr/\[info\].*(prematurely closed|reset by peer|broken pipe)/i),
+ok(wait_log($log, qr/\[info\].*(prematurely closed|reset by peer|broken pipe)/i, $off),
 	'mid-stream: info line logged');
 like(http_get('/hello'), qr/hello/, 'mid-stream: thread free again');
 
@@ -150,7 +149,7 @@ $s = http_get('/sleep?b', start => 1);
 ok(wait_file("$state/started-b"), 'before first chunk: app running');
 close $s;
 
-ok(wait_log($log, $off, qr/\[info\].*client prematurely closed connection/),
+ok(wait_log($log, qr/\[info\].*client prematurely closed connection/, $off),
 	'before first chunk: info line logged');
 $t->write_file('state/release-b', '');
 ok(wait_file("$state/genexit-b"), 'before first chunk: GeneratorExit');
@@ -219,80 +218,6 @@ sub abort_loop {
 		$ok++;
 	}
 	return $ok;
-}
-
-sub slurp {
-	my ($file) = @_;
-	open my $fh, '<', $file or return '';
-	local $/;
-	return scalar <$fh>;
-}
-
-sub read_until {
-	my ($s, $re) = @_;
-	my ($buf, $end) = ('', time + 8);
-	my $sel = IO::Select->new($s);
-	while ($buf !~ $re) {
-		my $left = $end - time;
-		last unless $left > 0 && $sel->can_read($left);
-		my $n = sysread($s, $buf, 65536, length $buf);
-		last unless $n;
-	}
-	return $buf;
-}
-
-sub wait_file {
-	my ($file) = @_;
-	my $end = time + 10;
-	while (time < $end) {
-		return 1 if -e $file;
-		sleep 0.002;
-	}
-	return -e $file;
-}
-
-sub wait_glob {
-	my ($pattern) = @_;
-	my $end = time + 10;
-	while (time < $end) {
-		return 1 if glob($pattern);
-		sleep 0.01;
-	}
-	return 0;
-}
-
-# wait until error.log past $off has a line matching $re
-sub wait_log {
-	my ($file, $off, $re) = @_;
-	my $end = time + 10;
-	while (time < $end) {
-		return 1 if substr(slurp($file), $off) =~ $re;
-		sleep 0.01;
-	}
-	return 0;
-}
-
-sub worker_pid {
-	my ($t) = @_;
-	my ($master) = slurp($t->testdir() . '/nginx.pid') =~ /(\d+)/ or return;
-	opendir my $d, '/proc' or return;
-	for my $pid (grep { /^\d+$/ } readdir $d) {
-		my $st = slurp("/proc/$pid/stat");
-		next unless $st =~ /^\d+ \(.*\) \S (\d+)/s && $1 == $master;
-		return $pid if slurp("/proc/$pid/cmdline") =~ /worker process/;
-	}
-	return;
-}
-
-sub rss_kb {
-	my ($pid) = @_;
-	return slurp("/proc/$pid/status") =~ /^VmRSS:\s+(\d+)/m ? $1 : 0;
-}
-
-sub fd_count {
-	my ($pid) = @_;
-	opendir my $d, "/proc/$pid/fd" or return -1;
-	return scalar grep { /^\d+$/ } readdir $d;
 }
 
 ###############################################################################

@@ -19,6 +19,7 @@ use Test::More;
 use Digest::MD5 qw/ md5_hex /;
 
 use Test::Nginx;
+use Test::WSGI qw/ http_post /;
 
 ###############################################################################
 
@@ -402,14 +403,8 @@ like($log, qr/Invalid HTTP_HOST header: 'evil\.example'/,
 
 sub post {
 	my ($uri, $body, $cookie) = @_;
-	my $c = $cookie ? "Cookie: $cookie\n" : '';
-	return http(<<EOF . $body);
-POST $uri HTTP/1.0
-Host: localhost
-${c}Content-Type: application/x-www-form-urlencoded
-Content-Length: ${\ length $body }
-
-EOF
+	return http_post($uri, $body, ($cookie ? "Cookie: $cookie" : ()),
+		'Content-Type: application/x-www-form-urlencoded');
 }
 
 sub upload {
@@ -421,13 +416,8 @@ sub upload {
 		. "Content-Type: application/octet-stream\r\n\r\n"
 		. $content . "\r\n"
 		. "--$b--\r\n";
-	return http(<<EOF . $body);
-POST $uri HTTP/1.0
-Host: localhost
-Content-Type: multipart/form-data; boundary=$b
-Content-Length: ${\ length $body }
-
-EOF
+	return http_post($uri, $body,
+		"Content-Type: multipart/form-data; boundary=$b");
 }
 
 # the worker's "requests" counter (one worker process)

@@ -19,6 +19,7 @@ use IO::Select;
 use Time::HiRes qw/ time sleep /;
 
 use Test::Nginx qw/ :DEFAULT http_end http_content /;
+use Test::WSGI qw/ wait_file read_until state_dir worker_pid fd_count /;
 
 ###############################################################################
 
@@ -149,9 +150,7 @@ my $data = join '', map { pack('N', int(rand(2**32))) } 1 .. (3 * 262144 + 333);
 $t->write_file('data.bin', $data);
 $t->write_file('big.bin', $data x 8);
 
-my $state = $t->testdir() . '/state';
-mkdir($state);
-chmod(0777, $state);
+my $state = state_dir($t);
 
 $t->run();
 
@@ -252,36 +251,6 @@ is(fd_count($worker), $fd0, 'same descriptors after the aborts');
 
 ###############################################################################
 
-sub slurp {
-	my ($file) = @_;
-	open my $fh, '<', $file or return '';
-	local $/;
-	return scalar <$fh>;
-}
-
-sub read_until {
-	my ($s, $re) = @_;
-	my ($buf, $end) = ('', time + 8);
-	my $sel = IO::Select->new($s);
-	while ($buf !~ $re) {
-		my $left = $end - time;
-		last unless $left > 0 && $sel->can_read($left);
-		my $n = sysread($s, $buf, 65536, length $buf);
-		last unless $n;
-	}
-	return $buf;
-}
-
-sub wait_file {
-	my ($file) = @_;
-	my $end = time + 10;
-	while (time < $end) {
-		return 1 if -e $file;
-		sleep 0.01;
-	}
-	return -e $file;
-}
-
 sub wait_fds {
 	my ($pid, $want) = @_;
 	my $end = time + 10;
@@ -290,24 +259,6 @@ sub wait_fds {
 		sleep 0.01;
 	}
 	return 0;
-}
-
-sub worker_pid {
-	my ($t) = @_;
-	my ($master) = slurp($t->testdir() . '/nginx.pid') =~ /(\d+)/ or return;
-	opendir my $d, '/proc' or return;
-	for my $pid (grep { /^\d+$/ } readdir $d) {
-		my $st = slurp("/proc/$pid/stat");
-		next unless $st =~ /^\d+ \(.*\) \S (\d+)/s && $1 == $master;
-		return $pid if slurp("/proc/$pid/cmdline") =~ /worker process/;
-	}
-	return;
-}
-
-sub fd_count {
-	my ($pid) = @_;
-	opendir my $d, "/proc/$pid/fd" or return -1;
-	return scalar grep { /^\d+$/ } readdir $d;
 }
 
 ###############################################################################

@@ -19,6 +19,7 @@ use IO::Select;
 use Time::HiRes qw/ time /;
 
 use Test::Nginx qw/ :DEFAULT http_content /;
+use Test::WSGI qw/ read_until http_post /;
 
 ###############################################################################
 
@@ -314,15 +315,10 @@ like($log, qr/RuntimeError: boom from a view/, 'exception logged: traceback');
 
 ###############################################################################
 
+# POST $body as $type
 sub post {
 	my ($uri, $type, $body) = @_;
-	return http(<<EOF . $body);
-POST $uri HTTP/1.0
-Host: localhost
-Content-Type: $type
-Content-Length: ${\ length $body }
-
-EOF
+	return http_post($uri, $body, "Content-Type: $type");
 }
 
 sub upload {
@@ -348,19 +344,6 @@ sub chunked {
 		$out .= sprintf("%x\r\n%s\r\n", length $c, $c);
 	}
 	return $out . "0\r\n\r\n";
-}
-
-# read from the socket until the data read so far matches, or a bound
-sub read_until {
-	my ($s, $re) = @_;
-	my ($buf, $end) = ('', time + 10);
-	my $sel = IO::Select->new($s);
-	while ($buf !~ $re) {
-		my $left = $end - time;
-		last unless $left > 0 && $sel->can_read($left);
-		last unless sysread($s, $buf, 65536, length $buf);
-	}
-	return $buf;
 }
 
 ###############################################################################

@@ -17,6 +17,7 @@ use POSIX ();
 use Time::HiRes qw/ time sleep /;
 
 use Test::Nginx qw/ :DEFAULT http_content /;
+use Test::WSGI qw/ slurp poll /;
 
 ###############################################################################
 
@@ -301,7 +302,7 @@ EOF
 
 system($Test::Nginx::NGINX, '-p', "$d/", '-c', 'reload.conf', '-e', 'r.log');
 my $rmaster;
-poll(sub { ($rmaster) = slurp('r.pid') =~ /(\d+)/ });
+poll(sub { ($rmaster) = slurp("$d/r.pid") =~ /(\d+)/ });
 ok($rmaster, 'second nginx started');
 
 sub rget { http_get('/', PeerAddr => '127.0.0.1:' . port(8081)) // '' }
@@ -315,10 +316,10 @@ def application(environ, start_response)
     pass
 EOF
 kill 'HUP', $rmaster;
-ok(poll(sub { slurp('r.log') =~ /configuration rejected/ }),
+ok(poll(sub { slurp("$d/r.log") =~ /configuration rejected/ }),
 	'reload onto a broken app refused');
 
-my $rlog = slurp('r.log');
+my $rlog = slurp("$d/r.log");
 like($rlog, qr/\[emerg\] .*wsgi: cannot load application "\Q$d\E\/r\/app\.py:application"/,
 	'refused reload: target named');
 like($rlog, qr/SyntaxError/, 'refused reload: Python error');
@@ -334,26 +335,9 @@ ok(poll(sub { rget() =~ /v2 \d+\z/ }), 'reload after the fix serves the new app'
 
 kill 'QUIT', $rmaster;
 ok(poll(sub { !kill 0, $rmaster }), 'second nginx stopped');
-unlike(slurp('r.log'), qr/\[(alert|crit)\]/, 'second nginx: no alerts');
+unlike(slurp("$d/r.log"), qr/\[(alert|crit)\]/, 'second nginx: no alerts');
 
 ###############################################################################
-
-sub poll {
-	my ($cond, $secs) = @_;
-	my $end = time + ($secs || 15);
-	while (time < $end) {
-		return 1 if $cond->();
-		sleep 0.02;
-	}
-	return $cond->() ? 1 : 0;
-}
-
-sub slurp {
-	my ($name) = @_;
-	open my $fh, '<', "$d/$name" or return '';
-	local $/;
-	return <$fh> // '';
-}
 
 END { kill 'TERM', $rmaster if $rmaster && kill 0, $rmaster; }
 

@@ -16,6 +16,7 @@ use Test::More;
 use Time::HiRes qw/ time sleep /;
 
 use Test::Nginx qw/ :DEFAULT http_end http_content /;
+use Test::WSGI qw/ slurp poll state_dir /;
 
 ###############################################################################
 
@@ -100,20 +101,7 @@ EOF
 }
 
 my $d = $t->testdir();
-my $state = "$d/state";
-mkdir($state);
-chmod(0777, $state);
-
-# waits for a file (or a process to go away) with a generous bound
-sub poll {
-	my ($cond, $secs) = @_;
-	my $end = time + ($secs || 15);
-	while (time < $end) {
-		return 1 if $cond->();
-		sleep 0.02;
-	}
-	return $cond->() ? 1 : 0;
-}
+my $state = state_dir($t);
 
 sub cmdline {
 	my ($pid) = @_;
@@ -148,13 +136,6 @@ sub master_pid {
 	return $pid;
 }
 
-sub slurp {
-	my ($name) = @_;
-	open my $fh, '<', "$d/$name" or return '';
-	local $/;
-	return <$fh> // '';
-}
-
 sub info { http_content(http_get('/info')) // '' }
 
 my $big = 'x' x 200000;
@@ -180,8 +161,8 @@ conf(2, 'two');
 app('v2');
 $t->reload();
 
-like(slurp('error.log'), qr/signal 1 \(SIGHUP\) received/, 'reload signalled');
-unlike(slurp('error.log'), qr/\[emerg\]/, 'reload accepted');
+like(slurp("$d/error.log"), qr/signal 1 \(SIGHUP\) received/, 'reload signalled');
+unlike(slurp("$d/error.log"), qr/\[emerg\]/, 'reload accepted');
 
 my (%new, @stale);
 for (1 .. 6) {
@@ -205,13 +186,13 @@ like($r, qr/^HTTP\/1\.1 200 OK/, 'in-flight request 200 after reload');
 is(http_content($r), "v1 $big end", 'in-flight request full body, old code');
 
 ok(poll(sub { !alive($old_pid) }), 'old worker exits after its request');
-is(slurp("state/atexit-$old_pid"), 'v1', 'old worker ran atexit');
+is(slurp("$d/state/atexit-$old_pid"), 'v1', 'old worker ran atexit');
 
 # graceful quit waits for a request in the app
 
 $s = http_get('/block?r2', start => 1);
 ok(poll(sub { -e "$state/started-r2" }), 'request in the app before quit');
-my $busy_pid = slurp('state/started-r2');
+my $busy_pid = slurp("$d/state/started-r2");
 ok((grep { $_ == $busy_pid } @workers), 'request on a new worker');
 
 my $master = master_pid();
@@ -226,10 +207,10 @@ like($r, qr/^HTTP\/1\.1 200 OK/, 'in-flight request 200 after quit');
 is(http_content($r), "v2 $big end", 'in-flight request full body after quit');
 
 ok(poll(sub { !alive($master) }), 'master exits after quit');
-is(join(',', map { slurp("state/atexit-$_") } sort @workers),
+is(join(',', map { slurp("$d/state/atexit-$_") } sort @workers),
 	join(',', map { 'v2' } @workers), 'every worker ran atexit on quit');
 
-my @codes = slurp('status.log') =~ /^(\d+) /mg;
+my @codes = slurp("$d/status.log") =~ /^(\d+) /mg;
 is(scalar @codes, 9, 'requests logged');
 is(join(' ', grep { !/^200$/ } @codes), '', 'no errors across reload and quit');
 
@@ -242,13 +223,13 @@ $t->run();
 
 $s = http_get('/stuck', start => 1);
 ok(poll(sub { -e "$state/stuck-started" }), 'request stuck in the app');
-my $stuck_pid = slurp('state/stuck-started');
+my $stuck_pid = slurp("$d/state/stuck-started");
 $master = master_pid();
 
 kill 'TERM', $master;
 ok(poll(sub { !alive($master) && !alive($stuck_pid) }),
 	'master and worker exit on stop');
-my $log = slurp('error.log');
+my $log = slurp("$d/error.log");
 unlike($log, qr/exited on signal/, 'worker exited by itself, not killed');
 ok(!-e "$state/atexit-$stuck_pid", 'no atexit with a thread still in the app');
 like(http_end($s) // '', qr/^$/, 'stuck request gets no response');

@@ -13,6 +13,7 @@ use Test::More;
 use Time::HiRes qw/ time sleep /;
 
 use Test::Nginx;
+use Test::WSGI qw/ poll /;
 
 ###############################################################################
 
@@ -79,16 +80,6 @@ def application(environ, start_response):
 EOF
 
 $t->run();
-
-sub poll {
-	my ($cond, $secs) = @_;
-	my $end = time + ($secs || 15);
-	while (time < $end) {
-		return 1 if $cond->();
-		sleep 0.02;
-	}
-	return $cond->() ? 1 : 0;
-}
 
 sub log_text { $t->read_file('error.log') }
 

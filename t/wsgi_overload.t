@@ -15,6 +15,7 @@ use Test::More;
 use Time::HiRes qw/ time sleep /;
 
 use Test::Nginx qw/ :DEFAULT http_end http_content /;
+use Test::WSGI qw/ slurp poll state_dir wsgi_status /;
 
 ###############################################################################
 
@@ -123,28 +124,7 @@ def application(environ, start_response):
 EOF
 
 my $d = $t->testdir();
-my $state = "$d/state";
-mkdir($state);
-chmod(0777, $state);
-
-sub poll {
-	my ($cond, $secs) = @_;
-	my $end = time + ($secs || 15);
-	while (time < $end) {
-		return 1 if $cond->();
-		sleep 0.02;
-	}
-	return $cond->() ? 1 : 0;
-}
-
-sub slurp {
-	my ($name) = @_;
-	open my $fh, '<', "$d/$name" or return '';
-	local $/;
-	return <$fh> // '';
-}
-
-sub status { http_content(http_get('/status')) // '' }
+my $state = state_dir($t);
 
 ###############################################################################
 
@@ -156,12 +136,12 @@ $t->run();
 my $s1 = http_get('/block?a1', start => 1);
 ok(poll(sub { -e "$state/started-a1" }), 'first request holds the thread');
 my $s2 = http_get('/block?a2', start => 1);
-ok(poll(sub { status() =~ /"queue":1,/ }), 'second request queued');
+ok(poll(sub { wsgi_status() =~ /"queue":1,/ }), 'second request queued');
 
 my $r = http_get('/block?a3');
 like($r, qr/^HTTP\/1\.1 503 /, 'queue full: 503');
 like($r, qr/^Retry-After: 1\x0d?$/m, 'queue full: Retry-After');
-like(slurp('error.log'), qr/\[error\].* wsgi: all 1 threads are busy and the queue is full .*request: "GET \/block\?a3 /,
+like(slurp("$d/error.log"), qr/\[error\].* wsgi: all 1 threads are busy and the queue is full .*request: "GET \/block\?a3 /,
 	'queue full: error log says why');
 
 $t->write_file('state/release-a1', '');
@@ -183,7 +163,7 @@ ok(poll(sub { -e "$state/started-b1" }), 'request holds the thread');
 $r = http_get('/block?b2');
 like($r, qr/^HTTP\/1\.1 503 /, 'queue timeout: 503');
 like($r, qr/^Retry-After: 1\x0d?$/m, 'queue timeout: Retry-After');
-like(slurp('error.log'), qr/\[error\].* wsgi: request waited \d+ ms for a free thread \(wsgi_queue_timeout\).*request: "GET \/block\?b2 /,
+like(slurp("$d/error.log"), qr/\[error\].* wsgi: request waited \d+ ms for a free thread \(wsgi_queue_timeout\).*request: "GET \/block\?b2 /,
 	'queue timeout: error log says why');
 
 $t->write_file('state/release-b1', '');
@@ -199,13 +179,13 @@ ok(!-e "$state/started-b2", 'timed-out request never ran');
 
 $r = http_get('/t/spin');
 like($r, qr/^HTTP\/1\.1 504 /, 'spinning app: 504');
-like(slurp('error.log'), qr/\[error\].* wsgi: application timed out after \d+ ms \(wsgi_read_timeout\).*request: "GET \/t\/spin /,
+like(slurp("$d/error.log"), qr/\[error\].* wsgi: application timed out after \d+ ms \(wsgi_read_timeout\).*request: "GET \/t\/spin /,
 	'spinning app: error log says why');
-ok(poll(sub { slurp('state/spin-exc') ne '' }), 'spinning app stopped');
-is(slurp('state/spin-exc'), 'RequestTimeout', 'spinning app got RequestTimeout');
+ok(poll(sub { slurp("$d/state/spin-exc") ne '' }), 'spinning app stopped');
+is(slurp("$d/state/spin-exc"), 'RequestTimeout', 'spinning app got RequestTimeout');
 like(http_get('/fast'), qr/^HTTP\/1\.1 200 .*fast\z/s,
 	'request after the spinning app served');
-ok(poll(sub { status() =~ /"alive":1,"busy":0,"idle":1\}/ }),
+ok(poll(sub { wsgi_status() =~ /"alive":1,"busy":0,"idle":1\}/ }),
 	'pool back to one idle thread');
 
 # timeout after the headers went out: the connection is cut, the client
@@ -215,8 +195,8 @@ $r = http("GET /t/partial HTTP/1.1\nHost: localhost\nConnection: close\n\n");
 like($r, qr/^HTTP\/1\.1 200 /, 'partial: headers sent');
 like($r, qr/^Transfer-Encoding: chunked/m, 'partial: chunked');
 is(http_content($r), "first\n[no-last-chunk]", 'partial: body cut, no last chunk');
-ok(poll(sub { slurp('state/partial-exc') ne '' }), 'partial: app stopped');
-is(slurp('state/partial-exc'), 'RequestTimeout', 'partial: app got RequestTimeout');
+ok(poll(sub { slurp("$d/state/partial-exc") ne '' }), 'partial: app stopped');
+is(slurp("$d/state/partial-exc"), 'RequestTimeout', 'partial: app got RequestTimeout');
 
 # wsgi_read_timeout on an app in time.sleep: 504, and a replacement thread
 # keeps the pool serving (without it the next request would wait past its
@@ -229,13 +209,13 @@ like(http_get('/fast'), qr/^HTTP\/1\.1 200 .*fast\z/s,
 like(http_get('/fast'), qr/^HTTP\/1\.1 200 .*fast\z/s,
 	'another request while the app sleeps served');
 
-ok(poll(sub { slurp('state/sleep-exc') ne '' }), 'sleeping app returned');
-is(slurp('state/sleep-exc'), 'RequestTimeout', 'sleeping app got RequestTimeout');
-ok(poll(sub { status() =~ /"alive":1,"busy":0,"idle":1\}/ }),
+ok(poll(sub { slurp("$d/state/sleep-exc") ne '' }), 'sleeping app returned');
+is(slurp("$d/state/sleep-exc"), 'RequestTimeout', 'sleeping app got RequestTimeout');
+ok(poll(sub { wsgi_status() =~ /"alive":1,"busy":0,"idle":1\}/ }),
 	'stuck thread retired, pool back to one idle thread');
 like(http_get('/fast'), qr/^HTTP\/1\.1 200 .*fast\z/s, 'pool still serves');
 
-my $st = status();
+my $st = wsgi_status();
 like($st, qr/"rejected_503":1,"timeouts_504":3,/, 'status counts 503s and 504s');
 
 ###############################################################################

@@ -18,6 +18,7 @@ use IO::Select;
 use Time::HiRes qw/ time sleep /;
 
 use Test::Nginx qw/ :DEFAULT http_end http_content /;
+use Test::WSGI qw/ wait_file wait_log read_until state_dir /;
 
 ###############################################################################
 
@@ -180,9 +181,7 @@ my $d = $t->testdir();
 # 5 MiB + a bit, pseudo-random, for uploads and wsgi.file_wrapper
 my $data = join '', map { pack('N', int(rand(2**32))) } 1 .. (5 * 262144 + 77);
 $t->write_file('data.bin', $data);
-my $state = "$d/state";
-mkdir($state);
-chmod(0777, $state);
+my $state = state_dir($t);
 
 unless ($tls) {
 	system("openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=localhost "
@@ -338,7 +337,7 @@ $pid = open($fh, '-|', 'curl', '-sSkN', '--http2', "$base/forever?pre")
 ok(wait_file("$state/started-pre"), 'HTTP/2 abort before first chunk: running');
 kill 'TERM', $pid;
 close $fh;
-ok(wait_log($log, $off, qr/\[info\].*client prematurely closed/),
+ok(wait_log($log, qr/\[info\].*client prematurely closed/, $off),
 	'HTTP/2 abort before first chunk: info line');
 $t->write_file('state/release-pre', '');
 ok(wait_file("$state/genexit-pre"),
@@ -358,41 +357,6 @@ sub curl {
 	my $out = <$fh> // '';
 	close $fh;
 	return $out;
-}
-
-sub read_until {
-	my ($s, $re) = @_;
-	my ($buf, $end) = ('', time + 8);
-	my $sel = IO::Select->new($s);
-	while ($buf !~ $re) {
-		my $left = $end - time;
-		last unless $left > 0 && $sel->can_read($left);
-		my $n = sysread($s, $buf, 65536, length $buf);
-		last unless $n;
-	}
-	return $buf;
-}
-
-sub wait_file {
-	my ($file) = @_;
-	my $end = time + 10;
-	while (time < $end) {
-		return 1 if -e $file;
-		sleep 0.01;
-	}
-	return -e $file;
-}
-
-sub wait_log {
-	my ($file, $off, $re) = @_;
-	my $end = time + 10;
-	while (time < $end) {
-		open my $fh, '<', $file or return 0;
-		local $/;
-		return 1 if substr(<$fh> // '', $off) =~ $re;
-		sleep 0.01;
-	}
-	return 0;
 }
 
 # reads exactly one response (Content-Length or chunked) from a

@@ -14,6 +14,7 @@ use Test::More;
 use Time::HiRes qw/ time sleep /;
 
 use Test::Nginx qw/ :DEFAULT http_end http_content /;
+use Test::WSGI qw/ poll state_dir rss_kb fd_count wsgi_status /;
 
 ###############################################################################
 
@@ -90,40 +91,13 @@ def application(environ, start_response):
 EOF
 
 my $d = $t->testdir();
-my $state = "$d/state";
-mkdir($state);
-chmod(0777, $state);
+my $state = state_dir($t);
 
 $t->run();
 
-sub poll {
-	my ($cond, $secs) = @_;
-	my $end = time + ($secs || 15);
-	while (time < $end) {
-		return 1 if $cond->();
-		sleep 0.02;
-	}
-	return $cond->() ? 1 : 0;
-}
-
-sub status { http_content(http_get('/status')) // '' }
-
 sub counter {
 	my ($name, $json) = @_;
-	return ($json // status()) =~ /"$name":(\d+)/ ? $1 : -1;
-}
-
-sub rss {
-	my ($pid) = @_;
-	open my $fh, '<', "/proc/$pid/status" or return -1;
-	local $/;
-	return <$fh> =~ /^VmRSS:\s+(\d+) kB/m ? $1 : -1;
-}
-
-sub fds {
-	my ($pid) = @_;
-	opendir my $dh, "/proc/$pid/fd" or return -1;
-	return scalar grep { /^\d+$/ } readdir $dh;
+	return ($json // wsgi_status()) =~ /"$name":(\d+)/ ? $1 : -1;
 }
 
 # what was sent, by kind, and what came back wrong
@@ -201,12 +175,12 @@ sub round {
 
 round(30, 2);
 round(30, 2);
-ok(poll(sub { status() =~ /"alive":4,"busy":0,"idle":4\},"queue":0,"in_flight":0,/ }),
+ok(poll(sub { wsgi_status() =~ /"alive":4,"busy":0,"idle":4\},"queue":0,"in_flight":0,/ }),
 	'warm-up settled');
 
-my $json = status();
+my $json = wsgi_status();
 my ($pid) = $json =~ /"pid":(\d+)/;
-my ($rss0, $fds0) = (rss($pid), fds($pid));
+my ($rss0, $fds0) = (rss_kb($pid), fd_count($pid));
 ok($rss0 > 0 && $fds0 > 0, "baseline: rss $rss0 kB, $fds0 fds");
 
 # 200 requests: 150 good, 30 app errors, 3 timeouts, 17 client aborts
@@ -223,13 +197,13 @@ is($sent{good} + $sent{raise} + $sent{abort} + $sent{timeout},
 
 like(http_get('/'), qr/200 OK/, 'worker answers');
 $sent{good}++;
-ok(poll(sub { status() =~ /"alive":4,"busy":0,"idle":4\},"queue":0,"in_flight":0,/ }),
+ok(poll(sub { wsgi_status() =~ /"alive":4,"busy":0,"idle":4\},"queue":0,"in_flight":0,/ }),
 	'pool back to four idle threads');
 
 # the counters add up: every request handed to the pool ended once, as a
 # response; exceptions, timeouts and aborts are counted apart
 
-$json = status();
+$json = wsgi_status();
 my $total = $sent{good} + $sent{raise} + $sent{abort} + $sent{timeout};
 is(counter('requests', $json), $total, 'requests counted');
 is(counter('responses', $json), $total, 'requests == responses');
@@ -241,9 +215,9 @@ is(counter('pid', $json), $pid, 'same worker');
 
 # memory and descriptors flat
 
-ok(poll(sub { fds($pid) == $fds0 }), 'descriptors settle');
-is(fds($pid), $fds0, 'descriptors as before');
-my $rss1 = rss($pid);
+ok(poll(sub { fd_count($pid) == $fds0 }), 'descriptors settle');
+is(fd_count($pid), $fds0, 'descriptors as before');
+my $rss1 = rss_kb($pid);
 cmp_ok($rss1 - $rss0, '<', 4096, "rss grew by less than 4 MiB ($rss0 -> $rss1 kB)");
 
 like(http_get('/'), qr/200 OK/, 'worker still answers');

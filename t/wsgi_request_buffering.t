@@ -16,6 +16,7 @@ use Digest::MD5 qw/ md5_hex /;
 use Time::HiRes qw/ time sleep /;
 
 use Test::Nginx qw/ :DEFAULT http_end http_content /;
+use Test::WSGI qw/ slurp wait_file state_dir /;
 
 ###############################################################################
 
@@ -111,9 +112,7 @@ def application(environ, start_response):
     return [body]
 EOF
 
-my $state = $t->testdir() . '/state';
-mkdir($state);
-chmod(0777, $state);
+my $state = state_dir($t);
 
 $t->run();
 
@@ -204,22 +203,5 @@ like(http_end($s), qr/^HTTP\/1\.1 413/, 'limit while reading: 413');
 ok(wait_file("$state/read-error-x"), 'limit while reading: read() raised');
 
 ###############################################################################
-
-sub slurp {
-	my ($file) = @_;
-	open my $fh, '<', $file or return '';
-	local $/;
-	return scalar <$fh>;
-}
-
-sub wait_file {
-	my ($file) = @_;
-	my $end = time + 8;
-	while (time < $end) {
-		return 1 if -e $file;
-		sleep 0.01;
-	}
-	return -e $file;
-}
 
 ###############################################################################

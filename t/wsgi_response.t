@@ -13,6 +13,7 @@ use Test::More;
 use IO::Select;
 
 use Test::Nginx qw/ :DEFAULT http_end http_content /;
+use Test::WSGI qw/ read_until state_dir /;
 
 ###############################################################################
 
@@ -184,8 +185,7 @@ def application(environ, start_response):
     return [b'no such test']
 EOF
 
-mkdir($t->testdir() . '/state');
-chmod(0777, $t->testdir() . '/state');
+state_dir($t);
 
 $t->run();
 
@@ -383,17 +383,6 @@ sub bad {
 		"$name: 500");
 	like($t->read_file('error.log'), qr/\[error\].*wsgi: .*$log/,
 		"$name: error log");
-}
-
-# read from the socket until the data seen so far matches $re
-sub read_until {
-	my ($s, $re) = @_;
-	my ($buf, $sel) = ('', IO::Select->new($s));
-	while ($buf !~ $re) {
-		last unless $sel->can_read(8);
-		last unless sysread($s, $buf, 4096, length $buf);
-	}
-	return $buf;
 }
 
 ###############################################################################

@@ -13,6 +13,7 @@ use Test::More;
 use Time::HiRes qw/ time sleep /;
 
 use Test::Nginx qw/ :DEFAULT http_end http_content /;
+use Test::WSGI qw/ poll state_dir wsgi_status /;
 
 ###############################################################################
 
@@ -90,23 +91,9 @@ def application(environ, start_response):
 EOF
 
 my $d = $t->testdir();
-my $state = "$d/state";
-mkdir($state);
-chmod(0777, $state);
+my $state = state_dir($t);
 
 $t->run();
-
-sub poll {
-	my ($cond, $secs) = @_;
-	my $end = time + ($secs || 15);
-	while (time < $end) {
-		return 1 if $cond->();
-		sleep 0.02;
-	}
-	return $cond->() ? 1 : 0;
-}
-
-sub status { http_content(http_get('/status' . ($_[0] // ''))) // '' }
 
 # the whole JSON document, pid aside
 sub json {
@@ -120,19 +107,19 @@ sub json {
 ###############################################################################
 
 like(http_get('/status'), qr/^Content-Type: application\/json/m, 'json type');
-like(status(), json(), 'fresh worker: all zero');
+like(wsgi_status(), json(), 'fresh worker: all zero');
 
 like(http_get('/hello'), qr/200 OK.*hello\z/s, 'hello 1') for 1 .. 3;
-like(status(), json(requests => 3, responses => 3, bytes_out => 15),
+like(wsgi_status(), json(requests => 3, responses => 3, bytes_out => 15),
 	'three responses, their bytes');
 
 like(http_get('/raise'), qr/^HTTP\/1\.1 500 /, 'app error: 500');
-like(status(), json(requests => 4, responses => 4, app_errors => 1,
+like(wsgi_status(), json(requests => 4, responses => 4, app_errors => 1,
 	bytes_out => 15), 'app error counted');
 
 like(http_get('/t/spin'), qr/^HTTP\/1\.1 504 /, 'timeout: 504');
-ok(poll(sub { status() =~ /"alive":1,"busy":0,/ }), 'interrupted thread replaced');
-like(status(), json(requests => 5, responses => 5,
+ok(poll(sub { wsgi_status() =~ /"alive":1,"busy":0,/ }), 'interrupted thread replaced');
+like(wsgi_status(), json(requests => 5, responses => 5,
 	app_errors => 1, timeouts_504 => 1, bytes_out => 15),
 	'timeout counted');
 
@@ -141,8 +128,8 @@ like(status(), json(requests => 5, responses => 5,
 my $s1 = http_get('/block?1', start => 1);
 ok(poll(sub { -e "$state/started-1" }), 'first request in the app');
 my $s2 = http_get('/block?2', start => 1);
-ok(poll(sub { status() =~ /"queue":1,/ }), 'second request queued');
-like(status(), json(busy => 1, idle => 0, queue => 1, in_flight => 2,
+ok(poll(sub { wsgi_status() =~ /"queue":1,/ }), 'second request queued');
+like(wsgi_status(), json(busy => 1, idle => 0, queue => 1, in_flight => 2,
 	requests => 7, responses => 5, timeouts_504 => 1, app_errors => 1,
 	bytes_out => 15), 'busy, queued, in flight');
 
@@ -158,16 +145,16 @@ like(http_end($s2), qr/200 OK.*done\z/s, 'queued request');
 my $s4 = http_get('/block?4', start => 1);
 ok(poll(sub { -e "$state/started-4" }), 'request in the app');
 close $s4;
-ok(poll(sub { status() =~ /"client_aborts":1,/ }), 'client abort noticed');
+ok(poll(sub { wsgi_status() =~ /"client_aborts":1,/ }), 'client abort noticed');
 $t->write_file('state/release-4', '');
-ok(poll(sub { status() =~ /"busy":0,/ }), 'app done');
+ok(poll(sub { wsgi_status() =~ /"busy":0,/ }), 'app done');
 
 # requests == responses once idle: every request handed to the pool
 # ended exactly once
 
 my $final = json(requests => 9, responses => 9, rejected_503 => 1,
 	timeouts_504 => 1, app_errors => 1, client_aborts => 1, bytes_out => 23);
-my $json = status();
+my $json = wsgi_status();
 like($json, $final, 'final counters');
 my ($pid) = $json =~ /"pid":(\d+)/;
 

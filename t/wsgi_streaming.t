@@ -19,6 +19,7 @@ use Socket qw/ SOL_SOCKET SO_RCVBUF /;
 use Time::HiRes qw/ time sleep /;
 
 use Test::Nginx qw/ :DEFAULT http_end http_content /;
+use Test::WSGI qw/ slurp read_until state_dir worker_pid rss_kb /;
 
 ###############################################################################
 
@@ -114,9 +115,7 @@ def application(environ, start_response):
     return [b'hello\n']
 EOF
 
-my $state = $t->testdir() . '/state';
-mkdir($state);
-chmod(0777, $state);
+my $state = state_dir($t);
 
 $t->run();
 
@@ -199,27 +198,6 @@ is(slurp("$state/yielded"), $total, 'app yielded everything');
 
 ###############################################################################
 
-sub slurp {
-	my ($file) = @_;
-	open my $fh, '<', $file or return '';
-	local $/;
-	return scalar <$fh>;
-}
-
-# read from $s until the data matches $re (or 8 s pass)
-sub read_until {
-	my ($s, $re) = @_;
-	my ($buf, $end) = ('', time + 8);
-	my $sel = IO::Select->new($s);
-	while ($buf !~ $re) {
-		my $left = $end - time;
-		last unless $left > 0 && $sel->can_read($left);
-		my $n = sysread($s, $buf, 65536, length $buf);
-		last unless $n;
-	}
-	return $buf;
-}
-
 # a client with a small receive window that sends its request and then
 # does not read
 sub slow_client {
@@ -270,23 +248,6 @@ sub read_body_md5 {
 	}
 	close $s;
 	return ($len, $ctx->hexdigest());
-}
-
-sub worker_pid {
-	my ($t) = @_;
-	my ($master) = slurp($t->testdir() . '/nginx.pid') =~ /(\d+)/ or return;
-	opendir my $d, '/proc' or return;
-	for my $pid (grep { /^\d+$/ } readdir $d) {
-		my $st = slurp("/proc/$pid/stat");
-		next unless $st =~ /^\d+ \(.*\) \S (\d+)/s && $1 == $master;
-		return $pid if slurp("/proc/$pid/cmdline") =~ /worker process/;
-	}
-	return;
-}
-
-sub rss_kb {
-	my ($pid) = @_;
-	return slurp("/proc/$pid/status") =~ /^VmRSS:\s+(\d+)/m ? $1 : 0;
 }
 
 # utime + stime of the whole process, in clock ticks

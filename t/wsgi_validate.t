@@ -12,6 +12,7 @@ use strict;
 use Test::More;
 
 use Test::Nginx;
+use Test::WSGI qw/ http_post /;
 
 ###############################################################################
 
@@ -116,8 +117,8 @@ like($r, qr/\x0d\x0a\x0d\x0a\z/, 'head no body');
 
 # POST bodies read through the validator's wsgi.input wrapper
 
-like(post('/post', 'hello'), qr/\x0d\x0a\x0d\x0agot hello rest \z/, 'post');
-like(post('/post', ''), qr/\x0d\x0a\x0d\x0agot  rest \z/, 'post empty');
+like(http_post('/post', 'hello'), qr/\x0d\x0a\x0d\x0agot hello rest \z/, 'post');
+like(http_post('/post', ''), qr/\x0d\x0a\x0d\x0agot  rest \z/, 'post empty');
 like(http(<<EOF), qr/\x0d\x0a\x0d\x0agot chunked body rest \z/, 'post chunked');
 POST /post HTTP/1.1
 Host: localhost
@@ -132,10 +133,10 @@ body
 
 EOF
 
-like(post('/lines', "first\nsecond\nthird\nlast"),
+like(http_post('/lines', "first\nsecond\nthird\nlast"),
 	qr/\x0d\x0a\x0d\x0afirst\n\|sec\|ond\n\|third\n\|last\z/,
 	'readline(), readline(n), readlines()');
-like(post('/iter', "a\nb\n\nc"), qr/\x0d\x0a\x0d\x0aa\n\|b\n\|\n\|c\z/,
+like(http_post('/iter', "a\nb\n\nc"), qr/\x0d\x0a\x0d\x0aa\n\|b\n\|\n\|c\z/,
 	'iteration');
 
 # response paths: wsgi.file_wrapper and write()
@@ -166,16 +167,5 @@ like($t->read_file('error.log'),
 like(http_get('/'), qr/\x0d\x0a\x0d\x0aGET \/\z/, 'get again');
 
 ###############################################################################
-
-sub post {
-	my ($uri, $body) = @_;
-	my $len = length $body;
-	return http(<<EOF . $body);
-POST $uri HTTP/1.0
-Host: localhost
-Content-Length: $len
-
-EOF
-}
 
 ###############################################################################

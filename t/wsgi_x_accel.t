@@ -16,6 +16,7 @@ use IO::Select;
 use Time::HiRes qw/ time sleep /;
 
 use Test::Nginx qw/ :DEFAULT http_end http_content /;
+use Test::WSGI qw/ slurp wait_log read_until state_dir /;
 
 ###############################################################################
 
@@ -142,9 +143,7 @@ def application(environ, start_response):
     return [b'no such test\n']
 EOF
 
-my $state = $t->testdir() . '/state';
-mkdir($state);
-chmod(0777, $state);
+my $state = state_dir($t);
 
 $t->run();
 
@@ -234,7 +233,8 @@ like($r, qr/^X-Accel-Limit-Rate: 2000\x0d?$/mi,
 
 # limit_rate as the access log saw it (written when each request ended)
 
-my $log = wait_log($t->testdir() . '/rate.log', qr/^\/hide\/powered /m);
+wait_log($t->testdir() . '/rate.log', qr/^\/hide\/powered /m);
+my $log = slurp($t->testdir() . '/rate.log');
 like($log, qr/^\/limit limit_rate=12345$/m, 'X-Accel-Limit-Rate applied');
 like($log, qr/^\/ignore\/limit limit_rate=0$/m,
 	'ignored X-Accel-Limit-Rate not applied');
@@ -242,32 +242,5 @@ like($log, qr/^\/hide\/powered limit_rate=2000$/m,
 	'passed X-Accel-Limit-Rate still applied');
 
 ###############################################################################
-
-sub read_until {
-	my ($s, $re) = @_;
-	my ($buf, $end) = ('', time + 8);
-	my $sel = IO::Select->new($s);
-	while ($buf !~ $re) {
-		my $left = $end - time;
-		last unless $left > 0 && $sel->can_read($left);
-		my $n = sysread($s, $buf, 65536, length $buf);
-		last unless $n;
-	}
-	return $buf;
-}
-
-sub wait_log {
-	my ($file, $re) = @_;
-	my $end = time + 5;
-	my $text = '';
-	while (time < $end) {
-		open my $fh, '<', $file or next;
-		local $/;
-		$text = <$fh> // '';
-		return $text if $text =~ $re;
-		sleep 0.02;
-	}
-	return $text;
-}
 
 ###############################################################################

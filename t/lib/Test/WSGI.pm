@@ -1,0 +1,132 @@
+package Test::WSGI;
+
+# Helpers shared by the ngx_http_wsgi_module tests (t/*.t).  Kept apart
+# from Test::Nginx so that the tests also run with upstream's Test::Nginx.
+# Every wait here is bounded.
+
+###############################################################################
+
+use warnings;
+use strict;
+
+use Exporter qw/ import /;
+use IO::Select;
+use Time::HiRes qw/ time sleep /;
+
+use Test::Nginx qw/ http http_get http_content /;
+
+our @EXPORT_OK = qw/ slurp poll wait_file wait_glob wait_log read_until
+	state_dir worker_pid rss_kb fd_count wsgi_status http_post /;
+
+###############################################################################
+
+# the whole content of $file, or '' if it cannot be read
+sub slurp {
+	my ($file) = @_;
+	open my $fh, '<', $file or return '';
+	local $/;
+	return scalar(<$fh>) // '';
+}
+
+# call $cond until it returns true, for up to $secs (default 15) seconds
+sub poll {
+	my ($cond, $secs) = @_;
+	my $end = time + ($secs || 15);
+	while (time < $end) {
+		return 1 if $cond->();
+		sleep 0.01;
+	}
+	return $cond->() ? 1 : 0;
+}
+
+# wait up to $secs (default 10) seconds for $file to exist
+sub wait_file {
+	my ($file, $secs) = @_;
+	return poll(sub { -e $file }, $secs || 10);
+}
+
+# wait up to $secs (default 10) seconds for a file matching $pattern
+sub wait_glob {
+	my ($pattern, $secs) = @_;
+	return poll(sub { my @m = glob($pattern); scalar @m }, $secs || 10);
+}
+
+# wait up to 10 seconds for $file, past byte $off (default 0), to match $re
+sub wait_log {
+	my ($file, $re, $off) = @_;
+	return poll(sub { substr(slurp($file), $off || 0) =~ $re }, 10);
+}
+
+# read from socket $s until what was read matches $re, EOF, or $secs
+# (default 10) seconds in all; returns what was read
+sub read_until {
+	my ($s, $re, $secs) = @_;
+	my ($buf, $end) = ('', time + ($secs || 10));
+	my $sel = IO::Select->new($s);
+	while ($buf !~ $re) {
+		my $left = $end - time;
+		last unless $left > 0 && $sel->can_read($left);
+		last unless sysread($s, $buf, 65536, length $buf);
+	}
+	return $buf;
+}
+
+# make $t's testdir/state writable by the workers (nobody); returns its path
+sub state_dir {
+	my ($t) = @_;
+	my $state = $t->testdir() . '/state';
+	mkdir($state);
+	chmod(0777, $state);
+	return $state;
+}
+
+# the pid of a worker process of $t's nginx (the only one with
+# worker_processes 1), or undef
+sub worker_pid {
+	my ($t) = @_;
+	my ($master) = slurp($t->testdir() . '/nginx.pid') =~ /(\d+)/ or return;
+	opendir my $d, '/proc' or return;
+	for my $pid (grep { /^\d+$/ } readdir $d) {
+		my $st = slurp("/proc/$pid/stat");
+		next unless $st =~ /^\d+ \(.*\) \S (\d+)/s && $1 == $master;
+		return $pid if slurp("/proc/$pid/cmdline") =~ /worker process/;
+	}
+	return;
+}
+
+# resident set size of $pid in kB, or -1 if it cannot be read
+sub rss_kb {
+	my ($pid) = @_;
+	return slurp("/proc/$pid/status") =~ /^VmRSS:\s+(\d+) kB/m ? $1 : -1;
+}
+
+# number of open file descriptors of $pid, or -1 if it cannot be read
+sub fd_count {
+	my ($pid) = @_;
+	opendir my $d, "/proc/$pid/fd" or return -1;
+	return scalar grep { /^\d+$/ } readdir $d;
+}
+
+# body of GET /status$query (a location with wsgi_status), or ''
+sub wsgi_status {
+	my ($query) = @_;
+	return http_content(http_get('/status' . ($query // ''))) // '';
+}
+
+# POST $body to $uri over HTTP/1.0, with extra header lines @headers
+sub http_post {
+	my ($uri, $body, @headers) = @_;
+	my $h = join '', map { "$_\n" } @headers;
+	return http(<<EOF . $body);
+POST $uri HTTP/1.0
+Host: localhost
+${h}Content-Length: ${\ length $body }
+
+EOF
+}
+
+###############################################################################
+
+1;
+
+###############################################################################
