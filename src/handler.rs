@@ -268,6 +268,7 @@ unsafe fn dispatch(r: *mut ngx_http_request_t) {
     counters.requests.fetch_add(1, Ordering::Relaxed);
     match rt.submit(job) {
         Ok(()) => {
+            notify::job_submitted();
             // SAFETY: r, its connection and ctx are live (nginx thread).
             unsafe {
                 // nginx may have stopped reading on a full body buffer with

@@ -5,10 +5,11 @@
 //! a pool thread answers through the request's [`Exchange`], and the
 //! [`Hub`] wakes the nginx thread through its eventfd.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -521,14 +522,38 @@ impl LogLevel {
     }
 }
 
+thread_local! {
+    /// Pool thread: a finished response was queued without waking nginx
+    /// (see [`Hub::finished`]); the wake-up is owed until flushed.
+    static OWED: Cell<bool> = const { Cell::new(false) };
+    /// Pool thread: this thread's jobs are short enough for deferral to pay.
+    static SHORT_JOBS: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Pool thread: whether the jobs this thread runs are short (see
+/// [`Hub::finished`]); set by the pool loop from recent run times.
+pub fn set_short_jobs(short: bool) {
+    SHORT_JOBS.with(|s| s.set(short));
+}
+
 /// The worker's wake-up line from pool threads to the nginx thread: a
 /// channel of completions plus an eventfd the nginx event loop watches.
 /// At most one eventfd write is outstanding per batch of completions.
+///
+/// Under load a pool thread goes on to the next queued job without waking
+/// nginx for the response it just finished: on a busy core every wake-up
+/// is a context switch, and one per request cost more than the request.
+/// Finished responses then wait for the thread to run out of work, for
+/// nginx to wake anyway (new requests) or for nginx's deferral timer,
+/// which bounds the wait (see `notify`). Only the nginx thread turns
+/// deferral on, and only while that timer is armed.
 pub struct Hub {
     tx: Sender<Completion>,
     rx: Receiver<Completion>,
     eventfd: OwnedFd,
     pending: AtomicBool,
+    /// nginx has a deferral timer armed: finished responses may wait for it.
+    defer: AtomicBool,
     pub counters: Counters,
     /// Python objects the nginx thread is done with (see [`SharedBytes`]).
     graveyard_tx: Sender<Py<PyBytes>>,
@@ -552,6 +577,7 @@ impl Hub {
             // SAFETY: `fd` was just created and is owned by nobody else.
             eventfd: unsafe { OwnedFd::from_raw_fd(fd) },
             pending: AtomicBool::new(false),
+            defer: AtomicBool::new(false),
             counters: Counters::default(),
         })
     }
@@ -573,6 +599,63 @@ impl Hub {
         if self.tx.send(c).is_err() {
             return;
         }
+        self.wake();
+    }
+
+    /// Pool thread: a request's response is complete (its last reply is
+    /// queued). While nginx allows it, the wake-up is only owed: the
+    /// thread flushes it with [`Hub::flush_owed`] before it waits for work.
+    pub fn finished(&self, id: RequestId, needs_wake: bool) {
+        if !needs_wake {
+            return;
+        }
+        if self.tx.send(Completion::Ready(id)).is_err() {
+            return;
+        }
+        // Pairs with the fence in `stop_deferring`: either nginx sees this
+        // completion when it drains after turning deferral off, or we see
+        // deferral off and wake it.
+        fence(Ordering::SeqCst);
+        if self.defer.load(Ordering::Relaxed) && SHORT_JOBS.with(|s| s.get()) {
+            OWED.with(|o| o.set(true));
+        } else {
+            self.wake();
+        }
+    }
+
+    /// Pool thread: wake nginx for responses held back by this thread.
+    pub fn flush_owed(&self) {
+        if OWED.with(|o| o.replace(false)) {
+            self.wake();
+        }
+    }
+
+    /// nginx thread: pool threads may hold back wake-ups for finished
+    /// responses; the caller has a timer armed that drains them.
+    pub fn start_deferring(&self) {
+        self.defer.store(true, Ordering::Relaxed);
+    }
+
+    /// nginx thread: wake-ups are no longer deferred. The caller drains
+    /// the channel right after this returns, which picks up anything a pool
+    /// thread held back before it saw the change.
+    pub fn stop_deferring(&self) {
+        self.defer.store(false, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+    }
+
+    /// nginx thread: hand queued completions to `f` without touching the
+    /// eventfd (for when nginx is awake anyway).
+    pub fn drain_quiet(&self, mut f: impl FnMut(Completion)) {
+        while let Ok(c) = self.rx.try_recv() {
+            f(c);
+        }
+    }
+
+    /// Writes the eventfd unless a write is already outstanding. Any wake-up
+    /// makes nginx drain everything queued, so nothing stays owed.
+    fn wake(&self) {
+        OWED.with(|o| o.set(false));
         if !self.pending.swap(true, Ordering::SeqCst) {
             let one: u64 = 1;
             // SAFETY: writing 8 bytes from a valid u64 to our eventfd. A
@@ -714,6 +797,110 @@ mod tests {
         ex.cancel();
         assert_eq!(t.join().unwrap(), Err(Cancelled));
         assert_eq!(ex.push([Reply::End]), Err(Cancelled));
+    }
+
+    fn eventfd_count(hub: &Hub) -> u64 {
+        let mut v: u64 = 0;
+        let n = unsafe { libc::read(hub.eventfd(), &mut v as *mut u64 as *mut _, 8) };
+        if n == 8 {
+            v
+        } else {
+            0
+        }
+    }
+
+    fn ready_ids(hub: &Hub) -> Vec<RequestId> {
+        let mut ids = vec![];
+        hub.drain_quiet(|c| {
+            if let Completion::Ready(id) = c {
+                ids.push(id)
+            }
+        });
+        ids
+    }
+
+    #[test]
+    fn finished_wakes_at_once_unless_deferring() {
+        let hub = Hub::new().unwrap();
+        hub.finished(1, true);
+        assert_eq!(eventfd_count(&hub), 1, "no deferral: one wake-up");
+        hub.drain(|_| {});
+        hub.finished(2, false);
+        assert_eq!(eventfd_count(&hub), 0, "already notified: no wake-up");
+        assert!(ready_ids(&hub).is_empty(), "and nothing queued");
+    }
+
+    #[test]
+    fn deferred_wake_is_owed_until_flushed() {
+        let hub = Arc::new(Hub::new().unwrap());
+        hub.start_deferring();
+        let h2 = hub.clone();
+        // A pool thread finishes two responses back to back (no wake-up
+        // yet), then runs out of work and flushes: one wake-up for both.
+        let (held, go) = (
+            Arc::new(std::sync::Barrier::new(2)),
+            Arc::new(std::sync::Barrier::new(2)),
+        );
+        let (h, g) = (held.clone(), go.clone());
+        let t = thread::spawn(move || {
+            set_short_jobs(true);
+            h2.finished(1, true);
+            h2.finished(2, true);
+            h.wait();
+            g.wait();
+            h2.flush_owed();
+            h2.flush_owed();
+        });
+        held.wait();
+        assert_eq!(eventfd_count(&hub), 0, "held back while deferring");
+        go.wait();
+        t.join().unwrap();
+        assert_eq!(eventfd_count(&hub), 1, "one wake-up for the flush");
+        assert_eq!(ready_ids(&hub), vec![1, 2], "both were queued");
+    }
+
+    #[test]
+    fn long_jobs_are_never_deferred() {
+        let hub = Hub::new().unwrap();
+        set_short_jobs(false);
+        hub.start_deferring();
+        hub.finished(1, true);
+        assert_eq!(
+            eventfd_count(&hub),
+            1,
+            "a long job's response wakes at once"
+        );
+    }
+
+    #[test]
+    fn stop_deferring_then_drain_sees_held_back_responses() {
+        let hub = Hub::new().unwrap();
+        set_short_jobs(true);
+        hub.start_deferring();
+        hub.finished(7, true);
+        assert_eq!(eventfd_count(&hub), 0);
+        // What the nginx deferral timer does when jobs stop arriving.
+        hub.stop_deferring();
+        assert_eq!(ready_ids(&hub), vec![7]);
+        // From now on every finished response wakes nginx again.
+        hub.finished(8, true);
+        assert_eq!(eventfd_count(&hub), 1);
+    }
+
+    #[test]
+    fn a_wake_up_clears_what_the_thread_owed() {
+        let hub = Hub::new().unwrap();
+        set_short_jobs(true);
+        hub.start_deferring();
+        hub.finished(1, true);
+        assert_eq!(eventfd_count(&hub), 0, "held back");
+        // A mid-stream reply of another request wakes nginx, which drains
+        // everything queued, the held-back response included.
+        hub.ready(2, true);
+        assert_eq!(eventfd_count(&hub), 1);
+        hub.drain(|_| {});
+        hub.flush_owed();
+        assert_eq!(eventfd_count(&hub), 0, "nothing owed after a wake-up");
     }
 
     #[test]

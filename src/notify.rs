@@ -3,13 +3,14 @@
 //! the pool. Draining turns each completion into a posted event (or a log
 //! line), so request work runs from nginx's own posted-event queue.
 
-use core::cell::RefCell;
+use core::cell::{Cell, RefCell};
 use core::ptr;
 use std::collections::HashMap;
 
 use nginx_sys::{
-    ngx_close_connection, ngx_connection_t, ngx_cycle_t, ngx_event_t, ngx_get_connection,
-    ngx_handle_read_event, ngx_int_t, ngx_log_t, ngx_post_event, ngx_posted_events, NGX_OK,
+    ngx_add_timer, ngx_close_connection, ngx_connection_t, ngx_cycle_t, ngx_del_timer, ngx_event_t,
+    ngx_get_connection, ngx_handle_read_event, ngx_int_t, ngx_log_t, ngx_msec_t, ngx_post_event,
+    ngx_posted_events, NGX_OK,
 };
 use ngx::ngx_log_error;
 
@@ -20,8 +21,16 @@ use crate::worker;
 thread_local! {
     /// Requests with a job in the pool, by id. Only the nginx thread uses it.
     static WAITING: RefCell<HashMap<RequestId, *mut RequestCtx>> = RefCell::new(HashMap::new());
-    static CONNECTION: core::cell::Cell<*mut ngx_connection_t> = const { core::cell::Cell::new(ptr::null_mut()) };
+    static CONNECTION: Cell<*mut ngx_connection_t> = const { Cell::new(ptr::null_mut()) };
+    /// The deferral timer (see [`job_submitted`]).
+    static TICK: Cell<*mut ngx_event_t> = const { Cell::new(ptr::null_mut()) };
+    /// A job went to the pool since the deferral timer last fired.
+    static SUBMITTED: Cell<bool> = const { Cell::new(false) };
 }
+
+/// How long a finished response may wait for its wake-up while the pool is
+/// busy (nginx timers have millisecond resolution; this is the smallest).
+const DEFER_MS: ngx_msec_t = 1;
 
 pub fn register(id: RequestId, ctx: *mut RequestCtx) {
     WAITING.with(|w| w.borrow_mut().insert(id, ctx));
@@ -64,8 +73,47 @@ pub unsafe fn start(cycle: *mut ngx_cycle_t, eventfd: i32) -> Result<(), String>
             return Err("cannot add the wake-up eventfd to the event loop".into());
         }
         CONNECTION.with(|cell| cell.set(c));
+
+        // Lives as long as the worker; cancelable, so a graceful quit
+        // does not wait for it.
+        let tick: *mut ngx_event_t = Box::into_raw(Box::new(core::mem::zeroed()));
+        (*tick).handler = Some(on_tick);
+        (*tick).log = log;
+        (*tick).set_cancelable(1);
+        TICK.with(|cell| cell.set(tick));
     }
     Ok(())
+}
+
+/// nginx thread, after a job went to the pool: let pool threads that have
+/// more queued work hold back wake-ups for finished responses, with the
+/// deferral timer bounding how long those wait; and pick up what they
+/// already finished, since nginx is awake anyway.
+pub fn job_submitted() {
+    let Some(rt) = worker::runtime() else { return };
+    SUBMITTED.with(|s| s.set(true));
+    let tick = TICK.with(|t| t.get());
+    // SAFETY: the tick event lives for the worker's life (see `start`).
+    if !tick.is_null() && unsafe { (*tick).timer_set() } == 0 {
+        rt.hub.start_deferring();
+        // SAFETY: as above; nginx thread.
+        unsafe { ngx_add_timer(tick, DEFER_MS) };
+    }
+    rt.hub.drain_quiet(handle);
+}
+
+/// The deferral timer: drain, and keep deferring only while jobs keep
+/// arriving (an idle pool, or one busy with a few long requests, gets a
+/// wake-up per response again and no timer).
+extern "C" fn on_tick(ev: *mut ngx_event_t) {
+    let Some(rt) = worker::runtime() else { return };
+    if SUBMITTED.with(|s| s.replace(false)) {
+        // SAFETY: `ev` is the tick event; nginx thread.
+        unsafe { ngx_add_timer(ev, DEFER_MS) };
+    } else {
+        rt.hub.stop_deferring();
+    }
+    rt.hub.drain_quiet(handle);
 }
 
 /// Closes the eventfd connection (exit_process), so nginx does not report
@@ -74,6 +122,15 @@ pub unsafe fn start(cycle: *mut ngx_cycle_t, eventfd: i32) -> Result<(), String>
 /// # Safety
 /// nginx thread only.
 pub unsafe fn stop() {
+    let tick = TICK.with(|t| t.replace(ptr::null_mut()));
+    // SAFETY: the tick event is ours; it is leaked, as nginx may still
+    // hold it in a queue we do not own.
+    if !tick.is_null() && unsafe { (*tick).timer_set() } != 0 {
+        unsafe { ngx_del_timer(tick) };
+    }
+    if let Some(rt) = worker::runtime() {
+        rt.hub.stop_deferring();
+    }
     let c = CONNECTION.with(|cell| cell.replace(ptr::null_mut()));
     if !c.is_null() {
         // SAFETY: the connection is ours and still open.
@@ -83,7 +140,11 @@ pub unsafe fn stop() {
 
 extern "C" fn on_wakeup(_ev: *mut ngx_event_t) {
     let Some(rt) = worker::runtime() else { return };
-    rt.hub.drain(|c| match c {
+    rt.hub.drain(handle);
+}
+
+fn handle(c: Completion) {
+    match c {
         Completion::Ready(id) => {
             if let Some(ctx) = lookup(id) {
                 // SAFETY: registered ctxs are live (they unregister on drop);
@@ -104,7 +165,7 @@ extern "C" fn on_wakeup(_ev: *mut ngx_event_t) {
             };
             log_lines(log, level as usize, &text);
         }
-    });
+    }
 }
 
 /// Writes a possibly long, multi-line text as log entries nginx will not

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use pyo3::prelude::*;
 
-use crate::message::{Hub, Job, LogLevel, Reply};
+use crate::message::{self, Hub, Job, LogLevel, Reply};
 use crate::wsgi;
 
 pub struct PoolConfig {
@@ -232,6 +232,7 @@ fn thread_main(shared: &Shared, slot: &Slot) {
                 return;
             }
         };
+        let mut run_time = RunTime::default();
         loop {
             // Take the next job while still holding the GIL: under load the
             // queue is rarely empty, and handing the GIL to another thread
@@ -240,20 +241,55 @@ fn thread_main(shared: &Shared, slot: &Slot) {
             shared.hub.release_python(py);
             let work = match shared.jobs.try_recv() {
                 Ok(w) => Some(w),
-                Err(_) => py.detach(|| shared.jobs.recv().ok()),
+                Err(_) => {
+                    // Out of work: wake nginx for what this thread finished.
+                    shared.hub.flush_owed();
+                    py.detach(|| shared.jobs.recv().ok())
+                }
             };
             let job = match work {
                 Some(Work::Job(job)) => job,
-                Some(Work::Stop) | None => break,
+                Some(Work::Stop) | None => {
+                    shared.hub.flush_owed();
+                    break;
+                }
             };
             // And what nginx finished while we waited.
             shared.hub.release_python(py);
+            // Holding back a wake-up pays when jobs take about as long as
+            // the wake-up itself; a longer job would only delay the response
+            // it follows.
+            message::set_short_jobs(run_time.short());
+            let started = Instant::now();
             run_job(py, shared, slot, &mut tctx, *job);
+            run_time.add(started.elapsed());
             if slot.retire.load(Ordering::Acquire) {
+                shared.hub.flush_owed();
                 break;
             }
         }
     });
+}
+
+/// A pool thread's recent app run times (moving average).
+#[derive(Default)]
+struct RunTime {
+    avg_ns: u64,
+}
+
+impl RunTime {
+    /// Jobs shorter than this on average get their wake-ups deferred.
+    const SHORT_NS: u64 = 20_000;
+
+    fn add(&mut self, d: Duration) {
+        let ns = d.as_nanos().min(u64::MAX as u128 / 2) as u64;
+        // 1/8 weight for the newest sample.
+        self.avg_ns = self.avg_ns - self.avg_ns / 8 + ns / 8;
+    }
+
+    fn short(&self) -> bool {
+        self.avg_ns < Self::SHORT_NS
+    }
 }
 
 fn run_job(py: Python<'_>, shared: &Shared, slot: &Slot, tctx: &mut wsgi::ThreadContext, job: Job) {
@@ -344,5 +380,28 @@ fn watchdog(shared: Arc<Shared>, rx: Receiver<Watch>) {
         } else {
             slot.retire.store(false, Ordering::Release);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_time_tells_short_jobs_from_long_ones() {
+        let mut rt = RunTime::default();
+        assert!(rt.short(), "no history: short");
+        for _ in 0..50 {
+            rt.add(Duration::from_micros(5));
+        }
+        assert!(rt.short());
+        for _ in 0..50 {
+            rt.add(Duration::from_millis(2));
+        }
+        assert!(!rt.short(), "a run of slow jobs turns deferral off");
+        for _ in 0..50 {
+            rt.add(Duration::from_micros(5));
+        }
+        assert!(rt.short(), "and fast ones turn it back on");
     }
 }

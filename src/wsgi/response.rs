@@ -87,12 +87,18 @@ impl Responder {
     /// Queues replies, releasing the GIL if the exchange is full.
     fn push(&self, py: Python<'_>, replies: Vec<Reply>) -> Result<(), SendError> {
         let weight: usize = replies.iter().map(Reply::weight).sum();
+        let last = matches!(replies.last(), Some(Reply::End | Reply::Error { .. }));
         let r = if self.exchange.is_full(weight) {
             py.detach(|| self.exchange.push(replies))
         } else {
             self.exchange.push(replies)
         };
         match r {
+            Ok(wake) if last => {
+                self.hub.finished(self.exchange.id, wake);
+                self.hub.release_python(py);
+                Ok(())
+            }
             Ok(wake) => {
                 self.hub.ready(self.exchange.id, wake);
                 // While a long response streams, release what nginx has
