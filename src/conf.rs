@@ -21,7 +21,7 @@ use crate::HttpWsgiModule;
 pub const DEFAULT_THREADS: usize = 4;
 pub const DEFAULT_QUEUE_SIZE: usize = 1024;
 pub const DEFAULT_QUEUE_TIMEOUT_MS: u64 = 60_000;
-pub const DEFAULT_BUFFER_SIZE: usize = 128 * 1024;
+pub const DEFAULT_BUFFER_SIZE: usize = 256 * 1024;
 pub const DEFAULT_READ_TIMEOUT_MS: u64 = 60_000;
 
 /// http-level settings: one interpreter and one pool per worker process.
