@@ -117,14 +117,14 @@ pub extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
 /// request body buffer of that size (nginx's) and the bytes objects an app
 /// reads it into are then page-faulted in and zeroed by the kernel on every
 /// request, which cost more than half the CPU of a 256 KiB POST here. Keep
-/// blocks up to 4 MiB in the heap, and up to 16 MiB of free heap before
+/// blocks up to 4 MiB in the heap, and up to 4 MiB of free heap before
 /// giving memory back. Worker processes that run apps only.
 fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator parameters; any thread may call it.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 16 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 4 << 20);
     }
 }
 
