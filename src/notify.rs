@@ -79,6 +79,9 @@ pub unsafe fn start(cycle: *mut ngx_cycle_t, eventfd: i32) -> Result<(), String>
         let tick: *mut ngx_event_t = Box::into_raw(Box::new(core::mem::zeroed()));
         (*tick).handler = Some(on_tick);
         (*tick).log = log;
+        // Debug builds of nginx log timer events with the fd of the
+        // connection in `data`: it must point at one.
+        (*tick).data = c.cast();
         (*tick).set_cancelable(1);
         TICK.with(|cell| cell.set(tick));
     }
