@@ -249,10 +249,7 @@ fn thread_main(shared: &Shared, slot: &Slot) {
             };
             let job = match work {
                 Some(Work::Job(job)) => job,
-                Some(Work::Stop) | None => {
-                    shared.hub.flush_owed();
-                    break;
-                }
+                Some(Work::Stop) | None => break,
             };
             // And what nginx finished while we waited.
             shared.hub.release_python(py);
@@ -264,10 +261,11 @@ fn thread_main(shared: &Shared, slot: &Slot) {
             run_job(py, shared, slot, &mut tctx, *job);
             run_time.add(started.elapsed());
             if slot.retire.load(Ordering::Acquire) {
-                shared.hub.flush_owed();
                 break;
             }
         }
+        // Leaving: wake nginx for what this thread finished last.
+        shared.hub.flush_owed();
     });
 }
 

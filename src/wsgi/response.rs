@@ -94,13 +94,12 @@ impl Responder {
             self.exchange.push(replies)
         };
         match r {
-            Ok(wake) if last => {
-                self.hub.finished(self.exchange.id, wake);
-                self.hub.release_python(py);
-                Ok(())
-            }
             Ok(wake) => {
-                self.hub.ready(self.exchange.id, wake);
+                if last {
+                    self.hub.finished(self.exchange.id, wake);
+                } else {
+                    self.hub.ready(self.exchange.id, wake);
+                }
                 // While a long response streams, release what nginx has
                 // already sent of it, not only after the app returns.
                 self.hub.release_python(py);
