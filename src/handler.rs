@@ -26,7 +26,9 @@ use ngx::http::{HttpModule, HttpModuleLocationConf};
 use ngx::ngx_log_error;
 
 use crate::conf::{LocConf, Param};
-use crate::message::{Body, BodySegment, BodyStream, Exchange, Job, Reply, RequestEnv, RequestId};
+use crate::message::{
+    Body, BodySegment, BodyStream, Exchange, Job, MallocBlock, Reply, RequestEnv, RequestId,
+};
 use crate::util::{for_each_header, ngx_bytes};
 use crate::{notify, output, worker, HttpWsgiModule};
 
@@ -332,16 +334,29 @@ unsafe fn add_retry_after(r: *mut ngx_http_request_t) {
     }
 }
 
-/// Copies the request body (memory and temp-file ranges) into owned data.
-/// Temp-file ranges are read later through our own duplicate descriptor.
+/// Memory pieces at least this large are taken over rather than copied.
+const DETACH_MIN: usize = 16 * 1024;
+
+/// Turns the request body (memory and temp-file ranges) into owned data.
+/// Temp-file ranges are read later through our own duplicate descriptor;
+/// small memory pieces are copied, large ones taken over (`detach_block`).
 unsafe fn collect_body(r: *mut ngx_http_request_t) -> std::io::Result<Body> {
     let mut body = Body::default();
-    // SAFETY: r is live; request_body and its chain are nginx's, complete.
+    // SAFETY: r is live; request_body and its chain are nginx's.
     unsafe {
         let rb = (*r).request_body;
         if rb.is_null() {
             return Ok(body);
         }
+        // nginx reads the body into one buffer, rb->buf, and chains pieces
+        // of it (one per read). A large one is taken over whole and the
+        // pieces become ranges of it. While the body still streams in,
+        // nginx reads the rest into the same buffer: then it is copied.
+        let mut block: Option<(Arc<MallocBlock>, *mut u8, *mut u8)> = None;
+        let buf = (*rb).buf;
+        let mut detach = (*r).reading_body() == 0
+            && !buf.is_null()
+            && (*buf).end.offset_from((*buf).start) as usize >= DETACH_MIN;
         let mut cl = (*rb).bufs;
         let mut last_fd: Option<(i32, Arc<OwnedFd>)> = None;
         while !cl.is_null() {
@@ -370,16 +385,53 @@ unsafe fn collect_body(r: *mut ngx_http_request_t) -> std::io::Result<Body> {
                 }
             } else if !(*b).pos.is_null() && (*b).last > (*b).pos {
                 let len = (*b).last.offset_from((*b).pos) as usize;
-                let bytes = core::slice::from_raw_parts((*b).pos, len);
-                match body.segments.back_mut() {
-                    Some(BodySegment::Memory(v)) => v.extend_from_slice(bytes),
-                    _ => body.segments.push_back(BodySegment::Memory(bytes.to_vec())),
+                if detach {
+                    // Once, at the first piece in memory.
+                    detach = false;
+                    block = detach_block(r, (*buf).start).map(|k| (k, (*buf).start, (*buf).end));
+                }
+                match &block {
+                    Some((k, start, end)) if (*b).pos >= *start && (*b).last <= *end => {
+                        body.push_range(k, (*b).pos, len)
+                    }
+                    _ => body.push_copy(core::slice::from_raw_parts((*b).pos, len)),
                 }
             }
             cl = (*cl).next;
         }
     }
     Ok(body)
+}
+
+/// Takes over a request body buffer nginx allocated on its own from the
+/// request pool (a "large" pool block, plain `malloc` memory), so the pool
+/// thread can read it without a copy. The pool forgets the block; an `Arc`
+/// kept in a pool clean-up stands for nginx's own use of it (the request
+/// body chain stays valid for error_page redirects and logging), and the
+/// block is freed when both that and the app's `wsgi.input` let go.
+/// `None` (copy instead) when `start` is not such a block.
+unsafe fn detach_block(r: *mut ngx_http_request_t, start: *mut u8) -> Option<Arc<MallocBlock>> {
+    // SAFETY: r and its pool are live; the large list is the pool's own
+    // singly linked list of (next, alloc) entries.
+    unsafe {
+        let pool = Pool::from_ngx_pool((*r).pool);
+        let mut l = (*(*r).pool).large;
+        while !l.is_null() && (*l).alloc != start.cast() {
+            l = (*l).next;
+        }
+        if l.is_null() || start.is_null() {
+            return None;
+        }
+        // The clean-up first: if it cannot be had, nothing has changed.
+        let keep = pool.allocate(None::<Arc<MallocBlock>>);
+        if keep.is_null() {
+            return None;
+        }
+        (*l).alloc = ptr::null_mut();
+        let block = Arc::new(MallocBlock::from_raw(start.cast()));
+        *keep = Some(block.clone());
+        Some(block)
+    }
 }
 
 fn port_of(sa: *mut nginx_sys::sockaddr) -> Vec<u8> {

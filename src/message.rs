@@ -65,7 +65,7 @@ pub struct Body {
 /// A piece of a request body: in memory, a range of nginx's temp file, or
 /// (with `wsgi_request_buffering off`) the rest of the body as it arrives.
 pub enum BodySegment {
-    Memory(Vec<u8>),
+    Memory(BodyBytes),
     Stream(Arc<BodyStream>),
     /// `fd` is our own duplicate, so it outlives the request's temp file.
     File {
@@ -76,6 +76,41 @@ pub enum BodySegment {
 }
 
 impl Body {
+    /// Appends a copy of `bytes` (to the last piece, if that is a copy too).
+    pub fn push_copy(&mut self, bytes: &[u8]) {
+        match self.segments.back_mut() {
+            Some(BodySegment::Memory(BodyBytes::Owned(v))) => v.extend_from_slice(bytes),
+            _ => self
+                .segments
+                .push_back(BodySegment::Memory(bytes.to_vec().into())),
+        }
+    }
+
+    /// Appends `len` bytes of `block` at `ptr`, extending the last piece
+    /// when it is the range just before.
+    ///
+    /// # Safety
+    /// `ptr..ptr+len` lies inside `block`, and nobody writes to it any more.
+    pub unsafe fn push_range(&mut self, block: &Arc<MallocBlock>, ptr: *const u8, len: usize) {
+        if let Some(BodySegment::Memory(BodyBytes::Block {
+            block: last,
+            ptr: p,
+            len: l,
+        })) = self.segments.back_mut()
+        {
+            if Arc::ptr_eq(last, block) && std::ptr::eq(p.wrapping_add(*l), ptr) {
+                *l += len;
+                return;
+            }
+        }
+        self.segments
+            .push_back(BodySegment::Memory(BodyBytes::Block {
+                block: block.clone(),
+                ptr,
+                len,
+            }));
+    }
+
     pub fn len(&self) -> u64 {
         self.segments
             .iter()
@@ -89,6 +124,81 @@ impl Body {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Request body bytes in memory: our own copy, or a range of a block nginx
+/// allocated for the body and gave up to us (`handler::collect_body`), so a
+/// large body crosses to the pool thread without a copy.
+pub enum BodyBytes {
+    Owned(Vec<u8>),
+    Block {
+        block: Arc<MallocBlock>,
+        ptr: *const u8,
+        len: usize,
+    },
+}
+
+// SAFETY: `ptr..ptr+len` lies inside `block`, which nobody writes to once
+// detached and which lives as long as this value: read-only shared memory.
+unsafe impl Send for BodyBytes {}
+unsafe impl Sync for BodyBytes {}
+
+impl BodyBytes {
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            BodyBytes::Owned(v) => v,
+            // SAFETY: see the type's Send comment.
+            BodyBytes::Block { ptr, len, .. } => unsafe { std::slice::from_raw_parts(*ptr, *len) },
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Default for BodyBytes {
+    fn default() -> BodyBytes {
+        BodyBytes::Owned(Vec::new())
+    }
+}
+
+impl From<Vec<u8>> for BodyBytes {
+    fn from(v: Vec<u8>) -> BodyBytes {
+        BodyBytes::Owned(v)
+    }
+}
+
+/// A block from libc's `malloc` that we own and `free` when the last
+/// reference goes (on whichever thread that is).
+pub struct MallocBlock(*mut libc::c_void);
+
+// SAFETY: the block is plain memory, owned only by this value; free() may
+// be called from any thread.
+unsafe impl Send for MallocBlock {}
+unsafe impl Sync for MallocBlock {}
+
+impl MallocBlock {
+    /// # Safety
+    /// `p` came from `malloc` (or `posix_memalign`) and nothing else frees it.
+    pub unsafe fn from_raw(p: *mut libc::c_void) -> MallocBlock {
+        MallocBlock(p)
+    }
+
+    pub fn as_ptr(&self) -> *const u8 {
+        self.0 as *const u8
+    }
+}
+
+impl Drop for MallocBlock {
+    fn drop(&mut self) {
+        // SAFETY: we own the block (from_raw's contract).
+        unsafe { libc::free(self.0) }
     }
 }
 
@@ -919,9 +1029,44 @@ mod tests {
     }
 
     #[test]
+    fn body_pieces_merge_when_contiguous() {
+        let mut body = Body::default();
+        // SAFETY: a fresh malloc'd block, owned by the Arc.
+        let block = unsafe {
+            let p = libc::malloc(100);
+            assert!(!p.is_null());
+            libc::memset(p, b'x' as i32, 100);
+            Arc::new(MallocBlock::from_raw(p))
+        };
+        let base = block.as_ptr();
+        body.push_copy(b"ab");
+        body.push_copy(b"cd");
+        // SAFETY: all ranges lie inside the 100-byte block.
+        unsafe {
+            body.push_range(&block, base, 10);
+            body.push_range(&block, base.wrapping_add(10), 30);
+            body.push_range(&block, base.wrapping_add(50), 5);
+        }
+        body.push_copy(b"e");
+        let sizes: Vec<usize> = body
+            .segments
+            .iter()
+            .map(|s| match s {
+                BodySegment::Memory(b) => b.len(),
+                _ => usize::MAX,
+            })
+            .collect();
+        assert_eq!(sizes, [4, 40, 5, 1]);
+        assert_eq!(body.len(), 50);
+        assert_eq!(Arc::strong_count(&block), 3);
+        drop(body);
+        assert_eq!(Arc::strong_count(&block), 1);
+    }
+
+    #[test]
     fn body_len_sums_segments() {
         let mut b = Body::default();
-        b.segments.push_back(BodySegment::Memory(vec![0; 5]));
+        b.segments.push_back(BodySegment::Memory(vec![0; 5].into()));
         let fd: OwnedFd = File::open("/dev/null").unwrap().into();
         b.segments.push_back(BodySegment::File {
             fd: Arc::new(fd),

@@ -8,14 +8,15 @@ use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
-use crate::message::{read_segment_at, Body, BodySegment};
+use crate::message::{read_segment_at, Body, BodyBytes, BodySegment};
 
 const FILE_CHUNK: usize = 64 * 1024;
 
 /// Byte source behind `wsgi.input`, independent of Python for testing.
 pub struct BodyReader {
     segments: VecDeque<BodySegment>,
-    buf: Vec<u8>,
+    /// The segment being read (memory, or a chunk read from the temp file).
+    buf: BodyBytes,
     pos: usize,
 }
 
@@ -23,7 +24,7 @@ impl BodyReader {
     pub fn new(body: Body) -> BodyReader {
         BodyReader {
             segments: body.segments,
-            buf: Vec::new(),
+            buf: BodyBytes::default(),
             pos: 0,
         }
     }
@@ -36,7 +37,7 @@ impl BodyReader {
     }
 
     fn available(&self) -> &[u8] {
-        &self.buf[self.pos..]
+        &self.buf.as_slice()[self.pos..]
     }
 
     /// Refills the buffer from the next segment; false at end of body.
@@ -49,7 +50,7 @@ impl BodyReader {
                 BodySegment::Stream(stream) => {
                     // Blocks (without the GIL) until the client sends more.
                     if let Some(chunk) = stream.next_chunk()? {
-                        self.buf = chunk;
+                        self.buf = chunk.into();
                         self.pos = 0;
                         self.segments.push_front(BodySegment::Stream(stream));
                     }
@@ -60,11 +61,19 @@ impl BodyReader {
                 }
                 BodySegment::File { fd, offset, len } => {
                     let n = (len as usize).min(FILE_CHUNK);
-                    self.buf.clear();
-                    self.buf.resize(n, 0);
+                    // Reuse the last chunk's allocation when it was ours.
+                    let mut chunk = match std::mem::take(&mut self.buf) {
+                        BodyBytes::Owned(v) => v,
+                        BodyBytes::Block { .. } => Vec::new(),
+                    };
+                    chunk.clear();
+                    chunk.resize(n, 0);
+                    // Empty until the chunk is read whole (an error leaves
+                    // nothing half-read behind).
+                    self.pos = 0;
                     let mut got = 0;
                     while got < n {
-                        let r = read_segment_at(&fd, offset + got as u64, &mut self.buf[got..])?;
+                        let r = read_segment_at(&fd, offset + got as u64, &mut chunk[got..])?;
                         if r == 0 {
                             return Err(std::io::Error::new(
                                 std::io::ErrorKind::UnexpectedEof,
@@ -73,7 +82,7 @@ impl BodyReader {
                         }
                         got += r;
                     }
-                    self.pos = 0;
+                    self.buf = BodyBytes::Owned(chunk);
                     if (n as u64) < len {
                         self.segments.push_front(BodySegment::File {
                             fd,
@@ -138,8 +147,11 @@ impl BodyReader {
                 && self.segments.is_empty()
             {
                 // Whole remaining body is this one buffer: hand it over.
-                self.pos = self.buf.len();
-                return Ok(std::mem::take(&mut self.buf));
+                self.pos = 0;
+                return Ok(match std::mem::take(&mut self.buf) {
+                    BodyBytes::Owned(v) => v,
+                    block => block.as_slice().to_vec(),
+                });
             }
             out.extend_from_slice(&avail[..n]);
             self.pos += n;
@@ -308,6 +320,7 @@ impl Input {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::message::MallocBlock;
     use std::io::Write;
     use std::os::fd::OwnedFd;
     use std::sync::Arc;
@@ -345,7 +358,7 @@ mod tests {
     fn read_all_across_memory_and_file() {
         let fd = temp_file(b"XXhello file\nsecond");
         let mut r = BodyReader::new(body(vec![
-            BodySegment::Memory(b"mem line\n".to_vec()),
+            BodySegment::Memory(b"mem line\n".to_vec().into()),
             BodySegment::File {
                 fd,
                 offset: 2,
@@ -359,9 +372,9 @@ mod tests {
     #[test]
     fn read_sized_and_readline() {
         let mut r = BodyReader::new(body(vec![
-            BodySegment::Memory(b"ab".to_vec()),
-            BodySegment::Memory(b"c\ndef\n".to_vec()),
-            BodySegment::Memory(b"tail".to_vec()),
+            BodySegment::Memory(b"ab".to_vec().into()),
+            BodySegment::Memory(b"c\ndef\n".to_vec().into()),
+            BodySegment::Memory(b"tail".to_vec().into()),
         ]));
         assert_eq!(r.read(Some(1)).unwrap(), b"a");
         assert_eq!(r.readline(None).unwrap(), b"bc\n");
@@ -372,11 +385,54 @@ mod tests {
         assert_eq!(r.read(Some(10)).unwrap(), b"");
     }
 
+    /// Two ranges of one malloc'd block (as `collect_body` makes them),
+    /// between owned memory and a temp-file range; the block outlives the
+    /// reader's use of it and is freed once (run under valgrind/ASan to see).
+    #[test]
+    fn block_ranges_read_like_owned_memory() {
+        let data = b"0123456789abcdefghij";
+        // SAFETY: a fresh malloc'd block, filled before anyone reads it.
+        let block = unsafe {
+            let p = libc::malloc(data.len()) as *mut u8;
+            assert!(!p.is_null());
+            std::ptr::copy_nonoverlapping(data.as_ptr(), p, data.len());
+            Arc::new(MallocBlock::from_raw(p.cast()))
+        };
+        let base = block.as_ptr();
+        let fd = temp_file(b"FILE");
+        let mut r = BodyReader::new(body(vec![
+            BodySegment::Memory(b"<".to_vec().into()),
+            BodySegment::Memory(BodyBytes::Block {
+                block: block.clone(),
+                ptr: base.wrapping_add(2),
+                len: 5,
+            }),
+            BodySegment::File {
+                fd,
+                offset: 0,
+                len: 4,
+            },
+            BodySegment::Memory(BodyBytes::Block {
+                block: block.clone(),
+                ptr: base.wrapping_add(10),
+                len: 10,
+            }),
+        ]));
+        drop(block);
+        assert_eq!(r.remaining(), Some(20));
+        assert_eq!(r.readline(Some(3)).unwrap(), b"<23");
+        assert_eq!(r.read(Some(6)).unwrap(), b"456FIL");
+        let mut rest = [0u8; 11];
+        assert_eq!(r.read_into(&mut rest).unwrap(), 11);
+        assert_eq!(&rest, b"Eabcdefghij");
+        assert_eq!(r.remaining(), Some(0));
+    }
+
     #[test]
     fn remaining_and_read_into_across_segments() {
         let fd = temp_file(b"XXhello file\nsecond");
         let mut r = BodyReader::new(body(vec![
-            BodySegment::Memory(b"mem line\n".to_vec()),
+            BodySegment::Memory(b"mem line\n".to_vec().into()),
             BodySegment::File {
                 fd,
                 offset: 2,
