@@ -144,13 +144,18 @@ impl Responder {
         if st.head_sent {
             return Ok(None);
         }
-        match &st.head {
+        match &mut st.head {
             None => Err(SendError::Protocol(
                 "app returned a response body before calling start_response()".into(),
             )),
             Some(h) => {
                 st.head_sent = true;
-                Ok(Some(Reply::Head(h.clone())))
+                // Once sent, only the status is looked at again.
+                Ok(Some(Reply::Head(ResponseHead {
+                    status: h.status,
+                    status_line: std::mem::take(&mut h.status_line),
+                    headers: std::mem::take(&mut h.headers),
+                })))
             }
         }
     }
@@ -326,6 +331,9 @@ pub fn status_allows_body(status: u16) -> bool {
 /// Encodes a `str` as latin-1, as PEP 3333 requires of header text.
 fn latin1(s: &Bound<'_, PyString>, what: &str) -> PyResult<Vec<u8>> {
     let text = s.to_cow()?;
+    if text.is_ascii() {
+        return Ok(text.as_bytes().to_vec());
+    }
     let mut out = Vec::with_capacity(text.len());
     for ch in text.chars() {
         let c = ch as u32;
@@ -514,7 +522,10 @@ impl StartResponse {
             let value = latin1(value, "header value")?;
             check_header_name(&name).map_err(PyValueError::new_err)?;
             check_header_value(&name, &value).map_err(PyValueError::new_err)?;
-            let value = trim_ows(&value).to_vec();
+            let value = match trim_ows(&value) {
+                t if t.len() == value.len() => value,
+                t => t.to_vec(),
+            };
             if name.eq_ignore_ascii_case(b"content-length") {
                 let n = parse_content_length(&value).map_err(PyValueError::new_err)?;
                 if content_length.is_some_and(|m| m != n) {
