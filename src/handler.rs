@@ -620,7 +620,7 @@ unsafe fn take_body_bufs(r: *mut ngx_http_request_t, stream: Option<&BodyStream>
             if (*b).in_file() == 0 && !(*b).pos.is_null() && (*b).last > (*b).pos {
                 if let Some(s) = stream {
                     let len = (*b).last.offset_from((*b).pos) as usize;
-                    s.push(core::slice::from_raw_parts((*b).pos, len).to_vec());
+                    s.push(core::slice::from_raw_parts((*b).pos, len));
                 }
                 (*b).pos = (*b).last;
                 moved = true;

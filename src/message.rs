@@ -214,6 +214,9 @@ struct StreamState {
 /// A request body streamed from the nginx thread to the app while it
 /// arrives. Bounded: past `limit` bytes nginx stops reading the client
 /// (TCP pushes back), and resumes when the app has read.
+/// The size of the pieces a streamed request body crosses in.
+pub const STREAM_CHUNK: usize = 64 * 1024;
+
 pub struct BodyStream {
     id: RequestId,
     limit: usize,
@@ -244,13 +247,29 @@ impl BodyStream {
     }
 
     /// nginx thread: data from the client.
-    pub fn push(&self, data: Vec<u8>) {
+    /// nginx thread: queue body bytes for the app. They are copied into
+    /// chunks of one size, [`STREAM_CHUNK`], filling the last queued one
+    /// first: nginx's reads come in every size, and blocks of every size
+    /// freed on the pool thread left the allocator holding tens of MiB
+    /// after a large upload.
+    pub fn push(&self, mut data: &[u8]) {
         if data.is_empty() {
             return;
         }
         let mut st = self.lock();
         st.bytes += data.len();
-        st.chunks.push_back(data);
+        while !data.is_empty() {
+            let chunk = match st.chunks.back_mut() {
+                Some(c) if c.len() < c.capacity() => c,
+                _ => {
+                    st.chunks.push_back(Vec::with_capacity(STREAM_CHUNK));
+                    st.chunks.back_mut().expect("just pushed")
+                }
+            };
+            let n = data.len().min(chunk.capacity() - chunk.len());
+            chunk.extend_from_slice(&data[..n]);
+            data = &data[n..];
+        }
         drop(st);
         self.ready.notify_all();
     }
@@ -1026,6 +1045,27 @@ mod tests {
         assert_eq!(ids, vec![1, 2]);
         hub.send(Completion::Ready(3));
         assert_eq!(eventfd_count(&hub), 1, "a send after drain wakes again");
+    }
+
+    #[test]
+    fn streamed_body_travels_in_chunks_of_one_size() {
+        let hub = Arc::new(Hub::new().unwrap());
+        let s = BodyStream::new(1, 1 << 20, hub);
+        s.push(&[1; 100 * 1024]);
+        s.push(&[2; 40 * 1024]);
+        s.push(&[]);
+        s.finish();
+        let mut sizes = Vec::new();
+        let mut all = Vec::new();
+        while let Some(c) = s.next_chunk().unwrap() {
+            assert_eq!(c.capacity(), STREAM_CHUNK);
+            sizes.push(c.len());
+            all.extend(c);
+        }
+        assert_eq!(sizes, [65536, 65536, 12288]);
+        assert_eq!(all.len(), 140 * 1024);
+        assert!(all[..100 * 1024].iter().all(|&b| b == 1));
+        assert!(all[100 * 1024..].iter().all(|&b| b == 2));
     }
 
     #[test]
