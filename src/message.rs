@@ -211,12 +211,12 @@ struct StreamState {
     paused: bool,
 }
 
-/// A request body streamed from the nginx thread to the app while it
-/// arrives. Bounded: past `limit` bytes nginx stops reading the client
-/// (TCP pushes back), and resumes when the app has read.
 /// The size of the pieces a streamed request body crosses in.
 pub const STREAM_CHUNK: usize = 64 * 1024;
 
+/// A request body streamed from the nginx thread to the app while it
+/// arrives. Bounded: past `limit` bytes nginx stops reading the client
+/// (TCP pushes back), and resumes when the app has read.
 pub struct BodyStream {
     id: RequestId,
     limit: usize,
@@ -246,8 +246,7 @@ impl BodyStream {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// nginx thread: data from the client.
-    /// nginx thread: queue body bytes for the app. They are copied into
+    /// nginx thread: queue body bytes from the client for the app. They are copied into
     /// chunks of one size, [`STREAM_CHUNK`], filling the last queued one
     /// first: nginx's reads come in every size, and blocks of every size
     /// freed on the pool thread left the allocator holding tens of MiB
