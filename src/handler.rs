@@ -334,12 +334,13 @@ unsafe fn add_retry_after(r: *mut ngx_http_request_t) {
     }
 }
 
-/// Memory pieces at least this large are taken over rather than copied.
+/// Body buffers at least this large are taken over rather than copied.
 const DETACH_MIN: usize = 16 * 1024;
 
 /// Turns the request body (memory and temp-file ranges) into owned data.
 /// Temp-file ranges are read later through our own duplicate descriptor;
-/// small memory pieces are copied, large ones taken over (`detach_block`).
+/// memory in a large body buffer is taken over (`detach_block`), the rest
+/// copied.
 unsafe fn collect_body(r: *mut ngx_http_request_t) -> std::io::Result<Body> {
     let mut body = Body::default();
     // SAFETY: r is live; request_body and its chain are nginx's.
@@ -352,11 +353,15 @@ unsafe fn collect_body(r: *mut ngx_http_request_t) -> std::io::Result<Body> {
         // of it (one per read). A large one is taken over whole and the
         // pieces become ranges of it. While the body still streams in,
         // nginx reads the rest into the same buffer: then it is copied.
-        let mut block: Option<(Arc<MallocBlock>, *mut u8, *mut u8)> = None;
         let buf = (*rb).buf;
-        let mut detach = (*r).reading_body() == 0
+        let block = if (*r).reading_body() == 0
             && !buf.is_null()
-            && (*buf).end.offset_from((*buf).start) as usize >= DETACH_MIN;
+            && (*buf).end.offset_from((*buf).start) as usize >= DETACH_MIN
+        {
+            detach_block(r, (*buf).start)
+        } else {
+            None
+        };
         let mut cl = (*rb).bufs;
         let mut last_fd: Option<(i32, Arc<OwnedFd>)> = None;
         while !cl.is_null() {
@@ -385,13 +390,8 @@ unsafe fn collect_body(r: *mut ngx_http_request_t) -> std::io::Result<Body> {
                 }
             } else if !(*b).pos.is_null() && (*b).last > (*b).pos {
                 let len = (*b).last.offset_from((*b).pos) as usize;
-                if detach {
-                    // Once, at the first piece in memory.
-                    detach = false;
-                    block = detach_block(r, (*buf).start).map(|k| (k, (*buf).start, (*buf).end));
-                }
                 match &block {
-                    Some((k, start, end)) if (*b).pos >= *start && (*b).last <= *end => {
+                    Some(k) if (*b).pos >= (*buf).start && (*b).last <= (*buf).end => {
                         body.push_range(k, (*b).pos, len)
                     }
                     _ => body.push_copy(core::slice::from_raw_parts((*b).pos, len)),
@@ -414,12 +414,15 @@ unsafe fn detach_block(r: *mut ngx_http_request_t, start: *mut u8) -> Option<Arc
     // SAFETY: r and its pool are live; the large list is the pool's own
     // singly linked list of (next, alloc) entries.
     unsafe {
+        if start.is_null() {
+            return None;
+        }
         let pool = Pool::from_ngx_pool((*r).pool);
         let mut l = (*(*r).pool).large;
         while !l.is_null() && (*l).alloc != start.cast() {
             l = (*l).next;
         }
-        if l.is_null() || start.is_null() {
+        if l.is_null() {
             return None;
         }
         // The clean-up first: if it cannot be had, nothing has changed.
