@@ -258,7 +258,7 @@ fn thread_main(shared: &Shared, slot: &Slot) {
             // it follows.
             message::set_short_jobs(run_time.short());
             let started = Instant::now();
-            run_job(py, shared, slot, &mut tctx, *job);
+            run_job(py, shared, slot, &mut tctx, *job, started);
             run_time.add(started.elapsed());
             if slot.retire.load(Ordering::Acquire) {
                 break;
@@ -290,8 +290,15 @@ impl RunTime {
     }
 }
 
-fn run_job(py: Python<'_>, shared: &Shared, slot: &Slot, tctx: &mut wsgi::ThreadContext, job: Job) {
-    let waited = job.queued_at.elapsed();
+fn run_job(
+    py: Python<'_>,
+    shared: &Shared,
+    slot: &Slot,
+    tctx: &mut wsgi::ThreadContext,
+    job: Job,
+    started: Instant,
+) {
+    let waited = started.saturating_duration_since(job.queued_at);
     job.exchange
         .queue_time_us
         .store(waited.as_micros() as u64, Ordering::Relaxed);
