@@ -13,7 +13,7 @@ use Test::More;
 use Digest::SHA qw/ sha256_hex /;
 
 use Test::Nginx;
-use Test::WSGI qw/ state_dir http_post /;
+use Test::WSGI qw/ state_dir http_post http_post_chunked pattern_body /;
 
 ###############################################################################
 
@@ -127,11 +127,11 @@ $t->run();
 like(http_post('/read', ''), summary(''), 'empty body');
 like(http_post('/read', 'x'), summary('x'), 'one byte body');
 
-my $mib = body(1 << 20);
+my $mib = pattern_body(1 << 20);
 like(http_post('/read', $mib), summary($mib), '1 MiB body');
 like(http_post('/readn', $mib), summary($mib, ' reads=105'), '1 MiB body, read(n)');
 
-my $big = body(20 << 20);
+my $big = pattern_body(20 << 20);
 like(http_post('/read', $big), summary($big), '20 MiB body');
 like(http_post('/readn', $big), summary($big, ' reads=2096'),
 	'20 MiB body, read(n)');
@@ -142,11 +142,11 @@ undef $big;
 
 # chunked request bodies: CONTENT_LENGTH is the decoded length
 
-like(chunked('/read', 'hello', ', ', 'world'), summary('hello, world'),
+like(http_post_chunked('/read', 'hello', ', ', 'world'), summary('hello, world'),
 	'chunked body');
 
-my @pieces = (body(70000), body(1), body(150000));
-like(chunked('/read', @pieces), summary(join '', @pieces),
+my @pieces = (pattern_body(70000), pattern_body(1), pattern_body(150000));
+like(http_post_chunked('/read', @pieces), summary(join '', @pieces),
 	'chunked body through a temp file');
 
 # line-oriented reading, in memory and across temp-file reads
@@ -170,7 +170,7 @@ like(http_post('/iter', $lines), summary($lines, ' lines=20000'),
 like(http_post('/parts', "abcdefgh\nrest\nend"),
 	qr/\Q[b'', b'abc', b'defg', b'h\n', b'rest\nend', b'', b'', b'']\E/,
 	'sized reads and EOF');
-like(chunked('/parts', "abcde", "fgh\nrest\nend"),
+like(http_post_chunked('/parts', "abcde", "fgh\nrest\nend"),
 	qr/\Q[b'', b'abc', b'defg', b'h\n', b'rest\nend', b'', b'', b'']\E/,
 	'sized reads and EOF, chunked');
 
@@ -179,7 +179,7 @@ like(chunked('/parts', "abcde", "fgh\nrest\nend"),
 my $state = $t->testdir() . '/state';
 
 like(http_post('/small/mark', 'x' x 2048), qr/^HTTP\/1\.1 413 /, '413 with length');
-like(chunked('/small/mark', 'x' x 1500, 'y' x 600), qr/^HTTP\/1\.1 413 /,
+like(http_post_chunked('/small/mark', 'x' x 1500, 'y' x 600), qr/^HTTP\/1\.1 413 /,
 	'413 chunked');
 ok(!-e "$state/small-called", 'app not called for 413');
 
@@ -196,34 +196,12 @@ like(http_post('/readline', $text), summary($text, ' lines=4'), 'readline() agai
 
 ###############################################################################
 
-# deterministic, non-repeating bytes
-sub body {
-	my ($len) = @_;
-	my $s = '';
-	for (my $i = 0; length $s < $len; $i++) {
-		$s .= pack('N*', $i * 16384 .. $i * 16384 + 16383);
-	}
-	return substr($s, 0, $len);
-}
-
 sub summary {
 	my ($data, $extra) = @_;
 	$extra //= '';
 	my $len = length $data;
 	my $sha = sha256_hex($data);
 	return qr/\x0d\x0a\x0d\x0alen=$len sha=$sha\Q$extra\E cl=$len\z/;
-}
-
-sub chunked {
-	my ($uri, @chunks) = @_;
-	my $body = join '', map { sprintf("%x\r\n%s\r\n", length $_, $_) } @chunks;
-	return http(<<EOF . $body . "0\r\n\r\n");
-POST $uri HTTP/1.1
-Host: localhost
-Connection: close
-Transfer-Encoding: chunked
-
-EOF
 }
 
 ###############################################################################

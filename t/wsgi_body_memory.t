@@ -16,7 +16,7 @@ use Test::More;
 use Digest::SHA qw/ sha256_hex /;
 
 use Test::Nginx;
-use Test::WSGI qw/ http_post wait_log /;
+use Test::WSGI qw/ http_post http_post_chunked pattern_body wait_log /;
 
 ###############################################################################
 
@@ -121,7 +121,7 @@ $t->run();
 
 ###############################################################################
 
-my $b256 = body(256 * 1024);
+my $b256 = pattern_body(256 * 1024);
 like(http_post('/read', $b256), summary($b256), '256 KiB body, read()');
 like(http_post('/readn', $b256), summary($b256, ' reads=4'),
 	'256 KiB body, read(65536)');
@@ -131,15 +131,15 @@ like(http_post('/lines', $text), summary($text), 'readlines() of a large body');
 
 # many reads by nginx into one buffer, each its own piece of the chain
 
-my @pieces = map { body(7000 + $_ * 1000) } 1 .. 20;
-like(chunked('/read', @pieces), summary(join '', @pieces),
+my @pieces = map { pattern_body(7000 + $_ * 1000) } 1 .. 20;
+like(http_post_chunked('/read', @pieces), summary(join '', @pieces),
 	'chunked body in memory, 20 chunks');
 like(trickled('/read', $b256), summary($b256),
 	'body arriving in many small writes');
 
 # the app keeps wsgi.input after its request ended: the bytes stay valid
 
-my $b128 = body(128 * 1024 + 5);
+my $b128 = pattern_body(128 * 1024 + 5);
 like(http_post('/stash', $b128), qr/\x0d\x0a\x0d\x0astashed\z/, 'input stashed');
 like(http_post('/read', $b256), summary($b256), 'another body meanwhile');
 like(http_get('/unstash'), summary($b128), 'stashed input read after its request');
@@ -162,34 +162,12 @@ like($t->read_file('error.log'), qr/failing on purpose/, 'app error logged');
 
 ###############################################################################
 
-# deterministic, non-repeating bytes
-sub body {
-	my ($len) = @_;
-	my $s = '';
-	for (my $i = 0; length $s < $len; $i++) {
-		$s .= pack('N*', $i * 16384 .. $i * 16384 + 16383);
-	}
-	return substr($s, 0, $len);
-}
-
 sub summary {
 	my ($data, $extra) = @_;
 	$extra //= '';
 	my $len = length $data;
 	my $sha = sha256_hex($data);
 	return qr/\x0d\x0a\x0d\x0alen=$len sha=$sha\Q$extra\E\z/;
-}
-
-sub chunked {
-	my ($uri, @chunks) = @_;
-	my $body = join '', map { sprintf("%x\r\n%s\r\n", length $_, $_) } @chunks;
-	return http(<<EOF . $body . "0\r\n\r\n");
-POST $uri HTTP/1.1
-Host: localhost
-Connection: close
-Transfer-Encoding: chunked
-
-EOF
 }
 
 # the body in 4 KiB writes, each after nginx has had a chance to read the

@@ -16,7 +16,8 @@ use Time::HiRes qw/ time sleep /;
 use Test::Nginx qw/ http http_get http_content /;
 
 our @EXPORT_OK = qw/ slurp poll wait_file wait_glob wait_log read_until
-	state_dir worker_pid rss_kb fd_count wsgi_status http_post /;
+	state_dir worker_pid rss_kb fd_count wsgi_status http_post
+	http_post_chunked pattern_body /;
 
 ###############################################################################
 
@@ -123,6 +124,29 @@ Host: localhost
 ${h}Content-Length: ${\ length $body }
 
 EOF
+}
+
+# POST to $uri with a chunked body, one chunk per element of @chunks
+sub http_post_chunked {
+	my ($uri, @chunks) = @_;
+	my $body = join '', map { sprintf("%x\r\n%s\r\n", length $_, $_) } @chunks;
+	return http(<<EOF . $body . "0\r\n\r\n");
+POST $uri HTTP/1.1
+Host: localhost
+Connection: close
+Transfer-Encoding: chunked
+
+EOF
+}
+
+# $len deterministic, non-repeating bytes
+sub pattern_body {
+	my ($len) = @_;
+	my $s = '';
+	for (my $i = 0; length $s < $len; $i++) {
+		$s .= pack('N*', $i * 16384 .. $i * 16384 + 16383);
+	}
+	return substr($s, 0, $len);
 }
 
 ###############################################################################
