@@ -427,6 +427,13 @@ unsafe fn last_buf(cx: &mut RequestCtx, out: *mut ngx_chain_t) -> Option<*mut ng
     }
 }
 
+/// Whether a (validated) status such as `200 OK` has a reason phrase.
+fn has_reason(status_line: &[u8]) -> bool {
+    status_line
+        .get(4..)
+        .is_some_and(|reason| reason.iter().any(|&c| c != b' ' && c != b'\t'))
+}
+
 /// Headers that describe a connection, not a response: nginx owns them.
 fn is_hop_by_hop(name: &[u8]) -> bool {
     const HOP: [&[u8]; 7] = [
@@ -485,11 +492,16 @@ unsafe fn send_head(cx: &mut RequestCtx, head: ResponseHead) -> bool {
         let pool = (*r).pool;
         let ho = &mut (*r).headers_out;
         ho.status = head.status as usize;
-        match pool_str(pool, &head.status_line) {
-            Some(s) => ho.status_line = s,
-            None => {
-                finish(cx, NGX_ERROR as ngx_int_t, true);
-                return false;
+        // "200" with no reason phrase: nginx writes its own ("200 OK"), or
+        // the code and the space a status line needs for codes it does not
+        // know; "HTTP/1.1 200" alone is not a valid status line.
+        if has_reason(&head.status_line) {
+            match pool_str(pool, &head.status_line) {
+                Some(s) => ho.status_line = s,
+                None => {
+                    finish(cx, NGX_ERROR as ngx_int_t, true);
+                    return false;
+                }
             }
         }
         for (name, value) in &head.headers {
@@ -527,6 +539,13 @@ unsafe fn send_head(cx: &mut RequestCtx, head: ResponseHead) -> bool {
         // The app decides about conditional requests, as behind proxy_pass.
         (*r).set_disable_not_modified(1);
 
+        // nginx marks 204 and 304 header-only only when it writes the
+        // status line itself; with the app's own reason phrase the body
+        // the app still returned would follow the header and be read as
+        // the start of the next response on a keepalive connection.
+        if matches!(head.status, 204 | 304) {
+            (*r).set_header_only(1);
+        }
         cx.head_sent = true;
         let rc = ngx_http_send_header(r);
         if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t {

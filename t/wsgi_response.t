@@ -20,7 +20,7 @@ use Test::WSGI qw/ read_until state_dir /;
 select STDERR; $| = 1;
 select STDOUT; $| = 1;
 
-my $t = Test::Nginx->new()->has(qw/http/)->plan(61)
+my $t = Test::Nginx->new()->has(qw/http/)->plan(65)
 	->write_file_expand('nginx.conf', <<'EOF');
 
 %%TEST_GLOBALS%%
@@ -108,6 +108,11 @@ def application(environ, start_response):
     if path == '/custom':
         start_response('299 Custom Reason', text)
         return [b'custom']
+    if path in ('/bare', '/bare_custom', '/bare_space'):
+        status = {'/bare': '200', '/bare_custom': '299',
+                  '/bare_space': '404 '}[path]
+        start_response(status, text)
+        return [b'bare']
     if path == '/write':
         write = start_response('200 OK', text)
         write(b'written ')
@@ -255,18 +260,32 @@ like($r, qr/\x0d\x0a\x0d\x0a\z/, 'status 304 no body');
 # ... even if the app returns one: it would be read as the start of the
 # next response on a keepalive connection
 
-TODO: {
-local $TODO = 'body sent after 204/304 (status_line set, no header_only)';
-
 like(http_11('/204_body'), qr/\x0d\x0a\x0d\x0a\z/, 'status 204 body dropped');
 like(http_11('/304_body'), qr/\x0d\x0a\x0d\x0a\z/, 'status 304 body dropped');
+like(http(<<EOF), qr/^HTTP\/1\.1 204 No Content\x0d\x0a(?:[^\x0d]+\x0d\x0a)*\x0d\x0aHTTP\/1\.1 299 Custom Reason\x0d\x0a.*custom\z/s,
+GET /204_body HTTP/1.1
+Host: localhost
 
-}
+GET /custom HTTP/1.1
+Host: localhost
+Connection: close
+
+EOF
+	'keepalive after a 204 with a body: next response intact');
 
 # the app's own status reason
 
 like(http_get('/custom'), qr/^HTTP\/1\.1 299 Custom Reason\x0d\x0a/,
 	'custom status line');
+
+# a status with no reason phrase still makes a valid status line
+
+like(http_get('/bare'), qr/^HTTP\/1\.1 200 OK\x0d\x0a.*bare\z/s,
+	'status without reason: nginx reason');
+like(http_get('/bare_custom'), qr/^HTTP\/1\.1 299 \x0d\x0a.*bare\z/s,
+	'unknown status without reason: code and space');
+like(http_get('/bare_space'), qr/^HTTP\/1\.1 404 Not Found\x0d\x0a/,
+	'status with an empty reason');
 
 # the write() callable, then the returned iterable
 

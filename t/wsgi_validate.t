@@ -159,7 +159,7 @@ like($log, qr/wsgi: validated POST \/post, client/, 'wsgi.errors post');
 
 # the control: a validator warning would have been seen
 
-like(http_get('/control'), qr/^HTTP\/1\.1 200\x0d\x0a/, 'control');
+like(http_get('/control'), qr/^HTTP\/1\.1 200 OK\x0d\x0a/, 'control');
 like($t->read_file('error.log'),
 	qr/wsgi: .*wsgiref.*WSGIWarning: The status string \('200'\)/,
 	'control: validator warning in the error log');
