@@ -205,9 +205,42 @@ fn install_default_logging(py: Python<'_>) -> PyResult<()> {
     Ok(())
 }
 
+/// "No module named 'myproject'" for the app's own module (or a package
+/// above it) is nearly always a search path problem: say where Python
+/// looked. A module missing further down keeps its traceback as it is.
+fn explain_missing_module(py: Python<'_>, err: PyErr, target: &str) -> PyErr {
+    if !err.is_instance_of::<pyo3::exceptions::PyModuleNotFoundError>(py) {
+        return err;
+    }
+    let missing: Option<String> = err.value(py).getattr("name").and_then(|n| n.extract()).ok();
+    let Some(missing) = missing else {
+        return err;
+    };
+    let ours = target == missing
+        || target
+            .strip_prefix(missing.as_str())
+            .is_some_and(|rest| rest.starts_with('.'));
+    if !ours {
+        return err;
+    }
+    let path: Vec<String> = py
+        .import("sys")
+        .and_then(|sys| sys.getattr("path"))
+        .and_then(|p| p.extract())
+        .unwrap_or_default();
+    let searched: Vec<String> = path.iter().map(|d| format!("{d:?}")).collect();
+    pyo3::exceptions::PyModuleNotFoundError::new_err(format!(
+        "No module named '{missing}' (sys.path: {}; see wsgi_python_path and wsgi_python_home)",
+        searched.join(", ")
+    ))
+}
+
 fn import_one(py: Python<'_>, target: &AppTarget) -> PyResult<Py<PyAny>> {
     let module = match &target.source {
-        AppSource::Module(name) => py.import(name.as_str())?.into_any(),
+        AppSource::Module(name) => py
+            .import(name.as_str())
+            .map_err(|e| explain_missing_module(py, e, name))?
+            .into_any(),
         AppSource::File(path) => {
             let p = std::path::Path::new(path);
             // Sibling modules of the file import as they would for a script.
