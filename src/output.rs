@@ -546,6 +546,10 @@ unsafe fn send_head(cx: &mut RequestCtx, head: ResponseHead) -> bool {
         if matches!(head.status, 204 | 304) {
             (*r).set_header_only(1);
         }
+        // RFC 9110 8.6: no Content-Length on a 204 (Django sets one, 0).
+        if head.status == 204 {
+            ho.content_length_n = -1;
+        }
         cx.head_sent = true;
         let rc = ngx_http_send_header(r);
         if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t {

@@ -20,7 +20,7 @@ use Test::WSGI qw/ read_until state_dir /;
 select STDERR; $| = 1;
 select STDOUT; $| = 1;
 
-my $t = Test::Nginx->new()->has(qw/http/)->plan(65)
+my $t = Test::Nginx->new()->has(qw/http/)->plan(66)
 	->write_file_expand('nginx.conf', <<'EOF');
 
 %%TEST_GLOBALS%%
@@ -100,6 +100,9 @@ def application(environ, start_response):
         return []
     if path == '/304':
         start_response('304 Not Modified', [('X-Status', '304')])
+        return [b'']
+    if path == '/204_cl':
+        start_response('204 No Content', [('Content-Length', '0')])
         return [b'']
     if path in ('/204_body', '/304_body'):
         status = '204 No Content' if path == '/204_body' else '304 Not Modified'
@@ -251,6 +254,8 @@ like($r, qr/^HTTP\/1\.1 204 No Content.*^X-Status: 204\x0d?$/msi,
 	'status 204');
 like($r, qr/\x0d\x0a\x0d\x0a\z/, 'status 204 no body');
 unlike($r, qr/^(Content-Length|Transfer-Encoding):/mi, 'status 204 no framing');
+unlike(http_11('/204_cl'), qr/^(Content-Length|Transfer-Encoding):/mi,
+	'status 204 with the app\'s Content-Length: no framing');
 
 $r = http_11('/304');
 like($r, qr/^HTTP\/1\.1 304 Not Modified.*^X-Status: 304\x0d?$/msi,
