@@ -68,6 +68,8 @@ pub struct LocConf {
     pub buffer_size: Option<usize>,
     pub read_timeout: Option<u64>,
     pub request_buffering: Option<bool>,
+    /// `wsgi_intercept_errors`: statuses with an `error_page` go to it.
+    pub intercept_errors: Option<bool>,
     /// `wsgi_hide_header` names, lower case.
     pub hide_headers: Option<Vec<Vec<u8>>>,
     /// `wsgi_pass_header` names, lower case.
@@ -171,6 +173,7 @@ impl Merge for LocConf {
         self.buffer_size = self.buffer_size.or(prev.buffer_size);
         self.read_timeout = self.read_timeout.or(prev.read_timeout);
         self.request_buffering = self.request_buffering.or(prev.request_buffering);
+        self.intercept_errors = self.intercept_errors.or(prev.intercept_errors);
         if self.hide_headers.is_none() {
             self.hide_headers = prev.hide_headers.clone();
         }
@@ -367,6 +370,7 @@ one_value_directive!(set_queue_timeout, main, queue_timeout, time_arg);
 one_value_directive!(set_import_check, main, import_check, flag_arg);
 one_value_directive!(set_read_timeout, loc, read_timeout, time_arg);
 one_value_directive!(set_request_buffering, loc, request_buffering, flag_arg);
+one_value_directive!(set_intercept_errors, loc, intercept_errors, flag_arg);
 
 extern "C" fn set_pass(
     cf: *mut ngx_conf_t,
@@ -618,7 +622,7 @@ const MAIN_OFF: usize = NGX_HTTP_MAIN_CONF_OFFSET;
 const LOC_OFF: usize = NGX_HTTP_LOC_CONF_OFFSET;
 
 /// The directive table nginx reads (`ngx_module_t.commands`).
-pub static mut COMMANDS: [ngx_command_t; 17] = [
+pub static mut COMMANDS: [ngx_command_t; 18] = [
     command(
         c"wsgi_pass",
         NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
@@ -689,6 +693,12 @@ pub static mut COMMANDS: [ngx_command_t; 17] = [
         c"wsgi_request_buffering",
         ANY_LEVEL | NGX_CONF_FLAG,
         set_request_buffering,
+        LOC_OFF,
+    ),
+    command(
+        c"wsgi_intercept_errors",
+        ANY_LEVEL | NGX_CONF_FLAG,
+        set_intercept_errors,
         LOC_OFF,
     ),
     command(

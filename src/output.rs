@@ -18,9 +18,10 @@ use nginx_sys::{
     NGX_HTTP_REQUEST_TIME_OUT, NGX_LOG_INFO, NGX_OK,
 };
 use nginx_sys::{
-    ngx_http_core_get_method, ngx_http_internal_redirect, ngx_http_named_location,
-    ngx_http_parse_unsafe_uri, ngx_str_t, ngx_uint_t, NGX_DONE, NGX_HTTP_GET, NGX_HTTP_HEAD,
-    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_LOG_UNSAFE, NGX_HTTP_NOT_FOUND,
+    ngx_http_core_get_method, ngx_http_err_page_t, ngx_http_internal_redirect,
+    ngx_http_named_location, ngx_http_parse_unsafe_uri, ngx_str_t, ngx_uint_t, NGX_DONE,
+    NGX_HTTP_GET, NGX_HTTP_HEAD, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_LOG_UNSAFE,
+    NGX_HTTP_NOT_FOUND,
 };
 use ngx::http::HttpModule;
 use ngx::ngx_log_error;
@@ -448,12 +449,64 @@ fn is_hop_by_hop(name: &[u8]) -> bool {
     HOP.iter().any(|h| eq_ignore_case(name, h))
 }
 
+/// Whether the request's location has an `error_page` for `status`.
+fn has_error_page(r: *mut ngx_http_request_t, status: u16) -> bool {
+    let pages = core_loc_conf(r).error_pages;
+    if pages.is_null() {
+        return false;
+    }
+    // SAFETY: the error_page directive fills this array with
+    // ngx_http_err_page_t; it lives in the configuration pool.
+    let pages = unsafe {
+        let a = &*pages;
+        std::slice::from_raw_parts(a.elts as *const ngx_http_err_page_t, a.nelts)
+    };
+    pages.iter().any(|p| p.status == status as ngx_int_t)
+}
+
+/// `wsgi_intercept_errors`: the app's status goes to the location's
+/// `error_page` instead of its own body, as with `proxy_intercept_errors`.
+/// A 401 keeps the app's `WWW-Authenticate`. True if intercepted.
+unsafe fn intercept(cx: &mut RequestCtx, head: &ResponseHead) -> bool {
+    let r = cx.r;
+    // SAFETY: the location conf lives as long as the cycle.
+    let lcf = unsafe { &*cx.lcf };
+    if head.status < 300 || lcf.intercept_errors != Some(true) || !has_error_page(r, head.status) {
+        return false;
+    }
+    if head.status == 401 {
+        for (name, value) in &head.headers {
+            if !eq_ignore_case(name, b"www-authenticate") {
+                continue;
+            }
+            // SAFETY: r is live; the header is copied into its pool.
+            match unsafe { push_header(r, name, value) } {
+                // SAFETY: as above.
+                Some(h) => unsafe { (*r).headers_out.www_authenticate = h },
+                None => {
+                    unsafe { finish(cx, NGX_ERROR as ngx_int_t, true) };
+                    return true;
+                }
+            }
+        }
+    }
+    // The app's body is not wanted: the pool thread closes its iterable.
+    // SAFETY: r is live; nginx runs the error_page from here.
+    unsafe { finish(cx, head.status as ngx_int_t, true) };
+    true
+}
+
 /// Sets status and headers and sends them; false if the request ended
-/// (or was handed to another location by `X-Accel-Redirect`).
+/// (or was handed to another location by `X-Accel-Redirect` or an
+/// intercepted error).
 unsafe fn send_head(cx: &mut RequestCtx, head: ResponseHead) -> bool {
     let r = cx.r;
     // SAFETY: the location conf lives as long as the cycle.
     let lcf = unsafe { &*cx.lcf };
+    // SAFETY: r and its ctx are live.
+    if unsafe { intercept(cx, &head) } {
+        return false;
+    }
     // SAFETY: r is live; every string is copied into its pool.
     unsafe {
         // X-Accel-* instructions first, as behind proxy_pass.
