@@ -8,7 +8,7 @@ use nginx_sys::{
     ngx_command_t, ngx_conf_t, ngx_http_compile_complex_value, ngx_http_compile_complex_value_t,
     ngx_http_complex_value_t, ngx_http_core_loc_conf_t, ngx_http_core_module, ngx_msec_t,
     ngx_pcalloc, ngx_str_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_FLAG, NGX_CONF_NOARGS,
-    NGX_CONF_TAKE1, NGX_CONF_TAKE23, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
+    NGX_CONF_TAKE1, NGX_CONF_TAKE12, NGX_CONF_TAKE23, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
     NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_OK,
 };
 use ngx::http::{HttpModuleMainConf, Merge, MergeConfigError};
@@ -33,6 +33,8 @@ pub struct MainConf {
     pub queue_size: Option<usize>,
     pub queue_timeout: Option<u64>,
     pub import_check: Option<bool>,
+    /// `wsgi_max_requests`: (requests, jitter); 0 requests is off.
+    pub max_requests: Option<(u64, u64)>,
     /// Every distinct `wsgi_pass` target, imported once per worker.
     pub apps: Vec<AppTarget>,
 }
@@ -301,6 +303,47 @@ unsafe fn time_arg(cf: *mut ngx_conf_t) -> Result<u64, ()> {
     }
 }
 
+/// `wsgi_max_requests number [jitter=number]`.
+unsafe fn max_requests_arg(cf: *mut ngx_conf_t) -> Result<(u64, u64), ()> {
+    // SAFETY: directive handler context; arguments live in the conf pool.
+    let args = unsafe { conf_args(cf) };
+    let name = lossy(unsafe { ngx_bytes(&args[0]) });
+    let number = |v: &[u8]| {
+        std::str::from_utf8(v)
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+    };
+    let value = unsafe { ngx_bytes(&args[1]) };
+    let Some(limit) = number(value) else {
+        ngx_conf_log_error!(
+            NGX_LOG_EMERG,
+            cf,
+            "invalid value \"{}\" in \"{}\" directive, it must be a number",
+            lossy(value),
+            name
+        );
+        return Err(());
+    };
+    let mut jitter = 0;
+    if let Some(arg) = args.get(2) {
+        let arg = unsafe { ngx_bytes(arg) };
+        match arg.strip_prefix(b"jitter=").and_then(number) {
+            Some(j) => jitter = j,
+            None => {
+                ngx_conf_log_error!(
+                    NGX_LOG_EMERG,
+                    cf,
+                    "invalid parameter \"{}\" in \"{}\" directive, expected \"jitter=number\"",
+                    lossy(arg),
+                    name
+                );
+                return Err(());
+            }
+        }
+    }
+    Ok((limit, jitter))
+}
+
 /// Parses `on`/`off` of the current directive.
 unsafe fn flag_arg(cf: *mut ngx_conf_t) -> Result<bool, ()> {
     // SAFETY: directive handler context; arguments live in the conf pool.
@@ -368,6 +411,7 @@ one_value_directive!(set_queue_size, main, queue_size, |cf| positive_arg(
 ));
 one_value_directive!(set_queue_timeout, main, queue_timeout, time_arg);
 one_value_directive!(set_import_check, main, import_check, flag_arg);
+one_value_directive!(set_max_requests, main, max_requests, max_requests_arg);
 one_value_directive!(set_read_timeout, loc, read_timeout, time_arg);
 one_value_directive!(set_request_buffering, loc, request_buffering, flag_arg);
 one_value_directive!(set_intercept_errors, loc, intercept_errors, flag_arg);
@@ -622,7 +666,7 @@ const MAIN_OFF: usize = NGX_HTTP_MAIN_CONF_OFFSET;
 const LOC_OFF: usize = NGX_HTTP_LOC_CONF_OFFSET;
 
 /// The directive table nginx reads (`ngx_module_t.commands`).
-pub static mut COMMANDS: [ngx_command_t; 18] = [
+pub static mut COMMANDS: [ngx_command_t; 19] = [
     command(
         c"wsgi_pass",
         NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
@@ -657,6 +701,12 @@ pub static mut COMMANDS: [ngx_command_t; 18] = [
         c"wsgi_queue_timeout",
         MAIN | NGX_CONF_TAKE1,
         set_queue_timeout,
+        MAIN_OFF,
+    ),
+    command(
+        c"wsgi_max_requests",
+        MAIN | NGX_CONF_TAKE12,
+        set_max_requests,
         MAIN_OFF,
     ),
     command(

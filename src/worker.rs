@@ -8,8 +8,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use nginx_sys::{
-    ngx_core_conf_t, ngx_core_module, ngx_cycle_t, ngx_int_t, NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_OK,
-    NGX_PROCESS_SINGLE, NGX_PROCESS_WORKER,
+    ngx_core_conf_t, ngx_core_module, ngx_cycle_t, ngx_int_t, NGX_LOG_ERR, NGX_LOG_NOTICE,
+    NGX_LOG_WARN, NGX_OK, NGX_PROCESS_SINGLE, NGX_PROCESS_WORKER,
 };
 use ngx::http::HttpModuleMainConf;
 use ngx::ngx_log_error;
@@ -57,10 +57,60 @@ impl Runtime {
 
 thread_local! {
     static IN_FLIGHT: Cell<usize> = const { Cell::new(0) };
+    /// Requests this worker handed to the pool (`wsgi_max_requests`).
+    static DISPATCHED: Cell<u64> = const { Cell::new(0) };
+    /// This worker's `wsgi_max_requests`, jitter added; 0: no limit.
+    static MAX_REQUESTS: Cell<u64> = const { Cell::new(0) };
 }
 
 pub fn request_started() {
     IN_FLIGHT.with(|n| n.set(n.get() + 1));
+    let served = DISPATCHED.with(|n| {
+        n.set(n.get() + 1);
+        n.get()
+    });
+    if served == MAX_REQUESTS.with(Cell::get) {
+        retire(served);
+    }
+}
+
+/// `wsgi_max_requests` reached: the worker shuts down gracefully, as on
+/// SIGQUIT (requests in flight finish, `atexit` handlers run), and the
+/// master starts a fresh worker, with a fresh interpreter, in its place.
+fn retire(served: u64) {
+    ngx_log_error!(
+        NGX_LOG_NOTICE,
+        ngx::log::ngx_cycle_log().as_ptr(),
+        "wsgi: worker process has handed {} requests to the app (wsgi_max_requests), exiting gracefully",
+        served
+    );
+    // SAFETY: a worker's own flag for a graceful exit, which its signal
+    // handler would set on SIGQUIT; set on the nginx thread, read by the
+    // worker's loop after this event.
+    unsafe { nginx_sys::ngx_quit = 1 };
+}
+
+/// This worker's request limit: `wsgi_max_requests` plus a random part of
+/// its jitter, so that workers started together do not all restart at once.
+fn max_requests(mcf: &crate::conf::MainConf, log: *mut nginx_sys::ngx_log_t) -> u64 {
+    let Some((limit, jitter)) = mcf.max_requests.filter(|(limit, _)| *limit > 0) else {
+        return 0;
+    };
+    // SAFETY: ngx_process is set before init_process hooks run.
+    if unsafe { nginx_sys::ngx_process } as u32 != NGX_PROCESS_WORKER {
+        // Without a master nobody would start a new worker.
+        ngx_log_error!(
+            NGX_LOG_WARN,
+            log,
+            "wsgi: \"wsgi_max_requests\" is ignored without a master process"
+        );
+        return 0;
+    }
+    // From the kernel, not from state the workers inherited from the master.
+    let mut r: u64 = std::process::id().into();
+    // SAFETY: getrandom writes at most the 8 bytes it is given.
+    unsafe { libc::getrandom((&raw mut r).cast(), 8, 0) };
+    limit.saturating_add(r % jitter.saturating_add(1))
 }
 
 pub fn in_flight() -> usize {
@@ -169,6 +219,9 @@ fn start(cycle: *mut ngx_cycle_t, mcf: &crate::conf::MainConf) -> Result<(), Str
         app_ready,
     };
     let _ = RUNTIME.set(rt);
+    // SAFETY: cycle is live.
+    let limit = max_requests(mcf, unsafe { (*cycle).log });
+    MAX_REQUESTS.with(|m| m.set(limit));
     flush_logs();
     Ok(())
 }

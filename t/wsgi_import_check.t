@@ -24,7 +24,7 @@ use Test::WSGI qw/ slurp poll /;
 select STDERR; $| = 1;
 select STDOUT; $| = 1;
 
-my $t = Test::Nginx->new()->has(qw/http/)->plan(93);
+my $t = Test::Nginx->new()->has(qw/http/)->plan(105);
 
 my $d = $t->testdir();
 
@@ -189,6 +189,14 @@ my @bad = (
 		qr/invalid parameter "maybe"/ ],
 	[ loc => 'wsgi_script_name app;', 'wsgi_script_name',
 		qr/must be empty or start with "\/"/ ],
+	[ main => 'wsgi_max_requests many;', 'wsgi_max_requests',
+		qr/invalid value "many"/ ],
+	[ main => 'wsgi_max_requests 100 spread=5;', 'wsgi_max_requests',
+		qr/invalid parameter "spread=5".*jitter=number/ ],
+	[ main => 'wsgi_max_requests 100 jitter=x;', 'wsgi_max_requests',
+		qr/invalid parameter "jitter=x"/ ],
+	[ loc => 'wsgi_intercept_errors yes;', 'wsgi_intercept_errors',
+		qr/invalid value "yes"/ ],
 );
 
 for my $case (@bad) {
