@@ -18,10 +18,13 @@ use Test::Nginx qw/ :DEFAULT http_end /;
 select STDERR; $| = 1;
 select STDOUT; $| = 1;
 
-my $t = Test::Nginx->new()->has(qw/http/)->plan(45)
+my $t = Test::Nginx->new()->has(qw/http/)->plan(47)
 	->write_file_expand('nginx.conf', <<'EOF');
 
 %%TEST_GLOBALS%%
+
+# nginx's own way to give workers environment variables: os.environ
+env  WSGI_TEST_SETTING=from-nginx-env;
 
 worker_processes 1;
 
@@ -65,6 +68,7 @@ EOF
 # Every value as a string: str as is, anything else as its repr().
 $t->write_file('environ.py', <<'EOF');
 import json
+import os
 
 def application(environ, start_response):
     out = {}
@@ -73,6 +77,7 @@ def application(environ, start_response):
     out['has wsgi.input.read'] = repr(callable(environ['wsgi.input'].read))
     out['has wsgi.errors.write'] = repr(callable(environ['wsgi.errors'].write))
     out['file_wrapper callable'] = repr(callable(environ['wsgi.file_wrapper']))
+    out['os.environ WSGI_TEST_SETTING'] = repr(os.environ.get('WSGI_TEST_SETTING'))
     body = json.dumps(out, sort_keys=True, ensure_ascii=True).encode('ascii')
     start_response('200 OK', [('Content-Type', 'application/json')])
     return [body]
@@ -94,6 +99,9 @@ $e = environ($r);
 
 like($r, qr/^HTTP\/1\.1 200 OK/, 'environ app answers');
 is($e->{REQUEST_METHOD}, 'GET', 'REQUEST_METHOD');
+is($e->{'os.environ WSGI_TEST_SETTING'}, "'from-nginx-env'",
+	'nginx env directive reaches os.environ');
+ok(!exists $e->{WSGI_TEST_SETTING}, 'process environment is not environ');
 is($e->{SCRIPT_NAME}, '', 'SCRIPT_NAME empty without wsgi_script_name');
 is($e->{PATH_INFO}, '/some/path', 'PATH_INFO is the whole path');
 is($e->{QUERY_STRING}, 'x=1', 'QUERY_STRING');
