@@ -3,8 +3,11 @@
 //! with `pread` without the GIL). Reading never involves the nginx thread.
 
 use std::collections::VecDeque;
+use std::mem::MaybeUninit;
+use std::ptr;
 
 use pyo3::exceptions::PyOSError;
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
@@ -110,8 +113,8 @@ impl BodyReader {
     }
 
     /// Fills `out` from the body; returns how much was filled (less only at
-    /// the end of the body).
-    pub fn read_into(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+    /// the end of the body). `out` may be uninitialised: it is only written.
+    pub fn read_into(&mut self, out: &mut [MaybeUninit<u8>]) -> std::io::Result<usize> {
         let mut got = 0;
         while got < out.len() {
             if !self.fill()? {
@@ -119,7 +122,11 @@ impl BodyReader {
             }
             let avail = self.available();
             let n = avail.len().min(out.len() - got);
-            out[got..got + n].copy_from_slice(&avail[..n]);
+            // SAFETY: `n` bytes fit both; `out` is memory of our own, not
+            // the body's buffer, so they do not overlap.
+            unsafe {
+                ptr::copy_nonoverlapping(avail.as_ptr(), out[got..].as_mut_ptr().cast::<u8>(), n)
+            };
             self.pos += n;
             got += n;
         }
@@ -184,6 +191,41 @@ impl BodyReader {
     }
 }
 
+/// A bytes object of `n` bytes written by `fill`, which returns how many it
+/// wrote (fewer only at the end of the body). pyo3's `PyBytes::new_with`
+/// zero-fills the buffer first: on the 64 KiB reads of a 256 KiB POST that
+/// memset cost a fifth as much as the copy itself.
+fn new_bytes_filled<'py>(
+    py: Python<'py>,
+    n: usize,
+    fill: impl FnOnce(&mut [MaybeUninit<u8>]) -> std::io::Result<usize>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    // SAFETY: with a null source CPython allocates `n` uninitialised bytes
+    // (and the trailing NUL); the result is a new reference to a bytes object.
+    let obj = unsafe {
+        Bound::from_owned_ptr_or_err(
+            py,
+            ffi::PyBytes_FromStringAndSize(ptr::null(), n as ffi::Py_ssize_t),
+        )?
+        .cast_into_unchecked::<PyBytes>()
+    };
+    // SAFETY: the buffer holds `n` bytes and nobody else sees the object
+    // until it is returned.
+    let buf = unsafe {
+        std::slice::from_raw_parts_mut(
+            ffi::PyBytes_AsString(obj.as_ptr()).cast::<MaybeUninit<u8>>(),
+            n,
+        )
+    };
+    let got = fill(buf).map_err(io_err)?;
+    if got == n {
+        return Ok(obj);
+    }
+    // SAFETY: `fill` wrote the first `got` bytes.
+    let written = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), got) };
+    Ok(PyBytes::new(py, written))
+}
+
 fn io_err(e: std::io::Error) -> PyErr {
     PyOSError::new_err(format!("cannot read request body: {e}"))
 }
@@ -243,21 +285,14 @@ impl Input {
             let n = limit.map_or(rem, |l| rem.min(l as u64)) as usize;
             let file = self.reader.has_file();
             let reader = &mut self.reader;
-            let mut res = Ok(0);
-            let bytes = PyBytes::new_with(py, n, |buf| {
-                res = if file {
+            return new_bytes_filled(py, n, |buf| {
+                if file {
                     // Unseen by anyone yet: safe to fill without the GIL.
                     py.detach(|| reader.read_into(buf))
                 } else {
                     reader.read_into(buf)
-                };
-                Ok(())
-            })?;
-            return match res {
-                Ok(got) if got == n => Ok(bytes),
-                Ok(got) => Ok(PyBytes::new(py, &bytes.as_bytes()[..got])),
-                Err(e) => Err(io_err(e)),
-            };
+                }
+            });
         }
         let data = self.with_reader(py, |r| r.read(limit))?;
         Ok(PyBytes::new(py, &data))
@@ -422,10 +457,17 @@ mod tests {
         assert_eq!(r.remaining(), Some(20));
         assert_eq!(r.readline(Some(3)).unwrap(), b"<23");
         assert_eq!(r.read(Some(6)).unwrap(), b"456FIL");
-        let mut rest = [0u8; 11];
-        assert_eq!(r.read_into(&mut rest).unwrap(), 11);
-        assert_eq!(&rest, b"Eabcdefghij");
+        assert_eq!(read_into_vec(&mut r, 11), b"Eabcdefghij");
         assert_eq!(r.remaining(), Some(0));
+    }
+
+    /// `read_into` into fresh (uninitialised) memory, as `read()` does.
+    fn read_into_vec(r: &mut BodyReader, cap: usize) -> Vec<u8> {
+        let mut v = Vec::with_capacity(cap);
+        let got = r.read_into(&mut v.spare_capacity_mut()[..cap]).unwrap();
+        // SAFETY: read_into wrote the first `got` bytes.
+        unsafe { v.set_len(got) };
+        v
     }
 
     #[test]
@@ -440,13 +482,10 @@ mod tests {
             },
         ]));
         assert_eq!(r.remaining(), Some(26));
-        let mut first = [0u8; 4];
-        assert_eq!(r.read_into(&mut first).unwrap(), 4);
-        assert_eq!(&first, b"mem ");
+        assert_eq!(read_into_vec(&mut r, 4), b"mem ");
         assert_eq!(r.remaining(), Some(22));
-        let mut rest = [0u8; 30];
-        assert_eq!(r.read_into(&mut rest).unwrap(), 22);
-        assert_eq!(&rest[..22], b"line\nhello file\nsecond");
+        // Asked for more than is left: fills only what the body has.
+        assert_eq!(read_into_vec(&mut r, 30), b"line\nhello file\nsecond");
         assert_eq!(r.remaining(), Some(0));
     }
 
