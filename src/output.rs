@@ -482,7 +482,7 @@ unsafe fn intercept(cx: &mut RequestCtx, head: &ResponseHead) -> bool {
             // SAFETY: r is live; the header is copied into its pool.
             match unsafe { push_header(r, name, value) } {
                 // SAFETY: as above.
-                Some(h) => unsafe { (*r).headers_out.www_authenticate = h },
+                Some(h) => unsafe { link_www_authenticate(r, h) },
                 None => {
                     unsafe { finish(cx, NGX_ERROR as ngx_int_t, true) };
                     return true;
@@ -587,6 +587,9 @@ unsafe fn send_head(cx: &mut RequestCtx, head: ResponseHead) -> bool {
             } else if eq_ignore_case(name, b"content-encoding") {
                 // gzip must not compress an already encoded body.
                 ho.content_encoding = h;
+            } else if eq_ignore_case(name, b"www-authenticate") {
+                // auth_request passes a 401's challenges on from here.
+                link_www_authenticate(r, h);
             }
         }
         // The app decides about conditional requests, as behind proxy_pass.
@@ -651,6 +654,27 @@ unsafe fn push_header(
             (*h).next = ptr::null_mut();
         }
         Some(h)
+    }
+}
+
+/// Records a `WWW-Authenticate` header already in the list where nginx's
+/// modules look for it (since 1.23 a chain of them).
+unsafe fn link_www_authenticate(r: *mut ngx_http_request_t, h: *mut ngx_table_elt_t) {
+    // SAFETY: r is live; `h` is in its header list, `next` was cleared.
+    unsafe {
+        let ho = &mut (*r).headers_out;
+        #[cfg(nginx1_23_0)]
+        {
+            let mut link = &raw mut ho.www_authenticate;
+            while !(*link).is_null() {
+                link = &raw mut (**link).next;
+            }
+            *link = h;
+        }
+        #[cfg(not(nginx1_23_0))]
+        if ho.www_authenticate.is_null() {
+            ho.www_authenticate = h;
+        }
     }
 }
 
