@@ -2,6 +2,7 @@
 
 # Tests for ngx_http_wsgi_module: apps as subrequests.  SSI includes of
 # app locations (several in one page, in order, with their query strings),
+# a mirror subrequest reading the same request body as the main request,
 # and, where nginx has it, auth_request with the app deciding: 2xx lets the
 # request through (and its headers reach auth_request_set), 401/403 refuse.
 
@@ -12,7 +13,10 @@ use strict;
 
 use Test::More;
 
+use Digest::MD5 qw/ md5_hex /;
+
 use Test::Nginx;
+use Test::WSGI qw/ slurp wait_file state_dir /;
 
 ###############################################################################
 
@@ -35,7 +39,7 @@ my $auth_conf = $auth ? <<'EOF' : '';
         }
 EOF
 
-$t->plan(11)->write_file_expand('nginx.conf', <<"EOF");
+$t->plan(14)->write_file_expand('nginx.conf', <<"EOF");
 
 %%TEST_GLOBALS%%
 
@@ -61,6 +65,19 @@ http {
             wsgi_pass  %%TESTDIR%%/app.py;
         }
 
+        # the same request body to the app twice: the main request and a
+        # mirror subrequest
+        location /mirrored/ {
+            mirror  /shadow;
+            client_body_buffer_size  1m;
+            wsgi_pass  %%TESTDIR%%/app.py;
+        }
+
+        location = /shadow {
+            internal;
+            wsgi_pass  %%TESTDIR%%/app.py;
+        }
+
 $auth_conf
     }
 }
@@ -68,7 +85,9 @@ $auth_conf
 EOF
 
 $t->write_file('app.py', <<'EOF');
-import time
+import hashlib, os, time
+
+STATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'state')
 
 def application(environ, start_response):
     path = environ['PATH_INFO']
@@ -80,6 +99,14 @@ def application(environ, start_response):
         status = '403 Forbidden' if token else '401 Unauthorized'
         start_response(status, [('WWW-Authenticate', 'Bearer')])
         return [b'no']
+    if path in ('/shadow', '/mirrored/echo'):
+        body = environ['wsgi.input'].read()
+        digest = '%d:%s' % (len(body), hashlib.md5(body).hexdigest())
+        if path == '/shadow':
+            with open(os.path.join(STATE, 'shadow'), 'w') as f:
+                f.write(digest)
+        start_response('200 OK', [('Content-Type', 'text/plain')])
+        return [digest.encode()]
     if path == '/app/slow':
         time.sleep(0.2)
     start_response('200 OK', [('Content-Type', 'text/plain')])
@@ -95,6 +122,7 @@ $t->write_file('www/ssi/page.html',
 	. 'B<!--# include virtual="/app/slow" -->'
 	. 'C<!--# include virtual="/app/two?x=1" -->D');
 $t->write_file('www/private/file.txt', 'SECRET');
+my $state = state_dir($t);
 
 $t->run();
 
@@ -113,6 +141,20 @@ like($r, qr/A\[\/app\/one\]B\[\/app\/slow\]C\[\/app\/two\?x=1\]D\z/,
 	'ssi page again');
 
 like(http_get('/app/direct'), qr/\[\/app\/direct\]\z/, 'app directly');
+
+# mirror: the main request and the mirror subrequest both read the body
+
+my $body = join '', map { chr(65 + $_ % 26) x 100 } 0 .. 2999;
+my $digest = length($body) . ':' . md5_hex($body);
+$r = http(<<EOF . $body);
+POST /mirrored/echo HTTP/1.0
+Host: localhost
+Content-Length: @{[ length $body ]}
+
+EOF
+like($r, qr/\x0d\x0a\x0d\x0a\Q$digest\E\z/, 'mirror: main request body');
+ok(wait_file("$state/shadow"), 'mirror: subrequest ran');
+is(slurp("$state/shadow"), $digest, 'mirror: subrequest body');
 
 # auth_request: the app decides
 
