@@ -307,6 +307,7 @@ unsafe fn time_arg(cf: *mut ngx_conf_t) -> Result<u64, ()> {
 unsafe fn max_requests_arg(cf: *mut ngx_conf_t) -> Result<(u64, u64), ()> {
     // SAFETY: directive handler context; arguments live in the conf pool.
     let args = unsafe { conf_args(cf) };
+    // SAFETY: as above, for every argument below.
     let name = lossy(unsafe { ngx_bytes(&args[0]) });
     let number = |v: &[u8]| {
         std::str::from_utf8(v)
