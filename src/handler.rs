@@ -437,13 +437,12 @@ unsafe fn detach_block(r: *mut ngx_http_request_t, start: *mut u8) -> Option<Arc
     }
 }
 
-fn port_of(sa: *mut nginx_sys::sockaddr) -> Vec<u8> {
+fn port_of(sa: *mut nginx_sys::sockaddr) -> u64 {
     if sa.is_null() {
-        return b"0".to_vec();
+        return 0;
     }
     // SAFETY: nginx sockaddrs are valid for their family.
-    let port = unsafe { ngx_inet_get_port(sa) };
-    port.to_string().into_bytes()
+    unsafe { ngx_inet_get_port(sa) }.into()
 }
 
 /// Copies what environ needs out of the request.
@@ -456,39 +455,57 @@ unsafe fn collect_env(
     // SAFETY: r is live; every ngx_str_t copied here lives in its pools.
     unsafe {
         let c = (*r).connection;
-        let mut env = RequestEnv {
-            method: ngx_bytes(&(*r).method_name).to_vec(),
-            request_uri: ngx_bytes(&(*r).unparsed_uri).to_vec(),
-            query_string: ngx_bytes(&(*r).args).to_vec(),
-            protocol: ngx_bytes(&(*r).http_protocol).to_vec(),
-            remote_addr: ngx_bytes(&(*c).addr_text).to_vec(),
-            remote_port: port_of((*c).sockaddr),
-            ..Default::default()
-        };
-        if env.protocol.is_empty() {
-            env.protocol = b"HTTP/0.9".to_vec();
-        }
-        let (script_name, path_info) =
-            split_script_name(ngx_bytes(&(*r).uri), lcf.script_name.as_deref());
-        env.script_name = script_name.to_vec();
-        env.path_info = path_info.to_vec();
-
         let cscf =
             *(*r).srv_conf.add(ngx_http_core_module.ctx_index) as *const ngx_http_core_srv_conf_t;
-        let name = ngx_bytes(&(*cscf).server_name);
-        env.server_name = if name.is_empty() {
-            ngx_bytes(&(*r).headers_in.server).to_vec()
-        } else {
-            name.to_vec()
-        };
-        if env.server_name.is_empty() {
-            env.server_name = b"localhost".to_vec();
+        let method = ngx_bytes(&(*r).method_name);
+        let unparsed_uri = ngx_bytes(&(*r).unparsed_uri);
+        let args = ngx_bytes(&(*r).args);
+        let uri = ngx_bytes(&(*r).uri);
+        let mut protocol = ngx_bytes(&(*r).http_protocol);
+        if protocol.is_empty() {
+            protocol = b"HTTP/0.9";
         }
-        if ngx_connection_local_sockaddr(c, ptr::null_mut(), 0) == NGX_OK as ngx_int_t {
-            env.server_port = port_of((*c).local_sockaddr);
-        } else {
-            env.server_port = b"0".to_vec();
+        let addr = ngx_bytes(&(*c).addr_text);
+        let mut server_name = ngx_bytes(&(*cscf).server_name);
+        if server_name.is_empty() {
+            server_name = ngx_bytes(&(*r).headers_in.server);
         }
+        if server_name.is_empty() {
+            server_name = b"localhost";
+        }
+        let mut header_bytes = 0;
+        for_each_header(&(*r).headers_in.headers, |h| {
+            header_bytes += h.key.len + h.value.len;
+        });
+        // Everything below fits without the buffer growing (ports: 5 digits).
+        let mut env = RequestEnv::with_capacity(
+            method.len()
+                + unparsed_uri.len()
+                + args.len()
+                + uri.len()
+                + protocol.len()
+                + addr.len()
+                + server_name.len()
+                + 10
+                + header_bytes,
+        );
+        env.method = env.push(method);
+        env.request_uri = env.push(unparsed_uri);
+        env.query_string = env.push(args);
+        env.protocol = env.push(protocol);
+        env.remote_addr = env.push(addr);
+        env.remote_port = env.push_number(port_of((*c).sockaddr));
+        let (script_name, path_info) = split_script_name(uri, lcf.script_name.as_deref());
+        env.script_name = env.push(script_name);
+        env.path_info = env.push(path_info);
+        env.server_name = env.push(server_name);
+        let local_port =
+            if ngx_connection_local_sockaddr(c, ptr::null_mut(), 0) == NGX_OK as ngx_int_t {
+                port_of((*c).local_sockaddr)
+            } else {
+                0
+            };
+        env.server_port = env.push_number(local_port);
         #[cfg(ngx_feature = "ssl")]
         {
             env.https = !(*c).ssl.is_null();
@@ -503,14 +520,16 @@ unsafe fn collect_env(
             let name = ngx_bytes(&h.key);
             let value = ngx_bytes(&h.value);
             if name.eq_ignore_ascii_case(b"content-type") {
-                env.content_type = Some(value.to_vec());
+                env.content_type = Some(env.push(value));
             } else if name.eq_ignore_ascii_case(b"content-length") {
                 has_length_header = true;
                 declared_length = std::str::from_utf8(value)
                     .ok()
                     .and_then(|v| v.trim().parse().ok());
             } else {
-                env.headers.push((name.to_vec(), value.to_vec()));
+                let name = env.push(name);
+                let value = env.push(value);
+                env.headers.push((name, value));
             }
         });
         let len = body.len();
@@ -523,15 +542,18 @@ unsafe fn collect_env(
 
         for p in lcf.params() {
             if let Some(v) = eval_param(r, p) {
-                env.params.push((p.name.clone(), v));
+                let name = env.push(&p.name);
+                let value = env.push(v);
+                env.params.push((name, value));
             }
         }
         env
     }
 }
 
-/// Evaluates a `wsgi_param` value; `None` if empty and `if_not_empty`.
-unsafe fn eval_param(r: *mut ngx_http_request_t, p: &Param) -> Option<Vec<u8>> {
+/// Evaluates a `wsgi_param` value (in request pool memory); `None` if
+/// empty and `if_not_empty`.
+unsafe fn eval_param<'a>(r: *mut ngx_http_request_t, p: &Param) -> Option<&'a [u8]> {
     let mut out = ngx_str_t {
         len: 0,
         data: ptr::null_mut(),
@@ -545,7 +567,7 @@ unsafe fn eval_param(r: *mut ngx_http_request_t, p: &Param) -> Option<Vec<u8>> {
     if v.is_empty() && p.if_not_empty {
         None
     } else {
-        Some(v.to_vec())
+        Some(v)
     }
 }
 

@@ -34,26 +34,71 @@ pub struct Job {
 /// Request data for environ, copied out of nginx's request on its thread.
 ///
 /// Strings are raw bytes (HTTP is latin-1 at heart); the pool thread decodes
-/// them as latin-1 `str` as PEP 3333 asks.
+/// them as latin-1 `str` as PEP 3333 asks. They all live in one buffer,
+/// named by [`Span`]s: one allocation made on the nginx thread and freed on
+/// a pool thread instead of one per string.
 #[derive(Default, Debug, Clone)]
 pub struct RequestEnv {
-    pub method: Vec<u8>,
-    pub script_name: Vec<u8>,
-    pub path_info: Vec<u8>,
-    pub query_string: Vec<u8>,
-    pub request_uri: Vec<u8>,
-    pub protocol: Vec<u8>,
-    pub server_name: Vec<u8>,
-    pub server_port: Vec<u8>,
-    pub remote_addr: Vec<u8>,
-    pub remote_port: Vec<u8>,
+    data: Vec<u8>,
+    pub method: Span,
+    pub script_name: Span,
+    pub path_info: Span,
+    pub query_string: Span,
+    pub request_uri: Span,
+    pub protocol: Span,
+    pub server_name: Span,
+    pub server_port: Span,
+    pub remote_addr: Span,
+    pub remote_port: Span,
     pub https: bool,
-    pub content_type: Option<Vec<u8>>,
+    pub content_type: Option<Span>,
     pub content_length: Option<u64>,
     /// Request headers in arrival order, as (name, value).
-    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+    pub headers: Vec<(Span, Span)>,
     /// `wsgi_param` results, applied last (they override).
-    pub params: Vec<(Vec<u8>, Vec<u8>)>,
+    pub params: Vec<(Span, Span)>,
+}
+
+/// A string of a [`RequestEnv`]: a range of its buffer.
+#[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    start: usize,
+    len: usize,
+}
+
+impl RequestEnv {
+    /// An empty env whose buffer holds `capacity` bytes before it grows.
+    pub fn with_capacity(capacity: usize) -> RequestEnv {
+        RequestEnv {
+            data: Vec::with_capacity(capacity),
+            ..Default::default()
+        }
+    }
+
+    /// Copies `bytes` in and names them.
+    pub fn push(&mut self, bytes: &[u8]) -> Span {
+        let start = self.data.len();
+        self.data.extend_from_slice(bytes);
+        Span {
+            start,
+            len: bytes.len(),
+        }
+    }
+
+    /// Writes a number in decimal and names it.
+    pub fn push_number(&mut self, n: u64) -> Span {
+        use std::io::Write;
+        let start = self.data.len();
+        let _ = write!(self.data, "{n}");
+        Span {
+            start,
+            len: self.data.len() - start,
+        }
+    }
+
+    pub fn get(&self, span: Span) -> &[u8] {
+        &self.data[span.start..span.start + span.len]
+    }
 }
 
 /// A request body, fully read by nginx before the app runs.
@@ -847,6 +892,25 @@ pub struct Counters {
 mod tests {
     use super::*;
     use std::thread;
+
+    #[test]
+    fn request_env_strings_share_one_buffer() {
+        let mut env = RequestEnv::with_capacity(4);
+        env.method = env.push(b"GET");
+        env.query_string = env.push(b"");
+        env.remote_port = env.push_number(54321);
+        env.path_info = env.push(b"/caf\xc3\xa9");
+        let host = (env.push(b"Host"), env.push(b"example.org"));
+        env.headers.push(host);
+        assert_eq!(env.get(env.method), b"GET");
+        assert_eq!(env.get(env.query_string), b"");
+        assert_eq!(env.get(env.remote_port), b"54321");
+        assert_eq!(env.get(env.path_info), b"/caf\xc3\xa9");
+        assert_eq!(env.get(env.headers[0].0), b"Host");
+        assert_eq!(env.get(env.headers[0].1), b"example.org");
+        // Unset strings are empty, not someone else's bytes.
+        assert_eq!(env.get(env.server_name), b"");
+    }
 
     #[test]
     fn push_wakes_once_until_cleared() {

@@ -96,18 +96,24 @@ impl ThreadContext {
     ) -> PyResult<Bound<'py, PyDict>> {
         let e = &job.env;
         let env = self.base.bind(py).copy()?;
-        env.set_item(intern!(py, "REQUEST_METHOD"), latin1(py, &e.method))?;
-        env.set_item(intern!(py, "SCRIPT_NAME"), latin1(py, &e.script_name))?;
-        env.set_item(intern!(py, "PATH_INFO"), latin1(py, &e.path_info))?;
-        env.set_item(intern!(py, "QUERY_STRING"), latin1(py, &e.query_string))?;
-        env.set_item(intern!(py, "REQUEST_URI"), latin1(py, &e.request_uri))?;
-        env.set_item(intern!(py, "SERVER_PROTOCOL"), latin1(py, &e.protocol))?;
-        env.set_item(intern!(py, "SERVER_NAME"), latin1(py, &e.server_name))?;
-        env.set_item(intern!(py, "SERVER_PORT"), latin1(py, &e.server_port))?;
-        env.set_item(intern!(py, "REMOTE_ADDR"), latin1(py, &e.remote_addr))?;
-        env.set_item(intern!(py, "REMOTE_PORT"), latin1(py, &e.remote_port))?;
-        if let Some(ct) = &e.content_type {
-            env.set_item(intern!(py, "CONTENT_TYPE"), latin1(py, ct))?;
+        env.set_item(intern!(py, "REQUEST_METHOD"), latin1(py, e.get(e.method)))?;
+        env.set_item(intern!(py, "SCRIPT_NAME"), latin1(py, e.get(e.script_name)))?;
+        env.set_item(intern!(py, "PATH_INFO"), latin1(py, e.get(e.path_info)))?;
+        env.set_item(
+            intern!(py, "QUERY_STRING"),
+            latin1(py, e.get(e.query_string)),
+        )?;
+        env.set_item(intern!(py, "REQUEST_URI"), latin1(py, e.get(e.request_uri)))?;
+        env.set_item(
+            intern!(py, "SERVER_PROTOCOL"),
+            latin1(py, e.get(e.protocol)),
+        )?;
+        env.set_item(intern!(py, "SERVER_NAME"), latin1(py, e.get(e.server_name)))?;
+        env.set_item(intern!(py, "SERVER_PORT"), latin1(py, e.get(e.server_port)))?;
+        env.set_item(intern!(py, "REMOTE_ADDR"), latin1(py, e.get(e.remote_addr)))?;
+        env.set_item(intern!(py, "REMOTE_PORT"), latin1(py, e.get(e.remote_port)))?;
+        if let Some(ct) = e.content_type {
+            env.set_item(intern!(py, "CONTENT_TYPE"), latin1(py, e.get(ct)))?;
         }
         if let Some(cl) = e.content_length {
             env.set_item(intern!(py, "CONTENT_LENGTH"), cl.to_string())?;
@@ -118,11 +124,11 @@ impl ThreadContext {
         } else {
             env.set_item(intern!(py, "wsgi.url_scheme"), intern!(py, "http"))?;
         }
-        for (name, value) in &e.headers {
-            let Some(key) = self.header_key(py, name) else {
+        for &(name, value) in &e.headers {
+            let Some(key) = self.header_key(py, e.get(name)) else {
                 continue;
             };
-            let value = latin1(py, value);
+            let value = latin1(py, e.get(value));
             // Repeated headers are joined (cookies with "; ", as browsers
             // would send them in one line).
             match env.get_item(&key)? {
@@ -138,8 +144,8 @@ impl ThreadContext {
                 }
             }
         }
-        for (name, value) in &e.params {
-            env.set_item(latin1(py, name), latin1(py, value))?;
+        for &(name, value) in &e.params {
+            env.set_item(latin1(py, e.get(name)), latin1(py, e.get(value)))?;
         }
         let input = Input::new(std::mem::take(&mut job.body));
         env.set_item(intern!(py, "wsgi.input"), Bound::new(py, input)?)?;

@@ -68,7 +68,7 @@ pub fn run(
 ) {
     let id = job.id;
     CURRENT.with(|c| c.set(Some(id)));
-    let head_only = job.env.method == b"HEAD";
+    let head_only = job.env.get(job.env.method) == b"HEAD";
     let responder = Arc::new(Responder::new(job.exchange.clone(), hub.clone(), head_only));
     let outcome = call_app(py, tctx, hub, app, job, &responder);
     match outcome {
