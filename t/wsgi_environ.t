@@ -18,7 +18,7 @@ use Test::Nginx qw/ :DEFAULT http_end /;
 select STDERR; $| = 1;
 select STDOUT; $| = 1;
 
-my $t = Test::Nginx->new()->has(qw/http/)->plan(47)
+my $t = Test::Nginx->new()->has(qw/http/)->plan(48)
 	->write_file_expand('nginx.conf', <<'EOF');
 
 %%TEST_GLOBALS%%
@@ -171,6 +171,24 @@ EOF
 is($e->{HTTP_X_CUSTOM_HEADER}, 'custom value', 'HTTP_ key from header name');
 is($e->{HTTP_X_MULTI}, 'one,two', 'repeated header joined with ","');
 is($e->{HTTP_COOKIE}, 'a=1; b=2', 'repeated Cookie joined with "; "');
+
+# headers in changing orders and names (the pool threads remember which
+# name came at which position): every request sees exactly its own
+
+my @names = qw/ X-Alpha X-Beta X-Gamma User-Agent Accept X-Delta /;
+my $mismatch = '';
+for my $round (0 .. 23) {
+	my @order = map { $names[($_ * 5 + $round) % @names] } 0 .. 2 + $round % 4;
+	my %want = map { my $k = uc $_; $k =~ tr/-/_/; ("HTTP_$k" => "$_ $round") } @order;
+	my $req = "GET / HTTP/1.0\nHost: localhost\n"
+		. join('', map { "$_: $_ $round\n" } @order) . "\n";
+	my $got = environ(http($req));
+	for my $k (map { "HTTP_$_" } qw/ X_ALPHA X_BETA X_GAMMA USER_AGENT ACCEPT X_DELTA /) {
+		my ($w, $g) = ($want{$k} // '-', $got->{$k} // '-');
+		$mismatch .= "round $round $k: want $w, got $g\n" if $w ne $g;
+	}
+}
+is($mismatch, '', 'headers in changing orders each reach their own keys');
 
 # a POST body: CONTENT_TYPE and CONTENT_LENGTH, never as HTTP_*
 

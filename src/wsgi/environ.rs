@@ -18,9 +18,74 @@ use crate::message::{Hub, Job, LogLevel};
 /// each time (bounds memory against clients sending random header names).
 const HEADER_CACHE_MAX: usize = 512;
 
+/// Header positions remembered per thread (see `by_position`).
+const BY_POSITION_MAX: usize = 64;
+
 pub struct ThreadContext {
     base: Py<PyDict>,
     header_keys: HashMap<Vec<u8>, Option<Py<PyString>>>,
+    /// The name and key of the header last seen at each position: clients
+    /// send the same headers in the same order, so most names are found
+    /// here by one comparison instead of hashing.
+    by_position: Vec<(Vec<u8>, Option<Py<PyString>>)>,
+    method: Recent,
+    protocol: Recent,
+    server_name: Recent,
+    server_port: Recent,
+    remote_addr: Recent,
+}
+
+unsafe extern "C" {
+    /// CPython's dict constructor sized for `minused` entries: exported,
+    /// declared in cpython/dictobject.h, left out of pyo3-ffi as private.
+    fn _PyDict_NewPresized(minused: ffi::Py_ssize_t) -> *mut ffi::PyObject;
+}
+
+/// Entries the environ template makes room for: the 21 every request has
+/// and about as many request headers. A copy keeps the template's table
+/// size, so filling it in does not grow (rehash) the dict.
+const ENVIRON_ROOM: ffi::Py_ssize_t = 42;
+
+/// Keys every request sets: in the template (as `None`) so the copy has
+/// them in place already.
+const PER_REQUEST_KEYS: [&str; 13] = [
+    "REQUEST_METHOD",
+    "SCRIPT_NAME",
+    "PATH_INFO",
+    "QUERY_STRING",
+    "REQUEST_URI",
+    "SERVER_PROTOCOL",
+    "SERVER_NAME",
+    "SERVER_PORT",
+    "REMOTE_ADDR",
+    "REMOTE_PORT",
+    "wsgi.url_scheme",
+    "wsgi.input",
+    "wsgi.errors",
+];
+
+/// The `str` last made for one environ value, reused while requests repeat
+/// it, as most do for the method, the protocol, the server's name and port
+/// and a client's address.
+#[derive(Default)]
+struct Recent {
+    bytes: Vec<u8>,
+    text: Option<Py<PyAny>>,
+}
+
+impl Recent {
+    fn get<'py>(&mut self, py: Python<'py>, b: &[u8]) -> Bound<'py, PyAny> {
+        if let Some(text) = &self.text {
+            if self.bytes == b {
+                return text.bind(py).clone();
+            }
+        }
+        let text = latin1(py, b);
+        self.bytes.clear();
+        self.bytes.extend_from_slice(b);
+        self.text = Some(text.clone().unbind());
+        text
+    }
 }
 
 /// Decodes bytes as latin-1 into a `str` (PEP 3333 "native strings").
@@ -57,7 +122,12 @@ pub fn cgi_header_key(name: &[u8]) -> Option<Vec<u8>> {
 
 impl ThreadContext {
     pub fn new(py: Python<'_>, _threads: usize, multiprocess: bool) -> PyResult<ThreadContext> {
-        let base = PyDict::new(py);
+        // SAFETY: returns a new reference to an empty dict (or NULL and an
+        // exception), with the GIL held.
+        let base = unsafe {
+            Bound::from_owned_ptr_or_err(py, _PyDict_NewPresized(ENVIRON_ROOM))?
+                .cast_into_unchecked::<PyDict>()
+        };
         base.set_item("wsgi.version", PyTuple::new(py, [1, 0])?)?;
         base.set_item("wsgi.multithread", true)?;
         base.set_item("wsgi.multiprocess", multiprocess)?;
@@ -69,13 +139,50 @@ impl ThreadContext {
             concat!("nginx-wsgi/", env!("CARGO_PKG_VERSION")),
         )?;
         base.set_item("GATEWAY_INTERFACE", "CGI/1.1")?;
+        for key in PER_REQUEST_KEYS {
+            base.set_item(PyString::intern(py, key), py.None())?;
+        }
         Ok(ThreadContext {
             base: base.unbind(),
             header_keys: HashMap::new(),
+            by_position: Vec::new(),
+            method: Recent::default(),
+            protocol: Recent::default(),
+            server_name: Recent::default(),
+            server_port: Recent::default(),
+            remote_addr: Recent::default(),
         })
     }
 
-    fn header_key<'py>(&mut self, py: Python<'py>, name: &[u8]) -> Option<Bound<'py, PyString>> {
+    /// The environ key for the request's `position`th header, `name`.
+    fn header_key<'py>(
+        &mut self,
+        py: Python<'py>,
+        position: usize,
+        name: &[u8],
+    ) -> Option<Bound<'py, PyString>> {
+        if let Some((seen, key)) = self.by_position.get(position) {
+            if seen.as_slice() == name {
+                return key.as_ref().map(|k| k.bind(py).clone());
+            }
+        }
+        let key = self.header_key_by_name(py, name);
+        if position < BY_POSITION_MAX {
+            let entry = (name.to_vec(), key.as_ref().map(|k| k.clone().unbind()));
+            if position < self.by_position.len() {
+                self.by_position[position] = entry;
+            } else if position == self.by_position.len() {
+                self.by_position.push(entry);
+            }
+        }
+        key
+    }
+
+    fn header_key_by_name<'py>(
+        &mut self,
+        py: Python<'py>,
+        name: &[u8],
+    ) -> Option<Bound<'py, PyString>> {
         if let Some(k) = self.header_keys.get(name) {
             return k.as_ref().map(|k| k.bind(py).clone());
         }
@@ -96,7 +203,10 @@ impl ThreadContext {
     ) -> PyResult<Bound<'py, PyDict>> {
         let e = &job.env;
         let env = self.base.bind(py).copy()?;
-        env.set_item(intern!(py, "REQUEST_METHOD"), latin1(py, e.get(e.method)))?;
+        env.set_item(
+            intern!(py, "REQUEST_METHOD"),
+            self.method.get(py, e.get(e.method)),
+        )?;
         env.set_item(intern!(py, "SCRIPT_NAME"), latin1(py, e.get(e.script_name)))?;
         env.set_item(intern!(py, "PATH_INFO"), latin1(py, e.get(e.path_info)))?;
         env.set_item(
@@ -106,11 +216,20 @@ impl ThreadContext {
         env.set_item(intern!(py, "REQUEST_URI"), latin1(py, e.get(e.request_uri)))?;
         env.set_item(
             intern!(py, "SERVER_PROTOCOL"),
-            latin1(py, e.get(e.protocol)),
+            self.protocol.get(py, e.get(e.protocol)),
         )?;
-        env.set_item(intern!(py, "SERVER_NAME"), latin1(py, e.get(e.server_name)))?;
-        env.set_item(intern!(py, "SERVER_PORT"), latin1(py, e.get(e.server_port)))?;
-        env.set_item(intern!(py, "REMOTE_ADDR"), latin1(py, e.get(e.remote_addr)))?;
+        env.set_item(
+            intern!(py, "SERVER_NAME"),
+            self.server_name.get(py, e.get(e.server_name)),
+        )?;
+        env.set_item(
+            intern!(py, "SERVER_PORT"),
+            self.server_port.get(py, e.get(e.server_port)),
+        )?;
+        env.set_item(
+            intern!(py, "REMOTE_ADDR"),
+            self.remote_addr.get(py, e.get(e.remote_addr)),
+        )?;
         env.set_item(intern!(py, "REMOTE_PORT"), latin1(py, e.get(e.remote_port)))?;
         if let Some(ct) = e.content_type {
             env.set_item(intern!(py, "CONTENT_TYPE"), latin1(py, e.get(ct)))?;
@@ -124,8 +243,8 @@ impl ThreadContext {
         } else {
             env.set_item(intern!(py, "wsgi.url_scheme"), intern!(py, "http"))?;
         }
-        for &(name, value) in &e.headers {
-            let Some(key) = self.header_key(py, e.get(name)) else {
+        for (position, &(name, value)) in e.headers.iter().enumerate() {
+            let Some(key) = self.header_key(py, position, e.get(name)) else {
                 continue;
             };
             let value = latin1(py, e.get(value));
