@@ -6,6 +6,7 @@
 use core::cell::{Cell, RefCell};
 use core::ptr;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use nginx_sys::{
     ngx_add_timer, ngx_close_connection, ngx_connection_t, ngx_cycle_t, ngx_del_timer, ngx_event_t,
@@ -18,9 +19,33 @@ use crate::handler::RequestCtx;
 use crate::message::{Completion, RequestId};
 use crate::worker;
 
+/// Hashes request ids: our own sequential numbers, not client input, so a
+/// multiply spreads them well enough and costs a fraction of SipHash (a
+/// request is registered, looked up and removed at least once each).
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8 | u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type Waiting = HashMap<RequestId, *mut RequestCtx, BuildHasherDefault<IdHasher>>;
+
 thread_local! {
     /// Requests with a job in the pool, by id. Only the nginx thread uses it.
-    static WAITING: RefCell<HashMap<RequestId, *mut RequestCtx>> = RefCell::new(HashMap::new());
+    static WAITING: RefCell<Waiting> = RefCell::new(Waiting::default());
     static CONNECTION: Cell<*mut ngx_connection_t> = const { Cell::new(ptr::null_mut()) };
     /// The deferral timer (see [`job_submitted`]).
     static TICK: Cell<*mut ngx_event_t> = const { Cell::new(ptr::null_mut()) };
