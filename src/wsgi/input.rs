@@ -15,6 +15,10 @@ use crate::message::{read_segment_at, Body, BodyBytes, BodySegment};
 
 const FILE_CHUNK: usize = 64 * 1024;
 
+/// Largest `read(n)` of a streaming body made into a bytes object of `n`
+/// bytes up front (a larger `n` may be far more than the client sends).
+const DIRECT_READ_MAX: usize = 1 << 20;
+
 /// Byte source behind `wsgi.input`, independent of Python for testing.
 pub struct BodyReader {
     segments: VecDeque<BodySegment>,
@@ -293,6 +297,12 @@ impl Input {
                     reader.read_into(buf)
                 }
             });
+        }
+        // A body still arriving, read in pieces of a bounded size (the
+        // usual loop over read(65536)): straight into the bytes object too.
+        if let Some(n) = limit.filter(|&n| n <= DIRECT_READ_MAX) {
+            let reader = &mut self.reader;
+            return new_bytes_filled(py, n, |buf| py.detach(|| reader.read_into(buf)));
         }
         let data = self.with_reader(py, |r| r.read(limit))?;
         Ok(PyBytes::new(py, &data))
