@@ -35,10 +35,23 @@ pub struct ThreadContext {
     remote_addr: Recent,
 }
 
-unsafe extern "C" {
-    /// CPython's dict constructor sized for `minused` entries: exported,
-    /// declared in cpython/dictobject.h, left out of pyo3-ffi as private.
-    fn _PyDict_NewPresized(minused: ffi::Py_ssize_t) -> *mut ffi::PyObject;
+/// An empty dict with room for `n` entries: CPython's `_PyDict_NewPresized`
+/// (exported, but private, so pyo3-ffi leaves it out and a future Python
+/// may drop it: looked up at run time, a plain dict when it is missing).
+fn presized_dict(py: Python<'_>, n: ffi::Py_ssize_t) -> PyResult<Bound<'_, PyDict>> {
+    type NewPresized = unsafe extern "C" fn(ffi::Py_ssize_t) -> *mut ffi::PyObject;
+    // SAFETY: dlsym with a NUL-terminated name; RTLD_DEFAULT searches the
+    // libraries already loaded (libpython among them).
+    let sym = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"_PyDict_NewPresized".as_ptr()) };
+    if sym.is_null() {
+        return Ok(PyDict::new(py));
+    }
+    // SAFETY: the symbol is CPython's function of this signature; it returns
+    // a new reference to an empty dict (or NULL and an exception).
+    unsafe {
+        let new_presized: NewPresized = std::mem::transmute(sym);
+        Ok(Bound::from_owned_ptr_or_err(py, new_presized(n))?.cast_into_unchecked::<PyDict>())
+    }
 }
 
 /// Entries the environ template makes room for: the 21 every request has
@@ -122,12 +135,7 @@ pub fn cgi_header_key(name: &[u8]) -> Option<Vec<u8>> {
 
 impl ThreadContext {
     pub fn new(py: Python<'_>, _threads: usize, multiprocess: bool) -> PyResult<ThreadContext> {
-        // SAFETY: returns a new reference to an empty dict (or NULL and an
-        // exception), with the GIL held.
-        let base = unsafe {
-            Bound::from_owned_ptr_or_err(py, _PyDict_NewPresized(ENVIRON_ROOM))?
-                .cast_into_unchecked::<PyDict>()
-        };
+        let base = presized_dict(py, ENVIRON_ROOM)?;
         base.set_item("wsgi.version", PyTuple::new(py, [1, 0])?)?;
         base.set_item("wsgi.multithread", true)?;
         base.set_item("wsgi.multiprocess", multiprocess)?;
