@@ -199,11 +199,15 @@ fn send_iterable(
     // A list or tuple is complete already: send it as one message, with a
     // Content-Length if the app gave none.
     if result.is_exact_instance_of::<PyList>() || result.is_exact_instance_of::<PyTuple>() {
-        let items: Vec<Bound<'_, PyAny>> = result
-            .try_iter()
-            .map_err(Failure::App)?
-            .collect::<PyResult<_>>()
-            .map_err(Failure::App)?;
+        // Indexed directly, without a Python iterator object.
+        let items: Vec<Bound<'_, PyAny>> = match result.cast::<PyList>() {
+            Ok(list) => list.iter().collect(),
+            Err(_) => result
+                .cast::<PyTuple>()
+                .map_err(|e| Failure::App(e.into()))?
+                .iter()
+                .collect(),
+        };
         let mut parts = Vec::with_capacity(items.len());
         for item in &items {
             parts.push(chunk_bytes(item)?);
