@@ -20,7 +20,7 @@ use Test::WSGI qw/ read_until state_dir /;
 select STDERR; $| = 1;
 select STDOUT; $| = 1;
 
-my $t = Test::Nginx->new()->has(qw/http/)->plan(66)
+my $t = Test::Nginx->new()->has(qw/http/)->plan(68)
 	->write_file_expand('nginx.conf', <<'EOF');
 
 %%TEST_GLOBALS%%
@@ -95,6 +95,9 @@ def application(environ, start_response):
     if path == '/list':
         start_response('200 OK', text + [('X-List', 'yes')])
         return [b'ab', b'cd']
+    if path == '/tuple':
+        start_response('200 OK', text)
+        return (b'tu', bytearray(b'p'), b'le')
     if path == '/204':
         start_response('204 No Content', [('X-Status', '204')])
         return []
@@ -229,6 +232,10 @@ $r = http_11('/list');
 like($r, qr/^Content-Length: 4\x0d?$/mi, 'list Content-Length');
 unlike($r, qr/^Transfer-Encoding:/mi, 'list not chunked');
 like($r, qr/\x0d\x0a\x0d\x0aabcd\z/, 'list body');
+
+$r = http_11('/tuple');
+like($r, qr/^Content-Length: 5\x0d?$/mi, 'tuple Content-Length');
+like($r, qr/\x0d\x0a\x0d\x0atuple\z/, 'tuple body, a bytearray among bytes');
 
 # HEAD: the headers, no body
 
