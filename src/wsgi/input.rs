@@ -16,7 +16,7 @@ use crate::message::{read_segment_at, Body, BodyBytes, BodySegment};
 const FILE_CHUNK: usize = 64 * 1024;
 
 /// Largest `read(n)` of a streaming body made into a bytes object of `n`
-/// bytes up front (a larger `n` may be far more than the client sends).
+/// bytes up front.
 const DIRECT_READ_MAX: usize = 1 << 20;
 
 /// Byte source behind `wsgi.input`, independent of Python for testing.
@@ -202,7 +202,7 @@ impl BodyReader {
 fn new_bytes_filled<'py>(
     py: Python<'py>,
     n: usize,
-    fill: impl FnOnce(&mut [MaybeUninit<u8>]) -> std::io::Result<usize>,
+    fill: impl FnOnce(&mut [MaybeUninit<u8>]) -> PyResult<usize>,
 ) -> PyResult<Bound<'py, PyBytes>> {
     // SAFETY: with a null source CPython allocates `n` uninitialised bytes
     // (and the trailing NUL); the result is a new reference to a bytes object.
@@ -221,7 +221,7 @@ fn new_bytes_filled<'py>(
             n,
         )
     };
-    let got = fill(buf).map_err(io_err)?;
+    let got = fill(buf)?;
     if got == n {
         return Ok(obj);
     }
@@ -283,26 +283,17 @@ impl Input {
         size: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let limit = size_arg(size)?;
-        // The usual read(CONTENT_LENGTH) of a buffered body: fill the bytes
-        // object directly instead of building a Vec and copying it.
-        if let Some(rem) = self.reader.remaining() {
-            let n = limit.map_or(rem, |l| rem.min(l as u64)) as usize;
-            let file = self.reader.has_file();
-            let reader = &mut self.reader;
-            return new_bytes_filled(py, n, |buf| {
-                if file {
-                    // Unseen by anyone yet: safe to fill without the GIL.
-                    py.detach(|| reader.read_into(buf))
-                } else {
-                    reader.read_into(buf)
-                }
-            });
-        }
-        // A body still arriving, read in pieces of a bounded size (the
-        // usual loop over read(65536)): straight into the bytes object too.
-        if let Some(n) = limit.filter(|&n| n <= DIRECT_READ_MAX) {
-            let reader = &mut self.reader;
-            return new_bytes_filled(py, n, |buf| py.detach(|| reader.read_into(buf)));
+        // Straight into the bytes object, without a Vec to copy from: the
+        // usual read(CONTENT_LENGTH) of a buffered body, and the loop over
+        // read(65536) of one still arriving (of a bounded size: a larger
+        // `n` may be far more than the client sends).
+        let direct = match self.reader.remaining() {
+            Some(rem) => Some(limit.map_or(rem, |l| rem.min(l as u64)) as usize),
+            None => limit.filter(|&n| n <= DIRECT_READ_MAX),
+        };
+        if let Some(n) = direct {
+            // Unseen by anyone yet: safe to fill without the GIL.
+            return new_bytes_filled(py, n, |buf| self.with_reader(py, |r| r.read_into(buf)));
         }
         let data = self.with_reader(py, |r| r.read(limit))?;
         Ok(PyBytes::new(py, &data))

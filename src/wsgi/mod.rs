@@ -197,17 +197,16 @@ fn send_iterable(
         }
     }
     // A list or tuple is complete already: send it as one message, with a
-    // Content-Length if the app gave none.
-    if result.is_exact_instance_of::<PyList>() || result.is_exact_instance_of::<PyTuple>() {
-        // Indexed directly, without a Python iterator object.
-        let items: Vec<Bound<'_, PyAny>> = match result.cast::<PyList>() {
-            Ok(list) => list.iter().collect(),
-            Err(_) => result
-                .cast::<PyTuple>()
-                .map_err(|e| Failure::App(e.into()))?
-                .iter()
-                .collect(),
-        };
+    // Content-Length if the app gave none. Read by index, without a Python
+    // iterator object.
+    let items: Option<Vec<Bound<'_, PyAny>>> = if let Ok(list) = result.cast_exact::<PyList>() {
+        Some(list.iter().collect())
+    } else if let Ok(tuple) = result.cast_exact::<PyTuple>() {
+        Some(tuple.iter().collect())
+    } else {
+        None
+    };
+    if let Some(items) = items {
         let mut parts = Vec::with_capacity(items.len());
         for item in &items {
             parts.push(chunk_bytes(item)?);
