@@ -477,7 +477,8 @@ unsafe fn collect_env(
         for_each_header(&(*r).headers_in.headers, |h| {
             header_bytes += h.key.len + h.value.len;
         });
-        // Everything below fits without the buffer growing (ports: 5 digits).
+        // Everything below fits without the buffer growing (ports: 5 digits);
+        // walking the headers twice costs less than growing it (callgrind).
         let mut env = RequestEnv::with_capacity(
             method.len()
                 + unparsed_uri.len()
