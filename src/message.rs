@@ -638,6 +638,14 @@ impl Exchange {
         let mut st = self.lock();
         let mut taken = 0usize;
         let mut n = 0;
+        if out.is_empty() && st.bytes <= max_bytes {
+            // All of it (a small response, typically): take the pool
+            // thread's queue itself rather than moving the replies into a
+            // queue the nginx thread allocates for them.
+            std::mem::swap(out, &mut st.replies);
+            taken = st.bytes;
+            n = out.len();
+        }
         while let Some(front) = st.replies.front() {
             let w = front.weight();
             if n > 0 && taken + w > max_bytes {
@@ -945,6 +953,23 @@ mod tests {
         assert_eq!(ex.take(&mut out, 1000), 2);
         assert_eq!(ex.queued_bytes(), 0);
         assert!(matches!(out.back(), Some(Reply::End)));
+    }
+
+    #[test]
+    fn take_into_an_empty_queue_takes_everything_that_fits() {
+        let ex = Exchange::new(1, 1 << 20);
+        ex.push([Reply::Body(vec![0; 100].into()), Reply::End])
+            .unwrap();
+        let mut out = VecDeque::new();
+        assert_eq!(ex.take(&mut out, 100), 2);
+        assert_eq!(ex.queued_bytes(), 0);
+        assert!(matches!(out.back(), Some(Reply::End)));
+        // The exchange still works after giving its queue away.
+        ex.push([Reply::Body(vec![0; 10].into())]).unwrap();
+        assert_eq!(ex.queued_bytes(), 10);
+        out.clear();
+        assert_eq!(ex.take(&mut out, 5), 1);
+        assert_eq!(ex.queued_bytes(), 0);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use nginx_sys::{
     ngx_current_msec, ngx_del_timer, ngx_event_t, ngx_file_t, ngx_handle_write_event,
     ngx_http_core_loc_conf_t, ngx_http_core_module, ngx_http_finalize_request,
     ngx_http_output_filter, ngx_http_request_t, ngx_http_run_posted_requests, ngx_http_send_header,
-    ngx_int_t, ngx_list_push, ngx_pcalloc, ngx_table_elt_t, NGX_AGAIN, NGX_ERROR,
+    ngx_int_t, ngx_list_push, ngx_pcalloc, ngx_pnalloc, ngx_table_elt_t, NGX_AGAIN, NGX_ERROR,
     NGX_HTTP_REQUEST_TIME_OUT, NGX_LOG_INFO, NGX_OK,
 };
 use nginx_sys::{
@@ -43,7 +43,6 @@ pub struct Held {
 enum HeldData {
     Memory(Chunk),
     File(OwnedFd),
-    None,
 }
 
 fn buf_tag() -> nginx_sys::ngx_buf_tag_t {
@@ -229,8 +228,19 @@ pub unsafe fn pump(cx: &mut RequestCtx) {
                         continue;
                     }
                     batch += data.len();
-                    // SAFETY: r is live; the Vec moves into `held`.
-                    match unsafe { memory_buf(cx, data) } {
+                    // The last bytes of a small response are copied into
+                    // the request's pool: nothing to keep alive, so the
+                    // response needs no `held` queue.
+                    let copy =
+                        data.len() <= COPY_MAX && matches!(cx.replies.front(), Some(Reply::End));
+                    // SAFETY: r is live; the Vec moves into `held` or is
+                    // copied.
+                    let cl = if copy {
+                        unsafe { copied_buf(cx, data.as_slice()) }
+                    } else {
+                        unsafe { memory_buf(cx, data) }
+                    };
+                    match cl {
                         Some(cl) => unsafe {
                             *tail = cl;
                             tail = &mut (*cl).next;
@@ -382,6 +392,31 @@ unsafe fn memory_buf(cx: &mut RequestCtx, data: Chunk) -> Option<*mut ngx_chain_
     }
 }
 
+/// The most a small response's last chunk may be for `copied_buf`.
+const COPY_MAX: usize = 1024;
+
+/// A buffer holding a copy of `data` in the request pool, with no entry in
+/// `held`: for a response's last chunk only (see `pump`), so that copies
+/// the backpressure bound does not count cannot pile up.
+unsafe fn copied_buf(cx: &mut RequestCtx, data: &[u8]) -> Option<*mut ngx_chain_t> {
+    // SAFETY: new pool memory of data.len() bytes, filled before use.
+    unsafe {
+        let p = ngx_pnalloc((*cx.r).pool, data.len()) as *mut u8;
+        if p.is_null() {
+            return None;
+        }
+        ptr::copy_nonoverlapping(data.as_ptr(), p, data.len());
+        let cl = new_buf(cx)?;
+        let b = (*cl).buf;
+        (*b).start = p;
+        (*b).pos = p;
+        (*b).last = p.add(data.len());
+        (*b).end = (*b).last;
+        (*b).set_memory(1);
+        Some(cl)
+    }
+}
+
 unsafe fn file_buf(cx: &mut RequestCtx, f: FileReply) -> Option<*mut ngx_chain_t> {
     // SAFETY: pool allocations for the file description; the fd is kept in
     // `held` until nginx has sent the range.
@@ -420,10 +455,6 @@ unsafe fn last_buf(cx: &mut RequestCtx, out: *mut ngx_chain_t) -> Option<*mut ng
             (*b).set_sync(1);
         }
         (*b).set_last_in_chain(1);
-        cx.held.push_back(Held {
-            buf: b,
-            _data: HeldData::None,
-        });
         Some(cl)
     }
 }
