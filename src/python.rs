@@ -43,6 +43,26 @@ def install_default_logging():
         h = NginxHandler()
         h.setFormatter(logging.Formatter("%(name)s: %(message)s"))
         root.addHandler(h)
+
+def find_executable(sys, os):
+    """Embedded, Python finds no interpreter of its own (sys.executable is
+    ''), which breaks subprocess.run([sys.executable, ...]) and
+    multiprocessing: name the installed interpreter of this same Python."""
+    if sys.executable:
+        return
+    v = sys.version_info
+    for d in (sys.prefix, sys.base_prefix):
+        for n in ("python%d.%d" % (v[0], v[1]), "python%d" % v[0], "python"):
+            p = os.path.join(d, "bin", n)
+            if os.path.isfile(p) and os.access(p, os.X_OK):
+                sys.executable = p
+                if not getattr(sys, "_base_executable", None):
+                    sys._base_executable = p
+                return
+
+import sys as _sys, os as _os
+find_executable(_sys, _os)
+del _sys, _os
 "#;
 
 fn status_error(status: &ffi::PyStatus, what: &str) -> String {

@@ -18,7 +18,7 @@ use Test::Nginx qw/ :DEFAULT http_end /;
 select STDERR; $| = 1;
 select STDOUT; $| = 1;
 
-my $t = Test::Nginx->new()->has(qw/http/)->plan(48)
+my $t = Test::Nginx->new()->has(qw/http/)->plan(49)
 	->write_file_expand('nginx.conf', <<'EOF');
 
 %%TEST_GLOBALS%%
@@ -78,6 +78,16 @@ def application(environ, start_response):
     out['has wsgi.errors.write'] = repr(callable(environ['wsgi.errors'].write))
     out['file_wrapper callable'] = repr(callable(environ['wsgi.file_wrapper']))
     out['os.environ WSGI_TEST_SETTING'] = repr(os.environ.get('WSGI_TEST_SETTING'))
+    if environ.get('QUERY_STRING') == 'executable':
+        # sys.executable names this same Python, as scripts expect
+        import subprocess, sys
+        try:
+            out['sys.executable runs'] = subprocess.run(
+                [sys.executable, '-c', 'import sys; print(sys.version_info[:2])'],
+                capture_output=True, timeout=30).stdout.decode().strip() \
+                + ' ' + str(sys.version_info[:2])
+        except Exception as e:
+            out['sys.executable runs'] = '%r %r' % (sys.executable, e)
     body = json.dumps(out, sort_keys=True, ensure_ascii=True).encode('ascii')
     start_response('200 OK', [('Content-Type', 'application/json')])
     return [body]
@@ -112,6 +122,13 @@ is($e->{REMOTE_ADDR}, '127.0.0.1', 'REMOTE_ADDR');
 is($e->{REMOTE_PORT}, $client_port, 'REMOTE_PORT is the client port');
 is($e->{HTTP_HOST}, 'localhost', 'HTTP_HOST');
 ok(!exists $e->{CONTENT_LENGTH}, 'no CONTENT_LENGTH for a GET without body');
+
+# subprocess.run([sys.executable, ...]) runs the embedded Python's version
+# (embedded, Python leaves sys.executable empty by itself)
+
+$e = environ(http_get('/?executable'));
+like($e->{'sys.executable runs'}, qr/^(\(\d+, \d+\)) \1$/,
+	'sys.executable is this Python');
 
 # wsgi.* keys
 
