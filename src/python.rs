@@ -1,8 +1,8 @@
 //! Interpreter start-up per worker process (after fork, never in the
 //! master), app import, and exit. Python gets no signal handlers: nginx owns
-//! signals. Apps are imported on a helper thread, not the nginx thread, so
-//! `signal.signal()` in app code raises instead of replacing nginx's
-//! handlers.
+//! signals: `signal.signal()` in app code is logged and ignored (it would
+//! replace nginx's handlers). Apps are imported on a helper thread, not the
+//! nginx thread.
 
 use std::ffi::CString;
 use std::sync::Arc;
@@ -60,9 +60,28 @@ def find_executable(sys, os):
                     sys._base_executable = p
                 return
 
-import sys as _sys, os as _os
+def restrict_signals(signal, traceback):
+    """nginx owns the worker's signals: a handler from app code would
+    replace nginx's own (reload, quit), and off the main thread Python
+    refuses it with ValueError, failing the import. As mod_wsgi does, the
+    registration is logged and ignored instead; the app goes on."""
+    def ignored_signal(signalnum, handler):
+        current = signal.getsignal(signalnum)  # validates signalnum
+        try:
+            name = signal.Signals(signalnum).name
+        except ValueError:
+            name = str(signalnum)
+        where = traceback.extract_stack(limit=2)[0]
+        _emit(30, "signal.signal(%s, ...) at %s:%d ignored: nginx owns the "
+              "worker's signals" % (name, where.filename, where.lineno))
+        return current
+    ignored_signal.__doc__ = signal.signal.__doc__
+    signal.signal = ignored_signal
+
+import sys as _sys, os as _os, signal as _signal, traceback as _traceback
 find_executable(_sys, _os)
-del _sys, _os
+restrict_signals(_signal, _traceback)
+del _sys, _os, _signal, _traceback
 "#;
 
 fn status_error(status: &ffi::PyStatus, what: &str) -> String {

@@ -10,6 +10,7 @@ use strict;
 
 use Test::More;
 use JSON::PP;
+use Cwd ();
 
 use Test::Nginx qw/ :DEFAULT http_end /;
 
@@ -18,13 +19,16 @@ use Test::Nginx qw/ :DEFAULT http_end /;
 select STDERR; $| = 1;
 select STDOUT; $| = 1;
 
-my $t = Test::Nginx->new()->has(qw/http/)->plan(49)
+my $t = Test::Nginx->new()->has(qw/http/)->plan(50)
 	->write_file_expand('nginx.conf', <<'EOF');
 
 %%TEST_GLOBALS%%
 
 # nginx's own way to give workers environment variables: os.environ
 env  WSGI_TEST_SETTING=from-nginx-env;
+
+# the app's current directory (uWSGI's chdir)
+working_directory  %%TESTDIR%%;
 
 worker_processes 1;
 
@@ -78,6 +82,7 @@ def application(environ, start_response):
     out['has wsgi.errors.write'] = repr(callable(environ['wsgi.errors'].write))
     out['file_wrapper callable'] = repr(callable(environ['wsgi.file_wrapper']))
     out['os.environ WSGI_TEST_SETTING'] = repr(os.environ.get('WSGI_TEST_SETTING'))
+    out['os.getcwd'] = os.getcwd()
     if environ.get('QUERY_STRING') == 'executable':
         # sys.executable names this same Python, as scripts expect
         import subprocess, sys
@@ -112,6 +117,7 @@ is($e->{REQUEST_METHOD}, 'GET', 'REQUEST_METHOD');
 is($e->{'os.environ WSGI_TEST_SETTING'}, "'from-nginx-env'",
 	'nginx env directive reaches os.environ');
 ok(!exists $e->{WSGI_TEST_SETTING}, 'process environment is not environ');
+is($e->{'os.getcwd'}, Cwd::realpath($t->testdir()), 'working_directory is the app\'s cwd');
 is($e->{SCRIPT_NAME}, '', 'SCRIPT_NAME empty without wsgi_script_name');
 is($e->{PATH_INFO}, '/some/path', 'PATH_INFO is the whole path');
 is($e->{QUERY_STRING}, 'x=1', 'QUERY_STRING');

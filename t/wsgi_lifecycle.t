@@ -5,7 +5,8 @@
 # config, old code) while new workers serve the new config and code; a
 # graceful quit waits for a request in the app and runs Python's atexit
 # handlers; a stop ends promptly even with a request stuck in the app;
-# wsgi.multiprocess follows worker_processes.
+# wsgi.multiprocess follows worker_processes; an app that installs signal
+# handlers of its own does not take nginx's signals away.
 
 ###############################################################################
 
@@ -23,7 +24,7 @@ use Test::WSGI qw/ slurp poll state_dir /;
 select STDERR; $| = 1;
 select STDOUT; $| = 1;
 
-my $t = Test::Nginx->new()->has(qw/http/)->plan(29);
+my $t = Test::Nginx->new()->has(qw/http/)->plan(31);
 
 sub conf {
 	my ($workers, $param) = @_;
@@ -74,6 +75,17 @@ def bye():
         f.write(VERSION)
 
 atexit.register(bye)
+
+# Handlers for nginx's own signals, as some apps install: ignored (and
+# logged), or reload, quit and stop below would not work.
+import signal
+
+def on_signal(signum, frame):
+    with open(state('python-handler-ran'), 'w') as f:
+        f.write(str(signum))
+
+for s in (signal.SIGHUP, signal.SIGQUIT, signal.SIGTERM):
+    signal.signal(s, on_signal)
 
 def application(environ, start_response):
     path = environ['PATH_INFO']
@@ -209,6 +221,10 @@ is(http_content($r), "v2 $big end", 'in-flight request full body after quit');
 ok(poll(sub { !alive($master) }), 'master exits after quit');
 is(join(',', map { slurp("$d/state/atexit-$_") } sort @workers),
 	join(',', map { 'v2' } @workers), 'every worker ran atexit on quit');
+
+like(slurp("$d/error.log"), qr/\[warn\] .*wsgi: signal\.signal\(SIGQUIT, \.\.\.\) at \Q$d\E\/app\.py:\d+ ignored: nginx owns the worker's signals/,
+	'signal.signal() in the app logged as ignored');
+ok(!-e "$state/python-handler-ran", "the app's signal handler never ran");
 
 my @codes = slurp("$d/status.log") =~ /^(\d+) /mg;
 is(scalar @codes, 9, 'requests logged');
