@@ -187,8 +187,21 @@ fn tune_malloc() {
     }
 }
 
+/// nginx's SIGCHLD handler reaps every child of the process
+/// (`waitpid(-1)`); a worker has none of its own, but an app's do: with the
+/// handler, `subprocess.run(...).returncode` was 0 whenever nginx collected
+/// the child first, and multiprocessing lost its workers ("unknown process
+/// ... exited" in the log). With the default disposition children stay for
+/// the code that started them to wait for. Worker processes that run apps
+/// only; the master keeps its handler.
+fn leave_children_to_python() {
+    // SAFETY: resetting one signal's disposition to its default.
+    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
+}
+
 fn start(cycle: *mut ngx_cycle_t, mcf: &crate::conf::MainConf) -> Result<(), String> {
     tune_malloc();
+    leave_children_to_python();
     let hub = Arc::new(Hub::new().map_err(|e| format!("eventfd() failed: {e}"))?);
     let interp = Interpreter {
         python_path: mcf.python_path.clone(),
