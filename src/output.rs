@@ -371,21 +371,30 @@ unsafe fn new_buf(cx: &mut RequestCtx) -> Option<*mut ngx_chain_t> {
     }
 }
 
+/// A buffer over `len` bytes at `p`, which must stay valid until nginx has
+/// sent them.
+unsafe fn memory_at(cx: &mut RequestCtx, p: *mut u8, len: usize) -> Option<*mut ngx_chain_t> {
+    // SAFETY: a fresh buffer of ours; the caller keeps p..p+len alive.
+    unsafe {
+        let cl = new_buf(cx)?;
+        let b = (*cl).buf;
+        (*b).start = p;
+        (*b).pos = p;
+        (*b).last = p.add(len);
+        (*b).end = (*b).last;
+        (*b).set_memory(1);
+        Some(cl)
+    }
+}
+
 unsafe fn memory_buf(cx: &mut RequestCtx, data: Chunk) -> Option<*mut ngx_chain_t> {
     // SAFETY: the buffer points into `data`, which `held` keeps alive (a
     // Vec's heap memory, or a Python bytes buffer, does not move when the
     // Chunk itself moves).
     unsafe {
-        let cl = new_buf(cx)?;
-        let b = (*cl).buf;
-        let p = data.as_slice().as_ptr() as *mut u8;
-        (*b).start = p;
-        (*b).pos = p;
-        (*b).last = p.add(data.len());
-        (*b).end = (*b).last;
-        (*b).set_memory(1);
+        let cl = memory_at(cx, data.as_slice().as_ptr() as *mut u8, data.len())?;
         cx.held.push_back(Held {
-            buf: b,
+            buf: (*cl).buf,
             _data: HeldData::Memory(data),
         });
         Some(cl)
@@ -399,21 +408,15 @@ const COPY_MAX: usize = 1024;
 /// `held`: for a response's last chunk only (see `pump`), so that copies
 /// the backpressure bound does not count cannot pile up.
 unsafe fn copied_buf(cx: &mut RequestCtx, data: &[u8]) -> Option<*mut ngx_chain_t> {
-    // SAFETY: new pool memory of data.len() bytes, filled before use.
+    // SAFETY: new pool memory of data.len() bytes, filled before use; it
+    // lives as long as the request.
     unsafe {
         let p = ngx_pnalloc((*cx.r).pool, data.len()) as *mut u8;
         if p.is_null() {
             return None;
         }
         ptr::copy_nonoverlapping(data.as_ptr(), p, data.len());
-        let cl = new_buf(cx)?;
-        let b = (*cl).buf;
-        (*b).start = p;
-        (*b).pos = p;
-        (*b).last = p.add(data.len());
-        (*b).end = (*b).last;
-        (*b).set_memory(1);
-        Some(cl)
+        memory_at(cx, p, data.len())
     }
 }
 
