@@ -273,6 +273,17 @@ pub unsafe fn pump(cx: &mut RequestCtx) {
                     break;
                 }
                 Reply::Error { status } => {
+                    if cx.head_sent && !out.is_null() {
+                        // What the app sent before it failed goes out
+                        // first, as behind proxy_pass: the client sees the
+                        // truncation (a short body, no last chunk) rather
+                        // than an empty reply.
+                        // SAFETY: r is live; `out` holds our buffers only.
+                        unsafe {
+                            flush_chain(out);
+                            ngx_http_output_filter(r, out);
+                        }
+                    }
                     // SAFETY: r is live.
                     unsafe { fail(cx, status) };
                     return;
@@ -307,14 +318,8 @@ pub unsafe fn pump(cx: &mut RequestCtx) {
             continue;
         } else {
             // Send what the app produced now; PEP 3333 forbids holding it.
-            // SAFETY: walking our own fresh chain.
-            unsafe {
-                let mut cl = out;
-                while !(*cl).next.is_null() {
-                    cl = (*cl).next;
-                }
-                (*(*cl).buf).set_flush(1);
-            }
+            // SAFETY: our own fresh chain.
+            unsafe { flush_chain(out) };
         }
 
         cx.bytes_out += batch as u64;
@@ -333,6 +338,18 @@ pub unsafe fn pump(cx: &mut RequestCtx) {
             unsafe { wait_for_client(cx) };
             return;
         }
+    }
+}
+
+/// Marks the last buffer of a non-empty chain of ours for flushing.
+unsafe fn flush_chain(out: *mut ngx_chain_t) {
+    // SAFETY: walking our own chain of valid links.
+    unsafe {
+        let mut cl = out;
+        while !(*cl).next.is_null() {
+            cl = (*cl).next;
+        }
+        (*(*cl).buf).set_flush(1);
     }
 }
 

@@ -20,7 +20,7 @@ use Test::WSGI qw/ read_until state_dir /;
 select STDERR; $| = 1;
 select STDOUT; $| = 1;
 
-my $t = Test::Nginx->new()->has(qw/http/)->plan(68)
+my $t = Test::Nginx->new()->has(qw/http/)->plan(74)
 	->write_file_expand('nginx.conf', <<'EOF');
 
 %%TEST_GLOBALS%%
@@ -95,6 +95,11 @@ def application(environ, start_response):
     if path == '/list':
         start_response('200 OK', text + [('X-List', 'yes')])
         return [b'ab', b'cd']
+    if path in ('/short_list', '/short_gen'):
+        # fewer bytes than the app's own Content-Length
+        start_response('200 OK', text + [('Content-Length', '100')])
+        return [b'only ', b'ten b'] if path == '/short_list' \
+            else gen(b'only ', b'ten b')
     if path == '/tuple':
         start_response('200 OK', text)
         return (b'tu', bytearray(b'p'), b'le')
@@ -225,6 +230,38 @@ $r = http_11('/cl');
 like($r, qr/^Content-Length: 11\x0d?$/mi, 'app Content-Length');
 unlike($r, qr/^Transfer-Encoding:/mi, 'app Content-Length not chunked');
 like($r, qr/\x0d\x0a\x0d\x0aonetwothree\z/, 'app Content-Length body');
+
+# fewer bytes than the app's Content-Length: a list, complete before
+# anything goes out, gets a 500; a generator's bytes go out, then the
+# connection is closed (a keepalive client must neither wait for the rest
+# nor take the next response for part of this one); logged once
+
+$r = http(<<EOF);
+GET /short_list HTTP/1.1
+Host: localhost
+
+EOF
+like($r, qr/^HTTP\/1\.1 500 /, 'short list: 500');
+like($t->read_file('error.log'),
+	qr/\[error\] .*wsgi: app sent 10 bytes, less than its Content-Length \(100\), answering 500 while sending response to client, client: .*request: "GET \/short_list HTTP\/1\.1"/,
+	'short list: the error names the problem');
+
+$r = http(<<EOF);
+GET /short_gen HTTP/1.1
+Host: localhost
+
+EOF
+like($r, qr/^HTTP\/1\.1 200 OK\x0d\x0a(?:[^\x0d]+\x0d\x0a)*Content-Length: 100\x0d\x0a(?:[^\x0d]+\x0d\x0a)*\x0d\x0aonly ten b\z/,
+	'short generator: its bytes, then the connection closes');
+like($t->read_file('error.log'),
+	qr/\[error\] .*wsgi: app sent 10 bytes, less than its Content-Length \(100\), closing connection while sending response to client, client: .*request: "GET \/short_gen HTTP\/1\.1"/,
+	'short generator: the error names the problem');
+
+for my $uri ('/short_list', '/short_gen') {
+	my @lines = $t->read_file('error.log')
+		=~ /^.*less than its Content-Length \(100\).*GET \Q$uri\E.*$/mg;
+	is(scalar @lines, 1, "$uri: logged once");
+}
 
 # a list gets a Content-Length
 

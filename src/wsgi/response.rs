@@ -45,6 +45,9 @@ struct State {
     content_length: Option<u64>,
     sent: u64,
     truncated_logged: bool,
+    /// The last reply (End or Error) is queued: a list, tuple or file
+    /// response ends as it is sent, and the iterable's end adds nothing.
+    ended: bool,
 }
 
 /// The pool-thread half of one response.
@@ -68,6 +71,7 @@ impl Responder {
                 content_length: None,
                 sent: 0,
                 truncated_logged: false,
+                ended: false,
             }),
         }
     }
@@ -211,6 +215,14 @@ impl Responder {
                 st.content_length = Some(total as u64);
             }
         }
+        if !st.head_sent && self.falls_short(&st, total as u64) {
+            // The whole response is here, short of its own Content-Length,
+            // and nothing went out yet: a 500.
+            st.sent = total as u64;
+            let end = self.end_reply(&mut st);
+            drop(st);
+            return self.push(py, vec![end]);
+        }
         let mut replies = Vec::with_capacity(3);
         if let Some(h) = Self::take_head(&mut st)? {
             replies.push(h);
@@ -235,7 +247,7 @@ impl Responder {
             st.sent += body.len() as u64;
             replies.push(Reply::Body(body));
         }
-        let end = self.end_reply(&st);
+        let end = self.end_reply(&mut st);
         drop(st);
         replies.push(end);
         self.push(py, replies)
@@ -268,20 +280,36 @@ impl Responder {
         }
         st.sent += file.len;
         replies.push(Reply::File(file));
-        let end = self.end_reply(&st);
+        let end = self.end_reply(&mut st);
         drop(st);
         replies.push(end);
         self.push(py, replies)
     }
 
-    fn end_reply(&self, st: &State) -> Reply {
-        if let (Some(cl), Some(h)) = (st.content_length, &st.head) {
-            if st.sent < cl && !self.head_request && status_allows_body(h.status) {
+    /// Whether `sent` body bytes fall short of the app's Content-Length
+    /// (HEAD and bodiless statuses need none of it).
+    fn falls_short(&self, st: &State, sent: u64) -> bool {
+        match (st.content_length, &st.head) {
+            (Some(cl), Some(h)) => sent < cl && !self.head_request && status_allows_body(h.status),
+            _ => false,
+        }
+    }
+
+    /// The response's last reply: End, or an Error if the body fell short.
+    fn end_reply(&self, st: &mut State) -> Reply {
+        st.ended = true;
+        if let Some(cl) = st.content_length {
+            if self.falls_short(st, st.sent) {
+                let then = if st.head_sent {
+                    "closing connection"
+                } else {
+                    "answering 500"
+                };
                 self.hub.log(
                     Some(self.exchange.id),
                     LogLevel::Err,
                     format!(
-                        "wsgi: app sent {} bytes, less than its Content-Length ({cl}), closing connection while sending response to client",
+                        "wsgi: app sent {} bytes, less than its Content-Length ({cl}), {then} while sending response to client",
                         st.sent
                     ),
                 );
@@ -294,6 +322,9 @@ impl Responder {
     /// The iterable is exhausted and closed: the response is complete.
     pub fn end(&self, py: Python<'_>) -> Result<(), SendError> {
         let mut st = self.lock();
+        if st.ended {
+            return Ok(());
+        }
         if st.head.is_none() {
             return Err(SendError::Protocol(
                 "app returned without calling start_response()".into(),
@@ -308,10 +339,15 @@ impl Responder {
                     .push((b"Content-Length".to_vec(), b"0".to_vec()));
             }
         }
-        if let Some(h) = Self::take_head(&mut st)? {
-            replies.push(h);
+        let end = self.end_reply(&mut st);
+        // Short of its Content-Length with nothing sent yet: only the
+        // error, which nginx answers with a 500.
+        if st.head_sent || !matches!(end, Reply::Error { .. }) {
+            if let Some(h) = Self::take_head(&mut st)? {
+                replies.push(h);
+            }
         }
-        replies.push(self.end_reply(&st));
+        replies.push(end);
         drop(st);
         self.push(py, replies)
     }
