@@ -254,8 +254,51 @@ extern "C" fn set_python_home(
             dir
         );
     }
-    mcf.python_home = Some(dir.trim_end_matches('/').to_string());
+    let dir = dir.trim_end_matches('/');
+    if let Err(why) = check_python_home(dir, &embedded_python_version()) {
+        conf_err!(cf, "\"wsgi_python_home\" \"{}\" {}", dir, why);
+    }
+    mcf.python_home = Some(dir.to_string());
     CONF_OK
+}
+
+/// "3.11" for the libpython this module is linked with (Py_GetVersion is
+/// safe to call before the interpreter starts).
+fn embedded_python_version() -> String {
+    // SAFETY: a static NUL-terminated string owned by libpython.
+    let full = unsafe { std::ffi::CStr::from_ptr(pyo3::ffi::Py_GetVersion()) };
+    let full = full.to_string_lossy();
+    full.split('.').take(2).collect::<Vec<_>>().join(".")
+}
+
+/// A home must be a virtualenv (`pyvenv.cfg`) of the embedded Python's
+/// version, or a prefix with that version's standard library; otherwise
+/// the worker's Python cannot start (or imports nothing from it), and its
+/// own error ("No module named 'encodings'") does not say why.
+fn check_python_home(dir: &str, version: &str) -> Result<(), String> {
+    let home = std::path::Path::new(dir);
+    if !home.is_dir() {
+        return Err("is not a directory".into());
+    }
+    if let Ok(cfg) = std::fs::read_to_string(home.join("pyvenv.cfg")) {
+        // venv writes "version", virtualenv and uv "version_info".
+        let venv_version = cfg.lines().find_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            matches!(k.trim(), "version" | "version_info").then(|| v.trim().to_string())
+        });
+        return match venv_version {
+            Some(v) if v != version && !v.starts_with(&format!("{version}.")) => Err(format!(
+                "is a virtualenv of Python {v}, but this module embeds Python {version}"
+            )),
+            _ => Ok(()),
+        };
+    }
+    if !home.join(format!("lib/python{version}")).is_dir() {
+        return Err(format!(
+            "is neither a virtualenv (no pyvenv.cfg) nor a Python {version} prefix (no lib/python{version})"
+        ));
+    }
+    Ok(())
 }
 
 /// Parses a positive integer argument, naming the directive on failure.
@@ -778,3 +821,53 @@ pub static mut COMMANDS: [ngx_command_t; 19] = [
     ),
     ngx_command_t::empty(),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::check_python_home;
+    use std::fs;
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("ngx-wsgi-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn python_home_must_match_the_embedded_python() {
+        let d = scratch("homes");
+        let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
+
+        let missing = d.join("missing");
+        assert_eq!(
+            check_python_home(&s(&missing), "3.11"),
+            Err("is not a directory".to_string())
+        );
+
+        let venv = d.join("venv");
+        fs::create_dir(&venv).unwrap();
+        fs::write(
+            venv.join("pyvenv.cfg"),
+            "home = /usr/bin\nversion = 3.11.2\n",
+        )
+        .unwrap();
+        assert_eq!(check_python_home(&s(&venv), "3.11"), Ok(()));
+        let err = check_python_home(&s(&venv), "3.1").unwrap_err();
+        assert!(err.contains("virtualenv of Python 3.11.2"), "{err}");
+
+        let uv = d.join("uv");
+        fs::create_dir(&uv).unwrap();
+        fs::write(uv.join("pyvenv.cfg"), "version_info = 3.12.1\n").unwrap();
+        let err = check_python_home(&s(&uv), "3.11").unwrap_err();
+        assert!(err.contains("virtualenv of Python 3.12.1, but this module embeds Python 3.11"));
+
+        let prefix = d.join("prefix");
+        fs::create_dir_all(prefix.join("lib/python3.11")).unwrap();
+        assert_eq!(check_python_home(&s(&prefix), "3.11"), Ok(()));
+        let err = check_python_home(&s(&prefix), "3.12").unwrap_err();
+        assert!(err.contains("nor a Python 3.12 prefix"), "{err}");
+
+        fs::remove_dir_all(&d).unwrap();
+    }
+}

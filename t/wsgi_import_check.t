@@ -24,7 +24,7 @@ use Test::WSGI qw/ slurp poll /;
 select STDERR; $| = 1;
 select STDOUT; $| = 1;
 
-my $t = Test::Nginx->new()->has(qw/http/)->plan(105);
+my $t = Test::Nginx->new()->has(qw/http/)->plan(111);
 
 my $d = $t->testdir();
 
@@ -155,6 +155,10 @@ unlike($out, qr/SyntaxError/, 'import check off: app not imported');
 
 # bad directive values: refused, naming the directive and file:line
 
+# a virtualenv of a Python other than the one the module embeds
+mkdir "$d/venv-3.99";
+$t->write_file('venv-3.99/pyvenv.cfg', "home = /usr/bin\nversion = 3.99.0\n");
+
 my @bad = (
 	[ main => 'wsgi_threads 0;', 'wsgi_threads', qr/invalid value "0"/ ],
 	[ main => 'wsgi_threads -1;', 'wsgi_threads', qr/invalid value "-1"/ ],
@@ -170,6 +174,10 @@ my @bad = (
 		qr/invalid value "maybe"/ ],
 	[ main => 'wsgi_python_home relative/venv;', 'wsgi_python_home',
 		qr/must be an absolute path/ ],
+	[ main => "wsgi_python_home $d/no-such-venv;", 'wsgi_python_home',
+		qr/"\Q$d\E\/no-such-venv" is not a directory/ ],
+	[ main => "wsgi_python_home $d/venv-3.99;", 'wsgi_python_home',
+		qr/is a virtualenv of Python 3\.99\.0, but this module embeds Python 3\.\d+/ ],
 	[ loc => 'wsgi_read_timeout 5x;', 'wsgi_read_timeout',
 		qr/invalid time "5x"/ ],
 	[ loc => 'wsgi_buffer_size 12q;', 'wsgi_buffer_size',

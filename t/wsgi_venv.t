@@ -172,13 +172,13 @@ like($out, qr/ModuleNotFoundError: No module named 'flask'/,
 }
 
 # a wsgi_python_home that is neither a venv nor a Python prefix: the
-# workers could not start Python, so the check fails too
+# workers could not start Python; refused with the reason
 
 mkdir "$d/not-a-venv";
 ($rc, $out) = nginx_t('check-bad-home.conf', "$d/not-a-venv");
 isnt($rc, 0, 'nginx -t with a bad home: fails');
-like($out, qr/\[emerg\].*(?s:.*)(?:encodings|Fatal Python error)/,
-	'nginx -t with a bad home: the python error');
+like($out, qr/\[emerg\] "wsgi_python_home" "\Q$d\E\/not-a-venv" is neither a virtualenv \(no pyvenv\.cfg\) nor a Python 3\.\d+ prefix/,
+	'nginx -t with a bad home: says why');
 
 # with the venv
 
