@@ -166,6 +166,16 @@ pub unsafe fn stop() {
     }
 }
 
+/// nginx thread, as a request ends: a pool thread queues a request's log
+/// lines (an app's prints, a short body) before its last reply, but on
+/// another line; drained now, they are written while the request is still
+/// registered, with its client and request in the log line.
+pub fn drain_before_end() {
+    if let Some(rt) = worker::runtime() {
+        rt.hub.drain_quiet(handle);
+    }
+}
+
 extern "C" fn on_wakeup(_ev: *mut ngx_event_t) {
     let Some(rt) = worker::runtime() else { return };
     rt.hub.drain(handle);

@@ -30,7 +30,7 @@ use crate::conf::{IGNORE_XA_CHARSET, IGNORE_XA_LIMIT_RATE, IGNORE_XA_REDIRECT};
 use crate::handler::{ctx_of, RequestCtx};
 use crate::message::{Chunk, FileReply, Reply, ResponseHead};
 use crate::util::{eq_ignore_case, ngx_bytes, pool_str};
-use crate::{worker, HttpWsgiModule};
+use crate::{notify, worker, HttpWsgiModule};
 
 /// What an nginx buffer points into, kept alive until nginx has sent it.
 pub struct Held {
@@ -811,6 +811,7 @@ pub unsafe fn finish(cx: &mut RequestCtx, rc: ngx_int_t, cancel: bool) {
     if cancel {
         cx.exchange.cancel();
     }
+    notify::drain_before_end();
     if let Some(s) = cx.stream.take() {
         s.fail("request ended");
     }

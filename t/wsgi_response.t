@@ -20,7 +20,7 @@ use Test::WSGI qw/ read_until state_dir /;
 select STDERR; $| = 1;
 select STDOUT; $| = 1;
 
-my $t = Test::Nginx->new()->has(qw/http/)->plan(74)
+my $t = Test::Nginx->new()->has(qw/http/)->plan(82)
 	->write_file_expand('nginx.conf', <<'EOF');
 
 %%TEST_GLOBALS%%
@@ -168,6 +168,12 @@ def application(environ, start_response):
     if path == '/bad/str':
         start_response('200 OK', text)
         return ['a str chunk']
+    if path in ('/bad/whole_bytes', '/bad/whole_str', '/bad/none',
+                '/bad/int'):
+        # the body itself, or nothing, instead of an iterable of bytes
+        start_response('200 OK', text)
+        return {'/bad/whole_bytes': b'body', '/bad/whole_str': 'body',
+                '/bad/none': None, '/bad/int': 5}[path]
     if path == '/bad/nostart':
         return [b'x']
     if path == '/bad/twice':
@@ -398,6 +404,14 @@ bad('/bad/status', qr/ValueError: status "OK" does not start with a three/,
 	'malformed status');
 bad('/bad/str', qr/app returned a response body chunk of type str/,
 	'str body chunk');
+bad('/bad/whole_bytes', qr/app returned a bytes object instead of an iterable of bytes \(return \[body\]/,
+	'the body returned as bytes');
+bad('/bad/whole_str', qr/app returned a str object instead of an iterable/,
+	'the body returned as str');
+bad('/bad/none', qr/app returned None, not an iterable of bytes/,
+	'None returned');
+bad('/bad/int', qr/app returned an object of type int, not an iterable/,
+	'an int returned');
 bad('/bad/nostart', qr/app returned without calling start_response\(\)/,
 	'start_response() never called');
 bad('/bad/twice', qr/AssertionError: start_response\(\) called a second time/,

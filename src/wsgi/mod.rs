@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use pyo3::exceptions::PyBaseException;
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyBytes, PyList, PyTuple};
+use pyo3::types::{PyByteArray, PyBytes, PyList, PyString, PyTuple};
 
 use crate::message::{Hub, Job, LogLevel, RequestId};
 use response::{BodyPart, Responder, SendError, StartResponse};
@@ -173,14 +173,17 @@ fn chunk_bytes<'a, 'py>(item: &'a Bound<'py, PyAny>) -> Result<BodyPart<'a, 'py>
     if let Ok(b) = item.cast::<PyByteArray>() {
         return Ok(BodyPart::Owned(b.to_vec()));
     }
-    let ty = item
-        .get_type()
+    Err(Failure::Output(format!(
+        "app returned a response body chunk of type {}, not bytes (PEP 3333 bodies are bytes)",
+        type_name(item)
+    )))
+}
+
+fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type()
         .name()
         .map(|n| n.to_string())
-        .unwrap_or_else(|_| "?".into());
-    Err(Failure::Output(format!(
-        "app returned a response body chunk of type {ty}, not bytes (PEP 3333 bodies are bytes)"
-    )))
+        .unwrap_or_else(|_| "?".into())
 }
 
 fn send_iterable(
@@ -213,7 +216,34 @@ fn send_iterable(
         }
         return responder.send_complete(py, &parts).map_err(Failure::from);
     }
-    let iter = result.try_iter().map_err(Failure::App)?;
+    let iter = match result.try_iter() {
+        // A bytes or str object is iterable, by element: the common slip
+        // of returning the body itself instead of a list holding it.
+        Ok(_)
+            if result.is_instance_of::<PyBytes>()
+                || result.is_instance_of::<PyByteArray>()
+                || result.is_instance_of::<PyString>() =>
+        {
+            return Err(Failure::Output(format!(
+                "app returned a {} object instead of an iterable of bytes (return [body], PEP 3333)",
+                type_name(result)
+            )));
+        }
+        Ok(iter) => iter,
+        Err(e) if !e.is_instance_of::<pyo3::exceptions::PyTypeError>(py) => {
+            return Err(Failure::App(e));
+        }
+        Err(_) => {
+            return Err(Failure::Output(format!(
+                "app returned {}, not an iterable of bytes (PEP 3333)",
+                if result.is_none() {
+                    "None".to_string()
+                } else {
+                    format!("an object of type {}", type_name(result))
+                }
+            )));
+        }
+    };
     for item in iter {
         let item = item.map_err(|e| {
             if responder.is_cancelled() {
