@@ -199,9 +199,33 @@ fn leave_children_to_python() {
     unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
 }
 
+/// A worker inherits the directory nginx was started from (unless
+/// `working_directory` is set), and after switching to nginx's `user` it
+/// may no longer enter it: the app's relative paths would fail, and so does
+/// multiprocessing's "spawn", whose children chdir to the parent's
+/// directory. Use "/" then, as daemons do, and say so.
+fn check_current_dir(log: *mut nginx_sys::ngx_log_t) {
+    let Ok(cwd) = std::env::current_dir() else {
+        return;
+    };
+    if let Err(e) = std::env::set_current_dir(&cwd) {
+        let moved = std::env::set_current_dir("/").is_ok();
+        ngx_log_error!(
+            NGX_LOG_WARN,
+            log,
+            "wsgi: the worker process cannot use its current directory \"{}\" ({}){}; set \"working_directory\" for the app's directory",
+            cwd.display(),
+            e,
+            if moved { ", using \"/\"" } else { "" }
+        );
+    }
+}
+
 fn start(cycle: *mut ngx_cycle_t, mcf: &crate::conf::MainConf) -> Result<(), String> {
     tune_malloc();
     leave_children_to_python();
+    // SAFETY: cycle is live.
+    check_current_dir(unsafe { (*cycle).log });
     let hub = Arc::new(Hub::new().map_err(|e| format!("eventfd() failed: {e}"))?);
     let interp = Interpreter {
         python_path: mcf.python_path.clone(),

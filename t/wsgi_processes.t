@@ -5,7 +5,8 @@
 # SIGCHLD; neither may leak into the app's children: a subprocess gets its
 # own exit status and can be stopped with SIGTERM, a forked child
 # (multiprocessing) gets default signal handling, and sys.executable runs
-# this Python for multiprocessing's "spawn".
+# this Python for multiprocessing's "spawn".  nginx is started from a
+# directory its workers may not enter: they use "/" instead, and say so.
 
 ###############################################################################
 
@@ -13,6 +14,7 @@ use warnings;
 use strict;
 
 use Test::More;
+use Cwd ();
 
 use Test::Nginx;
 
@@ -21,7 +23,7 @@ use Test::Nginx;
 select STDERR; $| = 1;
 select STDOUT; $| = 1;
 
-my $t = Test::Nginx->new()->has(qw/http/)->plan(8)
+my $t = Test::Nginx->new()->has(qw/http/)->plan(10)
 	->write_file_expand('nginx.conf', <<'EOF');
 
 %%TEST_GLOBALS%%
@@ -127,6 +129,7 @@ def pool(method):
     return run
 
 CHECKS = {
+    '/cwd': os.getcwd,
     '/exit-codes': exit_codes,
     '/terminate': terminate,
     '/fork-term': fork_term,
@@ -140,9 +143,32 @@ def application(environ, start_response):
     return [body]
 EOF
 
-$t->run();
+# started from a directory of root's that the workers' user (nobody, when
+# the tests run as root) cannot enter
+my $d = $t->testdir();
+my $closed = "$d/closed";
+mkdir $closed, 0700 or die "mkdir $closed: $!";
+my $back = Cwd::getcwd();
+{
+	# a binary named relative to where the tests run
+	local $Test::Nginx::NGINX = Cwd::abs_path($Test::Nginx::NGINX);
+	chdir $closed or die "chdir $closed: $!";
+	eval { $t->run() };
+	chdir $back or die "chdir $back: $!";
+	die $@ if $@;
+}
 
 ###############################################################################
+
+SKIP: {
+skip 'the workers run as this user: the directory is theirs', 2 if $> != 0;
+
+like(http_get('/cwd'), qr/\x0d\x0a\x0d\x0a\/\z/, 'an inaccessible directory: "/"');
+like($t->read_file('error.log'),
+	qr/\[warn\] .*wsgi: the worker process cannot use its current directory "\Q$closed\E" \(Permission denied.*\), using "\/"; set "working_directory"/,
+	'an inaccessible directory: said so');
+
+}
 
 like(http_get('/exit-codes'), qr/\x0d\x0a\x0d\x0a(3,){39}3\z/,
 	'subprocess exit status is never taken by nginx');
