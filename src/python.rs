@@ -74,6 +74,24 @@ pub fn initialize(interp: &Interpreter, hub: &Arc<Hub>) -> Result<(), String> {
                 return Err(status_error(&st, "cannot use wsgi_python_home"));
             }
         }
+        if interp.python_home.is_none() {
+            if let Some(python) = installed_python() {
+                // Python finds its prefix from its program's path; "nginx"
+                // is not found on a worker's (empty) PATH, and the search
+                // then falls back to the current directory: started from
+                // "/", sys.prefix came out as "/" (via the /lib symlink).
+                let value = CString::new(python).map_err(|_| "NUL in the Python path")?;
+                let st = ffi::PyConfig_SetBytesString(
+                    &mut config,
+                    &raw mut config.program_name,
+                    value.as_ptr(),
+                );
+                if ffi::PyStatus_Exception(st) != 0 {
+                    ffi::PyConfig_Clear(&mut config);
+                    return Err(status_error(&st, "cannot set the program name"));
+                }
+            }
+        }
         let argv = [c"nginx".as_ptr() as *mut std::ffi::c_char];
         let st = ffi::PyConfig_SetBytesArgv(&mut config, 1, argv.as_ptr() as *mut _);
         if ffi::PyStatus_Exception(st) != 0 {
@@ -91,6 +109,15 @@ pub fn initialize(interp: &Interpreter, hub: &Arc<Hub>) -> Result<(), String> {
         ffi::PyEval_SaveThread();
         setup.map_err(|e| format!("cannot set up Python: {e}"))
     }
+}
+
+/// The interpreter the module was built against (`PYO3_PYTHON`), if it is
+/// installed here and is not itself inside a virtualenv.
+fn installed_python() -> Option<&'static str> {
+    let python = option_env!("PYO3_PYTHON")?;
+    let path = std::path::Path::new(python);
+    let prefix = path.parent()?.parent()?;
+    (path.is_absolute() && path.is_file() && !prefix.join("pyvenv.cfg").exists()).then_some(python)
 }
 
 fn setup_interpreter(py: Python<'_>, interp: &Interpreter, hub: &Arc<Hub>) -> PyResult<()> {

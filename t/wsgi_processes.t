@@ -23,7 +23,7 @@ use Test::Nginx;
 select STDERR; $| = 1;
 select STDOUT; $| = 1;
 
-my $t = Test::Nginx->new()->has(qw/http/)->plan(10)
+my $t = Test::Nginx->new()->has(qw/http/)->plan(11)
 	->write_file_expand('nginx.conf', <<'EOF');
 
 %%TEST_GLOBALS%%
@@ -65,6 +65,7 @@ import multiprocessing
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 
@@ -130,6 +131,7 @@ def pool(method):
 
 CHECKS = {
     '/cwd': os.getcwd,
+    '/prefix': lambda: sys.prefix,
     '/exit-codes': exit_codes,
     '/terminate': terminate,
     '/fork-term': fork_term,
@@ -161,12 +163,17 @@ my $back = Cwd::getcwd();
 ###############################################################################
 
 SKIP: {
-skip 'the workers run as this user: the directory is theirs', 2 if $> != 0;
+skip 'the workers run as this user: the directory is theirs', 3 if $> != 0;
 
 like(http_get('/cwd'), qr/\x0d\x0a\x0d\x0a\/\z/, 'an inaccessible directory: "/"');
 like($t->read_file('error.log'),
 	qr/\[warn\] .*wsgi: the worker process cannot use its current directory "\Q$closed\E" \(Permission denied.*\), using "\/"; set "working_directory"/,
 	'an inaccessible directory: said so');
+
+# Python finds its prefix from the interpreter's path, not from "/" (where
+# it found /lib/python3.X through the /lib symlink and took "/")
+like(http_get('/prefix'), qr/\x0d\x0a\x0d\x0a\/[^\/]\S*\z/,
+	'sys.prefix from the interpreter, not the directory');
 
 }
 
