@@ -1,8 +1,9 @@
 //! Interpreter start-up per worker process (after fork, never in the
-//! master), app import, and exit. Python gets no signal handlers: nginx owns
-//! signals: `signal.signal()` in app code is logged and ignored (it would
-//! replace nginx's handlers). Apps are imported on a helper thread, not the
-//! nginx thread.
+//! master), app import, and exit. Python installs no signal handlers, as
+//! nginx owns signals; `signal.signal()` in app code is logged and ignored
+//! (it would replace nginx's handlers), and the app's child processes get
+//! a clean signal state (src/bootstrap.py). Apps are imported on a helper
+//! thread, not the nginx thread.
 
 use std::ffi::CString;
 use std::sync::Arc;
