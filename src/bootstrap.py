@@ -94,11 +94,11 @@ def clean_children(sys, os, signal, threading, real_signal):
     real_fork_exec = _posixsubprocess.fork_exec
 
     def fork_exec(*args, **kwargs):
-        old = signal.pthread_sigmask(signal.SIG_SETMASK, ())
+        unblock()
         try:
             return real_fork_exec(*args, **kwargs)
         finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+            reblock()
 
     _posixsubprocess.fork_exec = fork_exec
     sub = sys.modules.get("subprocess")

@@ -54,43 +54,40 @@ pub fn initialize(interp: &Interpreter, hub: &Arc<Hub>) -> Result<(), String> {
         ffi::PyConfig_InitPythonConfig(&mut config);
         config.install_signal_handlers = 0;
         config.parse_argv = 0;
-        if let Some(home) = &interp.python_home {
-            let home_path = std::path::Path::new(home);
-            if !home_path.is_dir() {
-                ffi::PyConfig_Clear(&mut config);
-                return Err(format!("wsgi_python_home \"{home}\" is not a directory"));
-            }
-            // A virtualenv is found from its interpreter path (pyvenv.cfg
-            // beside bin/); a plain prefix is Python's "home".
-            let cfg: *mut ffi::PyConfig = &mut config;
-            let (field, value) = if home_path.join("pyvenv.cfg").is_file() {
-                (&raw mut (*cfg).program_name, format!("{home}/bin/python3"))
-            } else {
-                (&raw mut (*cfg).home, home.clone())
-            };
-            let value = CString::new(value).map_err(|_| "NUL in wsgi_python_home")?;
-            let st = ffi::PyConfig_SetBytesString(cfg, field, value.as_ptr());
-            if ffi::PyStatus_Exception(st) != 0 {
-                ffi::PyConfig_Clear(&mut config);
-                return Err(status_error(&st, "cannot use wsgi_python_home"));
-            }
-        }
-        if interp.python_home.is_none() {
-            if let Some(python) = installed_python() {
-                // Python finds its prefix from its program's path; "nginx"
-                // is not found on a worker's (empty) PATH, and the search
-                // then falls back to the current directory: started from
-                // "/", sys.prefix came out as "/" (via the /lib symlink).
-                let value = CString::new(python).map_err(|_| "NUL in the Python path")?;
-                let st = ffi::PyConfig_SetBytesString(
-                    &mut config,
-                    &raw mut config.program_name,
-                    value.as_ptr(),
-                );
-                if ffi::PyStatus_Exception(st) != 0 {
-                    ffi::PyConfig_Clear(&mut config);
-                    return Err(status_error(&st, "cannot set the program name"));
+        // Where Python finds its prefix. A virtualenv is found from its
+        // interpreter's path (pyvenv.cfg beside bin/), a plain prefix is
+        // Python's "home". Without either, the interpreter the module was
+        // built against: "nginx" is not on a worker's (empty) PATH, and
+        // Python's search then falls back to the current directory (from
+        // "/", sys.prefix came out as "/" through the /lib symlink).
+        let cfg: *mut ffi::PyConfig = &mut config;
+        let location = match &interp.python_home {
+            Some(home) => {
+                let home_path = std::path::Path::new(home);
+                if !home_path.is_dir() {
+                    ffi::PyConfig_Clear(cfg);
+                    return Err(format!("wsgi_python_home \"{home}\" is not a directory"));
                 }
+                let (field, value) = if home_path.join("pyvenv.cfg").is_file() {
+                    (&raw mut (*cfg).program_name, format!("{home}/bin/python3"))
+                } else {
+                    (&raw mut (*cfg).home, home.clone())
+                };
+                Some((field, value, "cannot use wsgi_python_home"))
+            }
+            None => installed_python().map(|p| {
+                let field = &raw mut (*cfg).program_name;
+                (field, p.to_string(), "cannot set the program name")
+            }),
+        };
+        if let Some((field, value, what)) = location {
+            let st = match CString::new(value) {
+                Ok(value) => ffi::PyConfig_SetBytesString(cfg, field, value.as_ptr()),
+                Err(_) => ffi::PyStatus_Error(c"NUL in the path".as_ptr()),
+            };
+            if ffi::PyStatus_Exception(st) != 0 {
+                ffi::PyConfig_Clear(cfg);
+                return Err(status_error(&st, what));
             }
         }
         let argv = [c"nginx".as_ptr() as *mut std::ffi::c_char];
