@@ -9,6 +9,8 @@ Starts every stack once, on 127.0.0.1, each on its own port:
   gunicorn       nginx -> gunicorn gthread (proxy_pass, unix socket, keepalive)
   granian        Granian WSGI, direct
   granian-nginx  nginx -> Granian WSGI (proxy_pass, unix socket, keepalive)
+  floor          ours built with --features transport-floor: pool threads answer
+                 without calling Python (hello only: the hand-off's own cost)
   ceiling        nginx alone: return 200 / the same bytes as static files
 then, scenario by scenario, runs wrk against each stack in turn, repetition
 after repetition (A B C A B C), and measures for each run: requests/s,
@@ -41,17 +43,23 @@ BENCH = os.path.join(ROOT, "bench")
 VENV = os.path.join(BUILD, "bench-venv")
 NGINX = os.path.join(BUILD, "sbin", "nginx")
 MODULE = os.path.join(BUILD, "modules", "ngx_http_wsgi_module.so")
+FLOOR_TARGET = os.path.join(BUILD, "floor-target")
+FLOOR_MODULE = os.path.join(OUT, "floor", "ngx_http_wsgi_module.so")
 WRK = shutil.which("wrk") or "/usr/bin/wrk"
 TICK = os.sysconf("SC_CLK_TCK")
 KiB, MiB, GiB = 1024, 1024 * 1024, 1024 * 1024 * 1024
 
-ALL_STACKS = ["ours", "ours-64t", "uwsgi", "gunicorn", "granian", "granian-nginx", "ceiling"]
+ALL_STACKS = ["ours", "ours-64t", "uwsgi", "gunicorn", "granian", "granian-nginx", "floor",
+              "ceiling"]
+# Stacks that run only in the scenarios that name them.
+NAMED_ONLY = ("ours-64t", "floor")
 NGINX_FRONTED = ["ours", "uwsgi", "gunicorn", "granian-nginx"]
 APP_STACKS = ["ours", "uwsgi", "gunicorn", "granian", "granian-nginx"]
 
 # name: what, path, method/body, connections, expected body length, stacks
 SCENARIOS = [
-    dict(name="hello", what="GET, 13 bytes", path="/hello", conns=16, expect=13),
+    dict(name="hello", what="GET, 13 bytes (floor: our module without Python)", path="/hello",
+         conns=16, expect=13, stacks=[x for x in ALL_STACKS if x != "ours-64t"]),
     dict(name="10k", what="GET, 10 KiB body (one bytes object)", path="/bytes/10240",
          conns=16, expect=10240),
     dict(name="64k", what="GET, 64 KiB body (one bytes object)", path="/bytes/65536",
@@ -282,14 +290,14 @@ class Stack:
         self.procs = []           # Popen of nginx and/or the app server
         self.sock = os.path.join(RUN, "%s.sock" % name)
         self.front = name in ("ours", "ours-64t", "uwsgi", "gunicorn", "granian-nginx",
-                              "ceiling")
+                              "floor", "ceiling")
 
     # -- configuration
-    def nginx_conf(self, template, threads=None):
+    def nginx_conf(self, template, threads=None, module=MODULE):
         values = dict(
             RUN=RUN, NAME=self.name, PORT=self.port, WORKERS=self.args.workers,
             DOCROOT=os.path.join(RUN, "docroot"), APPDIR=os.path.join(RUN, "app"),
-            MODULE=MODULE, THREADS=threads or self.args.threads, SOCK=self.sock,
+            MODULE=module, THREADS=threads or self.args.threads, SOCK=self.sock,
             UWSGI_PARAMS=os.path.join(BENCH, "uwsgi_params"),
             BODY_BUFFER=self.args.body_buffer,
             USER="user root;" if os.geteuid() == 0 else "",
@@ -323,6 +331,8 @@ class Stack:
             self.start_nginx(self.nginx_conf("ours.conf.in"))
         elif self.name == "ours-64t":
             self.start_nginx(self.nginx_conf("ours.conf.in", threads=64))
+        elif self.name == "floor":
+            self.start_nginx(self.nginx_conf("ours.conf.in", module=FLOOR_MODULE))
         elif self.name == "ceiling":
             self.start_nginx(self.nginx_conf("ceiling.conf.in"))
         elif self.name == "uwsgi":
@@ -887,7 +897,11 @@ def targets(results):
             "%s× (%s vs %s)" % (fmt(x, 2), fmt(o), fmt(g)), x >= 1.3 if x else None)
     c = get("hello", "ours", "cpu_us_per_req")
     if c is not None:
-        add("hello: ours ≤ 12 µs server CPU per request", "%.1f µs" % c, c <= 12)
+        f, n = get("hello", "floor", "cpu_us_per_req"), get("hello", "ceiling", "cpu_us_per_req")
+        also = ", ".join("%s %.1f µs" % (what, x) for what, x in (
+            ("floor (no Python)", f), ("nginx alone", n)) if x is not None)
+        add("hello: ours ≤ 12 µs server CPU per request",
+            "%.1f µs%s" % (c, " (%s)" % also if also else ""), c <= 12)
     for scn in ("10k", "64k"):
         o, g = get(scn, "ours"), get(scn, "granian")
         if o is not None or g is not None:
@@ -1122,12 +1136,27 @@ def pinning(a):
         ",".join(map(str, server)), ",".join(map(str, wrk)))
 
 
+def scenario_stacks(sc):
+    return sc.get("stacks", [x for x in ALL_STACKS if x not in NAMED_ONLY])
+
+
+def build_floor():
+    """The module with --features transport-floor, in its own target directory
+    (the main build's artifacts stay as scripts/build left them)."""
+    log("cargo build --release --features transport-floor (the floor stack)")
+    subprocess.run(["cargo", "build", "--release", "--locked", "--features", "transport-floor",
+                    "--target-dir", FLOOR_TARGET], cwd=ROOT, check=True,
+                   stdout=subprocess.DEVNULL)
+    os.makedirs(os.path.dirname(FLOOR_MODULE), exist_ok=True)
+    shutil.copy(os.path.join(FLOOR_TARGET, "release", "libngx_http_wsgi_module.so"),
+                FLOOR_MODULE)
+
+
 def estimate(a, scen, names):
     """Seconds the run should take without repeats (overheads measured on 2 cores)."""
     total = 5.0
     for sc in scen:
-        n = len([x for x in names if x in sc.get("stacks", ALL_STACKS) and
-                 not (x == "ours-64t" and "stacks" not in sc)])
+        n = len([x for x in names if x in scenario_stacks(sc)])
         if sc.get("special") == "memory":
             total += a.mem_size / a.mem_rate + 5 + n * (a.mem_size / (300 * MiB) + 1)
         elif sc.get("special") == "static_busy":
@@ -1150,7 +1179,7 @@ def main():
     scen = [s for s in SCENARIOS if s["name"] in a.only]
     needed = set()
     for s in scen:
-        for n in s.get("stacks", [x for x in ALL_STACKS if x != "ours-64t"]):
+        for n in scenario_stacks(s):
             if n in a.stacks:
                 needed.add(n)
     names = [n for n in ALL_STACKS if n in needed]
@@ -1164,6 +1193,8 @@ def main():
     log("%s; %s" % (", ".join("%s %s" % kv for kv in meta["versions"].items()), pin))
     log("%s; about %.0f min without repeats of disturbed runs" % (
         ", ".join(s["name"] for s in scen), estimate(a, scen, names) / 60))
+    if "floor" in names:
+        build_floor()
     prepare_run_dir()
     stacks = {}
     port = a.port
@@ -1180,8 +1211,7 @@ def main():
         bench = Bench(a, stacks)
         t0 = time.time()
         for sc in scen:
-            run_on = [n for n in names if n in sc.get("stacks", ALL_STACKS) and
-                      not (n == "ours-64t" and "stacks" not in sc)]
+            run_on = [n for n in names if n in scenario_stacks(sc)]
             if not run_on:
                 continue
             log("%s: %s (%s)" % (sc["name"], sc["what"], ", ".join(run_on)))

@@ -13,6 +13,9 @@
 //!   `ngx_*` pointer.
 //! * between them — [`message`]: owned jobs and replies only.
 
+// The bench-only `transport-floor` build skips the WSGI call, leaving it unused.
+#![cfg_attr(feature = "transport-floor", allow(dead_code))]
+
 use core::ptr::addr_of;
 
 use nginx_sys::{ngx_http_module_t, ngx_module_t, NGX_HTTP_MODULE};

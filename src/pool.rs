@@ -121,6 +121,14 @@ impl Pool {
             let h = spawn_worker(&shared).map_err(|e| format!("cannot start pool thread: {e}"))?;
             pool.handles.lock().unwrap().push(h);
         }
+        #[cfg(feature = "transport-floor")]
+        shared.hub.log(
+            None,
+            LogLevel::Warn,
+            "wsgi: this module was built with the transport-floor feature \
+             (for scripts/bench): apps are not called"
+                .into(),
+        );
         let s2 = shared.clone();
         spawn_with_signals_blocked("wsgi-watchdog", move || watchdog(s2, wrx))
             .map_err(|e| format!("cannot start watchdog thread: {e}"))?;
@@ -326,7 +334,13 @@ fn run_job(
     // watchdog holds while it checks it: an interrupt can never hit the
     // next request by mistake.
     slot.running.store(job.id, Ordering::Release);
+    #[cfg(not(feature = "transport-floor"))]
     wsgi::run(py, tctx, &shared.hub, app.bind(py), job);
+    #[cfg(feature = "transport-floor")]
+    {
+        let _ = (app, &tctx);
+        transport_floor(shared, job);
+    }
     slot.running.store(0, Ordering::Release);
     // An interrupt that arrived as the app returned must not leak into the
     // next request. The watchdog sets `interrupted` with the GIL held, as we
@@ -342,6 +356,29 @@ fn run_job(
         let _ = PyErr::take(py);
     }
     counters.busy_threads.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Built only with `--features transport-floor`, for `scripts/bench`'s
+/// `floor` stack: every request gets hello world's response from the pool
+/// thread without entering Python, so the bench can show what the hand-off
+/// itself (queue, wake-ups, messages, nginx's side) costs per request.
+#[cfg(feature = "transport-floor")]
+fn transport_floor(shared: &Shared, job: Job) {
+    use crate::message::{Chunk, ResponseHead};
+    let head = ResponseHead {
+        status: 200,
+        status_line: b"200 OK".to_vec(),
+        headers: vec![
+            (b"Content-Type".to_vec(), b"text/plain".to_vec()),
+            (b"Content-Length".to_vec(), b"13".to_vec()),
+        ],
+    };
+    let body = Chunk::Owned(b"Hello, World!".to_vec());
+    let wake = job
+        .exchange
+        .push([Reply::Head(head), Reply::Body(body), Reply::End])
+        .unwrap_or(false);
+    shared.hub.finished(job.id, wake);
 }
 
 /// Stops apps that overran `wsgi_read_timeout`: raises `RequestTimeout` in
