@@ -20,7 +20,7 @@ use Test::WSGI qw/ read_until state_dir /;
 select STDERR; $| = 1;
 select STDOUT; $| = 1;
 
-my $t = Test::Nginx->new()->has(qw/http/)->plan(82)
+my $t = Test::Nginx->new()->has(qw/http/)->plan(86)
 	->write_file_expand('nginx.conf', <<'EOF');
 
 %%TEST_GLOBALS%%
@@ -62,8 +62,9 @@ def wait_for(name):
 
 class Closing:
     """An iterable that records its close() calls."""
-    def __init__(self, tag, chunks, fail_at=None):
+    def __init__(self, tag, chunks, fail_at=None, close_fails=False):
         self.tag, self.chunks, self.fail_at = tag, chunks, fail_at
+        self.close_fails = close_fails
     def __iter__(self):
         for i, chunk in enumerate(self.chunks):
             if i == self.fail_at:
@@ -71,6 +72,8 @@ class Closing:
             yield chunk
     def close(self):
         record('close ' + self.tag)
+        if self.close_fails:
+            raise RuntimeError('clean-up failed')
 
 def gen(*chunks):
     for c in chunks:
@@ -141,6 +144,12 @@ def application(environ, start_response):
     if path == '/close/head':
         start_response('200 OK', text)
         return Closing('head', [b'a', b'b'])
+    if path == '/close/fails':
+        start_response('200 OK', text)
+        return Closing('fails', [b'hello ', b'world'], close_fails=True)
+    if path == '/close/fails_cl':
+        start_response('200 OK', text + [('Content-Length', '11')])
+        return Closing('fails_cl', [b'hello ', b'world'], close_fails=True)
 
     # failures
 
@@ -357,6 +366,31 @@ is(closes(), "close normal\nclose raise\n",
 
 like(http_head('/close/head'), qr/^HTTP\/1\.1 200 OK/, 'close head');
 is(closes(), "close normal\nclose raise\nclose head\n", 'close() after HEAD');
+
+# a close() that raises: the body is complete and the connection stays
+# usable (the failure is the app's clean-up, not its response)
+
+my $pipelined = <<EOF;
+GET /close/fails HTTP/1.1
+Host: localhost
+
+GET /list HTTP/1.1
+Host: localhost
+Connection: close
+
+EOF
+my $r2 = http($pipelined);
+my ($first) = $r2 =~ /^(.*?)HTTP\/1\.1 200 OK(?!.*HTTP\/1\.1)/s;
+is(http_content($first), 'hello world', 'close() raises: chunked body complete');
+like($r2, qr/\x0d\x0a\x0d\x0aabcd\z/, 'close() raises: next request served');
+
+$pipelined =~ s!/close/fails!/close/fails_cl!;
+like(http($pipelined),
+	qr/Content-Length: 11\x0d\x0a.*\x0d\x0a\x0d\x0ahello worldHTTP\/1\.1 200 .*abcd\z/s,
+	'close() raises: Content-Length body, keepalive kept');
+like($t->read_file('error.log'),
+	qr/\[error\].*wsgi: app raised RuntimeError: clean-up failed while closing the response iterable[^\n]*\nTraceback/,
+	'close() raises: logged with traceback');
 
 like($t->read_file('error.log'),
 	qr/wsgi: app raised RuntimeError: iteration failed/,

@@ -83,14 +83,7 @@ pub fn run(
             } else {
                 "while handling request"
             };
-            let text = describe_error(py, &err);
-            let (first, rest) = text.split_once('\n').unwrap_or((&text, ""));
-            let line = if rest.is_empty() {
-                format!("wsgi: app raised {first} {when}")
-            } else {
-                format!("wsgi: app raised {first} {when}\n{rest}")
-            };
-            hub.log(Some(id), LogLevel::Err, line);
+            hub.log(Some(id), LogLevel::Err, app_error_line(py, &err, when));
             responder.fail(py, 500);
         }
         Err(Failure::Output(msg)) => {
@@ -131,6 +124,7 @@ fn call_app(
     mut job: Job,
     responder: &Arc<Responder>,
 ) -> Result<(), Failure> {
+    let id = job.id;
     let environ = tctx.environ(py, &mut job, hub).map_err(Failure::App)?;
     drop(job);
     let start_response =
@@ -144,11 +138,31 @@ fn call_app(
     })?;
     // From here on, close() must run whatever happens.
     let sent = send_iterable(py, responder, &result);
-    let closed = close_iterable(&result);
-    match (sent, closed) {
-        (Err(e), _) => Err(e),
-        (Ok(()), Err(e)) => Err(Failure::App(e)),
-        (Ok(()), Ok(())) => responder.end(py).map_err(Failure::from),
+    if let Err(e) = close_iterable(&result) {
+        // The body is what the app meant to send: a failing close() is the
+        // app's clean-up going wrong, logged but not cutting the response
+        // short (as gunicorn, uWSGI and mod_wsgi do).
+        hub.counters
+            .app_errors
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        hub.log(
+            Some(id),
+            LogLevel::Err,
+            app_error_line(py, &e, "while closing the response iterable"),
+        );
+    }
+    sent?;
+    responder.end(py).map_err(Failure::from)
+}
+
+/// "wsgi: app raised X: msg while ..." and the traceback, for the error log.
+fn app_error_line(py: Python<'_>, err: &PyErr, when: &str) -> String {
+    let text = describe_error(py, err);
+    match text.split_once('\n') {
+        Some((first, rest)) if !rest.is_empty() => {
+            format!("wsgi: app raised {first} {when}\n{rest}")
+        }
+        _ => format!("wsgi: app raised {} {when}", text.trim_end_matches('\n')),
     }
 }
 
