@@ -19,7 +19,7 @@ use Test::Nginx qw/ :DEFAULT http_end /;
 select STDERR; $| = 1;
 select STDOUT; $| = 1;
 
-my $t = Test::Nginx->new()->has(qw/http/)->plan(50)
+my $t = Test::Nginx->new()->has(qw/http/)->plan(53)
 	->write_file_expand('nginx.conf', <<'EOF');
 
 %%TEST_GLOBALS%%
@@ -63,6 +63,17 @@ http {
             wsgi_param  P_ARG       $arg_v  if_not_empty;
             wsgi_param  P_EMPTY     ""      if_not_empty;
             wsgi_param  P_KEPT      "";
+        }
+    }
+
+    # nginx passes header names with underscores on only with this
+    server {
+        listen       127.0.0.1:8081;
+        server_name  localhost;
+        underscores_in_headers  on;
+
+        location / {
+            wsgi_pass  %%TESTDIR%%/environ.py;
         }
     }
 }
@@ -194,6 +205,23 @@ EOF
 is($e->{HTTP_X_CUSTOM_HEADER}, 'custom value', 'HTTP_ key from header name');
 is($e->{HTTP_X_MULTI}, 'one,two', 'repeated header joined with ","');
 is($e->{HTTP_COOKIE}, 'a=1; b=2', 'repeated Cookie joined with "; "');
+
+# a header name with an underscore would map to the same key as its dashed
+# form: it is dropped, so X_Forwarded_For cannot add to X-Forwarded-For
+
+$e = environ(http(<<EOF, PeerAddr => '127.0.0.1:' . port(8081)));
+GET / HTTP/1.0
+Host: localhost
+X-Forwarded-For: 192.0.2.1
+X_Forwarded_For: 198.51.100.6
+X_Only_Underscores: yes
+X-Dashed: yes
+
+EOF
+
+is($e->{HTTP_X_FORWARDED_FOR}, '192.0.2.1', 'underscored header not merged');
+ok(!exists $e->{HTTP_X_ONLY_UNDERSCORES}, 'underscored header dropped');
+is($e->{HTTP_X_DASHED}, 'yes', 'dashed header beside it passed');
 
 # headers in changing orders and names (the pool threads remember which
 # name came at which position): every request sees exactly its own

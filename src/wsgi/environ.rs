@@ -116,8 +116,15 @@ pub fn latin1<'py>(py: Python<'py>, b: &[u8]) -> Bound<'py, PyAny> {
 }
 
 /// `User-Agent` → `HTTP_USER_AGENT`; `None` for names that must not appear
-/// as `HTTP_*` (Content-Type and Content-Length have their own keys).
+/// as `HTTP_*`: Content-Type and Content-Length have their own keys, and a
+/// name with an underscore (nginx accepts one only with
+/// `underscores_in_headers on`) would be indistinguishable from its dashed
+/// form, letting a client add to `X-Forwarded-For` as `X_Forwarded_For`
+/// (gunicorn and mod_wsgi drop these too).
 pub fn cgi_header_key(name: &[u8]) -> Option<Vec<u8>> {
+    if name.contains(&b'_') {
+        return None;
+    }
     let mut key = Vec::with_capacity(name.len() + 5);
     key.extend_from_slice(b"HTTP_");
     for &c in name {
@@ -306,5 +313,12 @@ mod tests {
         assert!(cgi_header_key(b"Content-Type").is_none());
         assert!(cgi_header_key(b"content-length").is_none());
         assert!(cgi_header_key(b"Content_Length").is_none());
+    }
+
+    #[test]
+    fn underscored_names_are_dropped() {
+        assert!(cgi_header_key(b"X_Forwarded_For").is_none());
+        assert!(cgi_header_key(b"x-real_ip").is_none());
+        assert!(cgi_header_key(b"X-Real-Ip").is_some());
     }
 }
