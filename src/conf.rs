@@ -187,6 +187,39 @@ impl Merge for LocConf {
     }
 }
 
+/// nginx's merge of a location's settings: the generic merge, then what
+/// `if` and `limit_except` blocks inside a `wsgi_pass` location need.
+///
+/// # Safety
+/// Called by nginx with the configuration being merged: `prev` and `conf`
+/// are our location confs, and `cf`'s context is `conf`'s location.
+pub unsafe extern "C" fn merge_loc_conf(
+    cf: *mut ngx_conf_t,
+    prev: *mut c_void,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes the parent's and this location's confs.
+    let (prev, conf) = unsafe { (&*(prev as *const LocConf), &mut *(conf as *mut LocConf)) };
+    if conf.merge(prev).is_err() {
+        return CONF_ERROR;
+    }
+    // An `if` or `limit_except` block is part of its location, not a nested
+    // one: requests it matches still go to the location's app (as with
+    // proxy_pass), not to the static file handler under `root`.
+    // SAFETY: cf's context is this location's during the merge.
+    let clcf = unsafe { core_loc_conf(cf) };
+    if clcf.noname() != 0 && conf.app.is_none() && prev.app.is_some() {
+        conf.app = prev.app;
+        if conf.script_name.is_none() {
+            conf.script_name = prev.script_name.clone();
+        }
+        if clcf.handler.is_none() {
+            clcf.handler = Some(crate::handler::content_handler);
+        }
+    }
+    CONF_OK
+}
+
 /// Reports a configuration error at the current file:line and fails.
 macro_rules! conf_err {
     ($cf:expr, $($arg:tt)+) => {{

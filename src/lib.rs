@@ -80,7 +80,7 @@ static NGX_HTTP_WSGI_MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
     create_srv_conf: None,
     merge_srv_conf: None,
     create_loc_conf: Some(HttpWsgiModule::create_loc_conf),
-    merge_loc_conf: Some(HttpWsgiModule::merge_loc_conf),
+    merge_loc_conf: Some(conf::merge_loc_conf),
 };
 
 // The module table for a cargo-built .so; nginx's build writes its own.
