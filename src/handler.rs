@@ -684,13 +684,19 @@ pub unsafe fn pull_body(cx: &mut RequestCtx) {
                 return;
             }
             if !stream.has_room() {
-                // Paused until the app reads; a slow app is not a slow client.
+                // Paused until the app reads; a slow app is not a slow client
+                // (wsgi_read_timeout guards the app meanwhile).
                 let rev = (*(*r).connection).read;
                 if (*rev).timer_set() != 0 {
                     ngx_del_timer(rev);
                 }
+                if left_mid_body(r) {
+                    abort_request(r, "client prematurely closed connection");
+                }
                 return;
             }
+            // The app took some of the body: it is alive.
+            cx.last_activity = ngx_current_msec;
             let rc = nginx_sys::ngx_http_read_unbuffered_request_body(r);
             let moved = take_body_bufs(r, Some(&stream));
             if rc == NGX_ERROR as ngx_int_t || rc >= NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t {
@@ -714,6 +720,59 @@ pub unsafe fn pull_body(cx: &mut RequestCtx) {
                 return; // wait for the client
             }
         }
+    }
+}
+
+/// Whether the client went away while its body is paused (nginx is not
+/// reading it, so it would not notice): the connection was reset, or it
+/// ended short of the body it announced. Data the client sent before it
+/// left stays readable, so the socket's error and what is left to read
+/// tell, not a read.
+unsafe fn left_mid_body(r: *mut ngx_http_request_t) -> bool {
+    // SAFETY: r is live (we are in one of its event handlers).
+    unsafe {
+        let c = (*r).connection;
+        if (*r).http_version >= nginx_sys::NGX_HTTP_VERSION_20 as usize {
+            // A stream shares its socket: its own reset marks it.
+            return (*c).error() != 0;
+        }
+        let fd = (*c).fd;
+        let mut err: libc::c_int = 0;
+        let mut len = core::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        let got = libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            &mut err as *mut libc::c_int as *mut c_void,
+            &mut len,
+        );
+        let gone = if got == 0 && err != 0 {
+            true // reset
+        } else if (*(*c).read).pending_eof() != 0 {
+            // The client finished sending: is the rest of the body there?
+            let mut queued: libc::c_int = 0;
+            let queued = if libc::ioctl(fd, libc::FIONREAD, &mut queued) == 0 {
+                queued as i64
+            } else {
+                0
+            };
+            let rb = (*r).request_body;
+            if queued == 0 {
+                true
+            } else if rb.is_null() || (*r).headers_in.chunked() != 0 || (*rb).buf.is_null() {
+                false // the app's read timeout decides
+            } else {
+                let buffered = (*(*rb).buf).last.offset_from((*(*rb).buf).pos) as i64;
+                queued < (*rb).rest - buffered
+            }
+        } else {
+            false
+        };
+        if gone {
+            (*(*c).read).set_eof(1);
+            (*c).set_error(1);
+        }
+        gone
     }
 }
 
@@ -783,9 +842,10 @@ extern "C" fn timer_handler(ev: *mut ngx_event_t) {
             ngx_add_timer(ev, left.max(1));
             return;
         }
-        if cx.waiting_on_client || cx.stream.is_some() {
+        if cx.waiting_on_client || cx.stream.as_ref().is_some_and(|s| s.has_room()) {
             // The app waits on the client (backpressure, or a body still
-            // arriving): send_timeout / client_body_timeout guard that.
+            // arriving): send_timeout / client_body_timeout guard that. A
+            // body paused because the app does not read it is the app's.
             ngx_add_timer(ev, cx.read_timeout);
             return;
         }

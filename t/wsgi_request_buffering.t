@@ -16,14 +16,15 @@ use Digest::MD5 qw/ md5_hex /;
 use Time::HiRes qw/ time sleep /;
 
 use Test::Nginx qw/ :DEFAULT http_end http_content /;
-use Test::WSGI qw/ slurp wait_file state_dir /;
+use Test::WSGI qw/ slurp wait_file wait_log state_dir /;
+use Socket ();
 
 ###############################################################################
 
 select STDERR; $| = 1;
 select STDOUT; $| = 1;
 
-my $t = Test::Nginx->new()->has(qw/http/)->plan(18)
+my $t = Test::Nginx->new()->has(qw/http/)->plan(30)
 	->write_file_expand('nginx.conf', <<'EOF');
 
 %%TEST_GLOBALS%%
@@ -52,6 +53,20 @@ http {
             wsgi_request_buffering  off;
         }
 
+        # the app does not read the body: the read timeout is the app's
+        location /unread-timeout/ {
+            wsgi_pass               %%TESTDIR%%/upload.py;
+            wsgi_request_buffering  off;
+            wsgi_buffer_size        4k;
+            wsgi_read_timeout       1s;
+        }
+
+        location /unread/ {
+            wsgi_pass               %%TESTDIR%%/upload.py;
+            wsgi_request_buffering  off;
+            wsgi_buffer_size        4k;
+        }
+
         location /small/ {
             wsgi_pass             %%TESTDIR%%/upload.py;
             client_max_body_size  1k;
@@ -68,7 +83,7 @@ http {
 EOF
 
 $t->write_file('upload.py', <<'EOF');
-import hashlib, os
+import hashlib, os, time
 
 STATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'state')
 
@@ -93,6 +108,21 @@ def application(environ, start_response):
             n += len(b)
         body = ('len=%d md5=%s cl=%s' % (n, h.hexdigest(),
                 environ.get('CONTENT_LENGTH', '-'))).encode()
+
+    elif what == 'ignore':
+        # reads nothing; waits (in Python, so a timeout can interrupt it)
+        # until the test says so
+        record('ignoring-' + q, b'')
+        try:
+            for _ in range(600):
+                if os.path.exists(os.path.join(STATE, 'release-' + q)):
+                    break
+                time.sleep(0.05)
+        except BaseException as e:
+            record('ignore-ended-' + q, type(e).__name__.encode())
+            raise
+        record('ignore-ended-' + q, b'released')
+        body = b'ignored'
 
     elif what == 'early':
         # the first 11 bytes, announced to the test, then the rest
@@ -201,6 +231,57 @@ ok(wait_file("$state/got-first-x"), 'limit while reading: app started');
 http($big_chunked, socket => $s, start => 1);
 like(http_end($s), qr/^HTTP\/1\.1 413/, 'limit while reading: 413');
 ok(wait_file("$state/read-error-x"), 'limit while reading: read() raised');
+
+# an app that does not read an unbuffered body: nginx stops reading it, and
+# wsgi_read_timeout still applies to the app
+
+my $part = 'x' x 262144;
+$off = -s $log;
+my $r = http("POST /unread-timeout/ignore?t HTTP/1.0\r\nHost: localhost\r\n"
+	. "Content-Length: 1048576\r\n\r\n" . $part);
+like($r, qr/^HTTP\/1\.1 504 /, 'unread body: 504 after wsgi_read_timeout');
+ok(wait_file("$state/ignore-ended-t"), 'unread body: app stopped');
+is(slurp("$state/ignore-ended-t"), 'RequestTimeout', 'unread body: interrupted');
+like(substr(slurp($log), $off), qr/\[error\].*wsgi: application timed out/,
+	'unread body: timeout logged');
+
+# the client resets the connection while its body waits for the app
+
+$s = http("POST /unread/ignore?r HTTP/1.0\r\nHost: localhost\r\n"
+	. "Content-Length: 1048576\r\n\r\n" . $part, start => 1);
+ok(wait_file("$state/ignoring-r"), 'reset: app started');
+setsockopt($s, Socket::SOL_SOCKET(), Socket::SO_LINGER(), pack('ii', 1, 0));
+close $s;
+ok(wait_log($log, qr/wsgi: client prematurely closed connection while waiting for application/, $off),
+	'reset: noticed while the app does not read');
+open my $fh, '>', "$state/release-r" or die $!;
+close $fh;
+ok(wait_file("$state/ignore-ended-r"), 'reset: app finished');
+# or closes it, short of the body it announced (with room left in the
+# socket's buffer: a full one holds the client's FIN back, so then the
+# read timeout decides)
+
+$off = -s $log;
+$s = http("POST /unread/ignore?f HTTP/1.0\r\nHost: localhost\r\n"
+	. "Content-Length: 1048576\r\n\r\n" . ('x' x 40000), start => 1);
+ok(wait_file("$state/ignoring-f"), 'closed: app started');
+close $s;
+ok(wait_log($log, qr/wsgi: client prematurely closed connection while waiting for application/, $off),
+	'closed: noticed while the app does not read');
+open $fh, '>', "$state/release-f" or die $!;
+close $fh;
+
+# a client that sent its whole body and closed its side is not gone
+
+$s = http("POST /unread/ignore?h HTTP/1.0\r\nHost: localhost\r\n"
+	. "Content-Length: 262144\r\n\r\n" . $part, start => 1);
+ok(wait_file("$state/ignoring-h"), 'half-closed: app started');
+shutdown($s, 1);
+open $fh, '>', "$state/release-h" or die $!;
+close $fh;
+like(http_end($s), qr/^HTTP\/1\.1 200 .*ignored\z/s, 'half-closed: response');
+
+like(http_get('/unread/len'), qr/^HTTP\/1\.1 200 .*len=0\z/s, 'still serving');
 
 ###############################################################################
 
