@@ -4,7 +4,9 @@
 //! (and its threads) would not survive fork. A broken deploy then fails the
 //! reload with the Python error, and the old workers keep serving.
 
+use std::ffi::OsString;
 use std::io::Read;
+use std::os::unix::ffi::OsStringExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -81,14 +83,52 @@ fn target_arg(t: &AppTarget) -> String {
     format!("{kind}\x1f{src}\x1f{}\x1f{t}", t.callable)
 }
 
+/// The environment nginx gives its workers: only what the main context's
+/// `env` directives name (`NAME` kept from nginx's own environment,
+/// `NAME=value` set), and `TZ`. The check imports the apps in the same.
+pub fn worker_environment(env_directives: &[Vec<u8>]) -> Vec<(OsString, OsString)> {
+    let mut out: Vec<(OsString, OsString)> = Vec::new();
+    let mut set = |name: OsString, value: OsString| {
+        out.retain(|(n, _)| *n != name);
+        out.push((name, value));
+    };
+    for d in env_directives {
+        match d.iter().position(|&c| c == b'=') {
+            Some(eq) => set(
+                OsString::from_vec(d[..eq].to_vec()),
+                OsString::from_vec(d[eq + 1..].to_vec()),
+            ),
+            None => {
+                let name = OsString::from_vec(d.clone());
+                if let Some(v) = std::env::var_os(&name) {
+                    set(name, v);
+                }
+            }
+        }
+    }
+    // nginx adds TZ (from its own environment) unless `env` names it.
+    if !out.iter().any(|(n, _)| n == "TZ")
+        && !env_directives
+            .iter()
+            .any(|d| d == b"TZ" || d.starts_with(b"TZ="))
+    {
+        if let Some(v) = std::env::var_os("TZ") {
+            out.push(("TZ".into(), v));
+        }
+    }
+    out
+}
+
 /// Runs the check; the error is the child's report (with tracebacks).
-pub fn check_imports(mcf: &MainConf) -> Result<(), String> {
+pub fn check_imports(mcf: &MainConf, environment: &[(OsString, OsString)]) -> Result<(), String> {
     if mcf.apps.is_empty() {
         return Ok(());
     }
     let python = python_executable(mcf);
     let mut cmd = Command::new(&python);
-    cmd.arg("-c")
+    cmd.env_clear()
+        .envs(environment.iter().map(|(k, v)| (k, v)))
+        .arg("-c")
         .arg(CHECK_SCRIPT)
         .args(mcf.apps.iter().map(target_arg))
         .env("NGX_WSGI_CHECK_PATH", mcf.python_path.join("\x1f"))
@@ -135,5 +175,46 @@ pub fn check_imports(mcf: &MainConf) -> Result<(), String> {
             CHECK_TIMEOUT.as_secs(),
             output.trim_end()
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::worker_environment;
+    use std::ffi::OsString;
+
+    fn get(env: &[(OsString, OsString)], name: &str) -> Option<String> {
+        env.iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.to_string_lossy().into_owned())
+    }
+
+    #[test]
+    fn only_what_env_directives_name() {
+        // Names no other test uses (tests run in parallel threads).
+        std::env::set_var("WSGI_UNIT_KEPT", "kept");
+        std::env::set_var("WSGI_UNIT_UNNAMED", "not passed");
+        let env = worker_environment(&[
+            b"WSGI_UNIT_SET=a=b".to_vec(),
+            b"WSGI_UNIT_KEPT".to_vec(),
+            b"WSGI_UNIT_ABSENT".to_vec(),
+        ]);
+        assert_eq!(get(&env, "WSGI_UNIT_SET").as_deref(), Some("a=b"));
+        assert_eq!(get(&env, "WSGI_UNIT_KEPT").as_deref(), Some("kept"));
+        assert_eq!(get(&env, "WSGI_UNIT_ABSENT"), None);
+        assert_eq!(get(&env, "WSGI_UNIT_UNNAMED"), None);
+        assert_eq!(get(&env, "PATH"), None);
+    }
+
+    #[test]
+    fn later_directive_wins_and_tz_can_be_set() {
+        let env = worker_environment(&[
+            b"WSGI_UNIT_TWICE=1".to_vec(),
+            b"WSGI_UNIT_TWICE=2".to_vec(),
+            b"TZ=UTC".to_vec(),
+        ]);
+        assert_eq!(get(&env, "WSGI_UNIT_TWICE").as_deref(), Some("2"));
+        assert_eq!(get(&env, "TZ").as_deref(), Some("UTC"));
+        assert_eq!(env.iter().filter(|(n, _)| n == "TZ").count(), 1);
     }
 }

@@ -143,7 +143,9 @@ pub unsafe fn postconfiguration(cf: *mut ngx_conf_t) -> nginx_sys::ngx_int_t {
     if !mcf.import_check.unwrap_or(true) {
         return NGX_OK as nginx_sys::ngx_int_t;
     }
-    match crate::check::check_imports(mcf) {
+    // SAFETY: cf is the configuration being parsed.
+    let env = crate::check::worker_environment(&unsafe { env_directives(cf) });
+    match crate::check::check_imports(mcf, &env) {
         Ok(()) => NGX_OK as nginx_sys::ngx_int_t,
         Err(report) => {
             // SAFETY: cf->log is the configuration log.
@@ -156,6 +158,38 @@ pub unsafe fn postconfiguration(cf: *mut ngx_conf_t) -> nginx_sys::ngx_int_t {
             );
             nginx_sys::NGX_ERROR as nginx_sys::ngx_int_t
         }
+    }
+}
+
+/// The main context's `env` directives read so far (nginx keeps them in the
+/// core module's conf; those after the http block are not known yet).
+///
+/// # Safety
+/// `cf` must be the configuration being parsed.
+unsafe fn env_directives(cf: *mut ngx_conf_t) -> Vec<Vec<u8>> {
+    // SAFETY: the core module's conf exists before any block is parsed;
+    // its `env` array holds ngx_str_t in the cycle's pool.
+    unsafe {
+        let ctx = (*(*cf).cycle).conf_ctx;
+        let ccf = *ctx.add(nginx_sys::ngx_core_module.index) as *const nginx_sys::ngx_core_conf_t;
+        if ccf.is_null() || (*ccf).env.elts.is_null() {
+            return Vec::new();
+        }
+        let vars =
+            std::slice::from_raw_parts((*ccf).env.elts as *const ngx_str_t, (*ccf).env.nelts);
+        vars.iter()
+            .map(|v| {
+                // `env NAME=value` is stored as NAME, with "=value" after
+                // it in the (NUL-terminated) argument.
+                if !v.data.is_null() && *v.data.add(v.len) == b'=' {
+                    std::ffi::CStr::from_ptr(v.data as *const c_char)
+                        .to_bytes()
+                        .to_vec()
+                } else {
+                    ngx_bytes(v).to_vec()
+                }
+            })
+            .collect()
     }
 }
 

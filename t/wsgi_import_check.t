@@ -24,7 +24,7 @@ use Test::WSGI qw/ slurp poll /;
 select STDERR; $| = 1;
 select STDOUT; $| = 1;
 
-my $t = Test::Nginx->new()->has(qw/http/)->plan(111);
+my $t = Test::Nginx->new()->has(qw/http/)->plan(115);
 
 my $d = $t->testdir();
 
@@ -57,11 +57,14 @@ EOF
 # the file checked
 sub nginx_t {
 	my (%c) = @_;
+	my $top = $c{top} // '';
 	my $main = $c{main} // '';
 	my $loc = $c{loc} // "wsgi_pass  $d/good.py;";
 	$t->write_file_expand('check.conf', <<"EOF");
 
 %%TEST_GLOBALS%%
+
+$top
 
 events {
 }
@@ -152,6 +155,35 @@ like($out, qr/TypeError: 'VALUE' is not callable/, 'not callable: Python error')
 	loc => "wsgi_pass  $d/syntax.py;");
 is($rc, 0, 'import check off: -t passes with a broken app');
 unlike($out, qr/SyntaxError/, 'import check off: app not imported');
+
+# the check imports the apps in the environment the workers get: what
+# nginx's "env" directives name, not everything nginx itself was started with
+
+$t->write_file('envapp.py', <<'EOF');
+import os
+
+SETTING = os.environ['WSGI_CHECK_SETTING']
+
+def application(environ, start_response):
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    return [SETTING.encode()]
+EOF
+
+($rc, $out) = nginx_t(top => 'env WSGI_CHECK_SETTING=from-conf;',
+	loc => "wsgi_pass  $d/envapp.py;");
+is($rc, 0, 'env NAME=value: -t passes');
+
+{
+	local $ENV{WSGI_CHECK_SETTING} = 'from-shell';
+	($rc, $out) = nginx_t(loc => "wsgi_pass  $d/envapp.py;");
+	isnt($rc, 0, 'variable only in nginx\'s environment: -t fails');
+	like($out, qr/KeyError: 'WSGI_CHECK_SETTING'/,
+		'variable only in nginx\'s environment: the error');
+
+	($rc, $out) = nginx_t(top => 'env WSGI_CHECK_SETTING;',
+		loc => "wsgi_pass  $d/envapp.py;");
+	is($rc, 0, 'env NAME keeps it: -t passes');
+}
 
 # bad directive values: refused, naming the directive and file:line
 
