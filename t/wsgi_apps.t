@@ -18,7 +18,7 @@ use Test::Nginx;
 select STDERR; $| = 1;
 select STDOUT; $| = 1;
 
-my $t = Test::Nginx->new()->has(qw/http/)->plan(28)
+my $t = Test::Nginx->new()->has(qw/http/)->plan(30)
 	->write_file_expand('nginx.conf', <<'EOF');
 
 %%TEST_GLOBALS%%
@@ -67,6 +67,10 @@ http {
 
         location /imports-missing/ {
             wsgi_pass  %%TESTDIR%%/imports_missing.py;
+        }
+
+        location /syntax-module/ {
+            wsgi_pass  syntax_mod:application;
         }
 
         location /syntax/ {
@@ -125,6 +129,11 @@ def application(environ, start_response):
     return [b'not reached']
 EOF
 
+$t->write_file('lib/syntax_mod.py', <<'EOF');
+def application(environ, start_response:
+    return [b'not reached']
+EOF
+
 $t->write_file('syntax_error.py', <<'EOF');
 def application(environ, start_response)
     return [b'not reached']
@@ -176,6 +185,10 @@ like($log, qr/$load "\Q$d\E\/syntax_error\.py:application": SyntaxError: /,
 	'syntax error: log');
 like($log, qr/SyntaxError: .* \(syntax_error\.py, line 1\)$tb/,
 	'syntax error: traceback');
+
+like($log, qr/$load "syntax_mod:application": SyntaxError: .*\n  File "\Q$d\E\/lib\/syntax_mod\.py", line 1\n    def application\(environ, start_response:\n +\^/,
+	'syntax error in a module: full path, line and caret');
+like(http_get('/syntax-module/'), qr/^HTTP\/1\.1 500 /, 'syntax error in a module: 500');
 
 like($log, qr/$load "app_one:no_such_callable": AttributeError: /,
 	'no such callable: log');

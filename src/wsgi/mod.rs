@@ -47,10 +47,30 @@ pub fn describe_error(py: Python<'_>, err: &PyErr) -> String {
         if let Ok(text) = tb.format() {
             out.push('\n');
             out.push_str(text.trim_end());
-            let _ = out.len();
+        }
+    }
+    if err.is_instance_of::<pyo3::exceptions::PySyntaxError>(py) {
+        // The message names the file by its base name only: add Python's
+        // own lines for it (the full path, the line, a caret).
+        if let Some(where_) = syntax_error_location(py, err) {
+            out.push('\n');
+            out.push_str(&where_);
         }
     }
     out
+}
+
+/// `  File "/srv/app.py", line 2` and the offending line with its caret.
+fn syntax_error_location(py: Python<'_>, err: &PyErr) -> Option<String> {
+    let lines = py
+        .import("traceback")
+        .ok()?
+        .call_method1("format_exception_only", (err.value(py),))
+        .ok()?;
+    let text: String = lines.extract::<Vec<String>>().ok()?.concat();
+    // The last line repeats "SyntaxError: message".
+    let body = text.trim_end().rsplit_once('\n')?.0;
+    (!body.trim().is_empty()).then(|| body.to_string())
 }
 
 thread_local! {
