@@ -20,7 +20,7 @@ use Test::WSGI qw/ read_until state_dir /;
 select STDERR; $| = 1;
 select STDOUT; $| = 1;
 
-my $t = Test::Nginx->new()->has(qw/http/)->plan(86)
+my $t = Test::Nginx->new()->has(qw/http/)->plan(87)
 	->write_file_expand('nginx.conf', <<'EOF');
 
 %%TEST_GLOBALS%%
@@ -438,6 +438,9 @@ bad('/bad/status', qr/ValueError: status "OK" does not start with a three/,
 	'malformed status');
 bad('/bad/str', qr/app returned a response body chunk of type str/,
 	'str body chunk');
+like($t->read_file('error.log'),
+	qr/\[error\].*wsgi: app returned a response body chunk of type str, not bytes .* while handling request, client: /,
+	'str body chunk: logged in nginx\'s form');
 bad('/bad/whole_bytes', qr/app returned a bytes object instead of an iterable of bytes \(return \[body\]/,
 	'the body returned as bytes');
 bad('/bad/whole_str', qr/app returned a str object instead of an iterable/,

@@ -94,7 +94,7 @@ pub fn run(
     match outcome {
         Ok(()) => {}
         Err(Failure::Cancelled) => {}
-        Err(Failure::App(err)) => {
+        Err(failure) => {
             hub.counters
                 .app_errors
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -103,14 +103,12 @@ pub fn run(
             } else {
                 "while handling request"
             };
-            hub.log(Some(id), LogLevel::Err, app_error_line(py, &err, when));
-            responder.fail(py, 500);
-        }
-        Err(Failure::Output(msg)) => {
-            hub.counters
-                .app_errors
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            hub.log(Some(id), LogLevel::Err, format!("wsgi: {msg}"));
+            let line = match failure {
+                Failure::App(err) => app_error_line(py, &err, when),
+                Failure::Output(msg) => format!("wsgi: {msg} {when}"),
+                Failure::Cancelled => unreachable!("matched above"),
+            };
+            hub.log(Some(id), LogLevel::Err, line);
             responder.fail(py, 500);
         }
     }
