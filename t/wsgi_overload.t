@@ -212,7 +212,8 @@ like(http_get('/fast'), qr/^HTTP\/1\.1 200 .*fast\z/s,
 ok(poll(sub { slurp("$d/state/sleep-exc") ne '' }), 'sleeping app returned');
 is(slurp("$d/state/sleep-exc"), 'RequestTimeout', 'sleeping app got RequestTimeout');
 ok(poll(sub { wsgi_status() =~ /"alive":1,"busy":0,"idle":1\}/ }),
-	'stuck thread retired, pool back to one idle thread');
+	'stuck thread retired, pool back to one idle thread')
+	or diag(wsgi_status());
 like(http_get('/fast'), qr/^HTTP\/1\.1 200 .*fast\z/s, 'pool still serves');
 
 my $st = wsgi_status();
