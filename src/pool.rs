@@ -395,23 +395,23 @@ fn watchdog(shared: Arc<Shared>, rx: Receiver<Watch>) {
                 .cloned()
         };
         let Some(slot) = slot else { continue };
-        let hit = Python::attach(|py| {
+        let replace = Python::attach(|py| {
             if slot.running.load(Ordering::Acquire) != id {
                 return false;
             }
+            // Bound the spares: at most as many stuck threads as real ones.
+            let replace = *shared.alive.lock().unwrap() < shared.threads * 2;
+            // Decided before the exception is raised: a thread running
+            // Python gets it as soon as we drop the GIL and may be back in
+            // its job loop, checking `retire`, before this thread runs again.
+            slot.retire.store(replace, Ordering::Release);
             let exc = py.get_type::<wsgi::RequestTimeout>();
             slot.interrupted.store(true, Ordering::Release);
             // SAFETY: we hold the GIL; `exc` is a live exception type.
             unsafe { pyo3::ffi::PyThreadState_SetAsyncExc(ident as _, exc.as_ptr()) };
-            true
+            replace
         });
-        if !hit {
-            continue;
-        }
-        slot.retire.store(true, Ordering::Release);
-        let alive = *shared.alive.lock().unwrap();
-        // Bound the spares: at most as many stuck threads as real ones.
-        if alive < shared.threads * 2 {
+        if replace {
             if let Err(e) = spawn_worker(&shared) {
                 shared.hub.log(
                     None,
@@ -419,8 +419,6 @@ fn watchdog(shared: Arc<Shared>, rx: Receiver<Watch>) {
                     format!("wsgi: cannot start a replacement pool thread: {e}"),
                 );
             }
-        } else {
-            slot.retire.store(false, Ordering::Release);
         }
     }
 }
