@@ -25,7 +25,7 @@ use Test::WSGI qw/ worker_pid rss_kb /;
 select STDERR; $| = 1;
 select STDOUT; $| = 1;
 
-my $t = Test::Nginx->new()->has(qw/http/)->plan(6)
+my $t = Test::Nginx->new()->has(qw/http/)->plan(8)
 	->write_file_expand('nginx.conf', <<'EOF');
 
 %%TEST_GLOBALS%%
@@ -49,6 +49,11 @@ http {
             wsgi_pass               %%TESTDIR%%/count.py;
             wsgi_request_buffering  off;
         }
+
+        location /whole {
+            wsgi_pass               %%TESTDIR%%/whole.py;
+            wsgi_request_buffering  off;
+        }
     }
 }
 
@@ -63,6 +68,16 @@ def application(environ, start_response):
         if not data:
             break
         n += len(data)
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    return [b'got %d' % n]
+EOF
+
+# the whole body in one read(n) call, then dropped
+$t->write_file('whole.py', <<'EOF');
+def application(environ, start_response):
+    data = environ['wsgi.input'].read(int(environ['CONTENT_LENGTH']))
+    n = len(data)
+    del data
     start_response('200 OK', [('Content-Type', 'text/plain')])
     return [b'got %d' % n]
 EOF
@@ -90,14 +105,26 @@ note("worker RSS kB: before $before, after each upload @after");
 # ones up to +89 MiB
 cmp_ok($after[-1] - $before, '<=', 24 * 1024, 'RSS after 512 MiB uploaded');
 
+# one read() of a 96 MiB streamed body: the 96 MiB the reader gathered it
+# in go back to the system once the request is done (the previous build
+# kept them: +100 MiB or more)
+
+my $whole = 96 << 20;
+$before = rss_kb($pid);
+like(upload($whole, '/whole'), qr/got $whole\z/, 'one read() of 96 MiB');
+my $grew = rss_kb($pid) - $before;
+note("worker RSS grew $grew kB");
+cmp_ok($grew, '<=', 24 * 1024, 'RSS after one read() of 96 MiB');
+
 ###############################################################################
 
 # POST $len bytes in 64 KiB writes, Content-Length known; the response
 sub upload {
-	my ($len) = @_;
+	my ($len, $uri) = @_;
+	$uri //= '/up';
 	my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1:' . port(8080))
 		or die "connect: $!";
-	print $s "POST /up HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+	print $s "POST $uri HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
 		. "Content-Length: $len\r\n\r\n";
 	my $piece = 'x' x 65536;
 	for (my $left = $len; $left > 0; $left -= 65536) {

@@ -19,6 +19,20 @@ const FILE_CHUNK: usize = 64 * 1024;
 /// bytes up front.
 const DIRECT_READ_MAX: usize = 1 << 20;
 
+/// Reads that needed a buffer this large give its memory back at once.
+const RELEASE_AFTER: usize = 16 << 20;
+
+/// Returns this thread's free mimalloc pages to the system.
+fn release_free_memory() {
+    extern "C" {
+        // mimalloc's own API (linked in by the mimalloc crate, which does
+        // not re-export it): collect and purge free memory now.
+        fn mi_collect(force: bool);
+    }
+    // SAFETY: a plain call into the allocator; no pointers cross.
+    unsafe { mi_collect(true) };
+}
+
 /// Byte source behind `wsgi.input`, independent of Python for testing.
 pub struct BodyReader {
     segments: VecDeque<BodySegment>,
@@ -296,7 +310,15 @@ impl Input {
             return new_bytes_filled(py, n, |buf| self.with_reader(py, |r| r.read_into(buf)));
         }
         let data = self.with_reader(py, |r| r.read(limit))?;
-        Ok(PyBytes::new(py, &data))
+        let bytes = PyBytes::new(py, &data);
+        if data.capacity() >= RELEASE_AFTER {
+            // mimalloc would keep this block's pages for the thread's next
+            // allocation, however far away: a worker that once read a
+            // 256 MiB body in one call would hold 256 MiB more until then.
+            drop(data);
+            release_free_memory();
+        }
+        Ok(bytes)
     }
 
     #[pyo3(signature = (size = None))]
