@@ -15,7 +15,7 @@ use ngx::http::{HttpModuleMainConf, Merge, MergeConfigError};
 use ngx::ngx_conf_log_error;
 
 use crate::target::AppTarget;
-use crate::util::{conf_args, ngx_bytes, parse_msec, parse_size, CONF_ERROR, CONF_OK};
+use crate::util::{conf_args, core_conf, ngx_bytes, parse_msec, parse_size, CONF_ERROR, CONF_OK};
 use crate::HttpWsgiModule;
 
 pub const DEFAULT_THREADS: usize = 4;
@@ -167,16 +167,16 @@ pub unsafe fn postconfiguration(cf: *mut ngx_conf_t) -> nginx_sys::ngx_int_t {
 /// # Safety
 /// `cf` must be the configuration being parsed.
 unsafe fn env_directives(cf: *mut ngx_conf_t) -> Vec<Vec<u8>> {
-    // SAFETY: the core module's conf exists before any block is parsed;
-    // its `env` array holds ngx_str_t in the cycle's pool.
+    // SAFETY: the core module's `env` array holds ngx_str_t in the
+    // cycle's pool.
     unsafe {
-        let ctx = (*(*cf).cycle).conf_ctx;
-        let ccf = *ctx.add(nginx_sys::ngx_core_module.index) as *const nginx_sys::ngx_core_conf_t;
-        if ccf.is_null() || (*ccf).env.elts.is_null() {
+        let Some(ccf) = core_conf((*cf).cycle) else {
+            return Vec::new();
+        };
+        if ccf.env.elts.is_null() {
             return Vec::new();
         }
-        let vars =
-            std::slice::from_raw_parts((*ccf).env.elts as *const ngx_str_t, (*ccf).env.nelts);
+        let vars = std::slice::from_raw_parts(ccf.env.elts as *const ngx_str_t, ccf.env.nelts);
         vars.iter()
             .map(|v| {
                 // `env NAME=value` is stored as NAME, with "=value" after

@@ -5,8 +5,8 @@ use core::ffi::c_char;
 use core::ptr;
 
 use nginx_sys::{
-    ngx_conf_t, ngx_int_t, ngx_list_part_t, ngx_list_t, ngx_pool_t, ngx_str_t, ngx_table_elt_t,
-    NGX_ERROR,
+    ngx_conf_t, ngx_core_conf_t, ngx_cycle_t, ngx_int_t, ngx_list_part_t, ngx_list_t, ngx_pool_t,
+    ngx_str_t, ngx_table_elt_t, NGX_ERROR,
 };
 
 /// nginx's `NGX_CONF_ERROR` (`(char *) -1`).
@@ -24,6 +24,19 @@ pub unsafe fn ngx_bytes<'a>(s: &ngx_str_t) -> &'a [u8] {
     } else {
         // SAFETY: per the caller's promise `data` holds `len` bytes.
         unsafe { core::slice::from_raw_parts(s.data, s.len) }
+    }
+}
+
+/// The core module's settings of `cycle` (`env`, `worker_shutdown_timeout`).
+///
+/// # Safety
+/// `cycle` must be live, its configuration parsed up to the point of use.
+pub unsafe fn core_conf<'a>(cycle: *mut ngx_cycle_t) -> Option<&'a ngx_core_conf_t> {
+    // SAFETY: conf_ctx holds each core module's conf at its index (nginx's
+    // ngx_get_conf); the core module creates its conf before any parsing.
+    unsafe {
+        let ctx = (*cycle).conf_ctx;
+        (*ctx.add(nginx_sys::ngx_core_module.index) as *const ngx_core_conf_t).as_ref()
     }
 }
 

@@ -281,13 +281,9 @@ pub extern "C" fn exit_process(cycle: *mut ngx_cycle_t) {
     // SAFETY: plain reads of nginx's process flags on its thread.
     let terminating = unsafe { nginx_sys::ngx_terminate } != 0;
     // SAFETY: the cycle and its core conf outlive exit_process.
-    let shutdown_timeout = unsafe {
-        let ccf = *(*cycle).conf_ctx.add(nginx_sys::ngx_core_module.index)
-            as *const nginx_sys::ngx_core_conf_t;
-        !ccf.is_null()
-            && (*ccf).shutdown_timeout != 0
-            && (*ccf).shutdown_timeout != nginx_sys::ngx_msec_t::MAX
-    };
+    let shutdown_timeout = unsafe { crate::util::core_conf(cycle) }.is_some_and(|ccf| {
+        ccf.shutdown_timeout != 0 && ccf.shutdown_timeout != nginx_sys::ngx_msec_t::MAX
+    });
     // Graceful exit waits for the pool (requests are done by now); a
     // terminate (`nginx -s stop`), or a quit bounded by
     // worker_shutdown_timeout, waits briefly, then leaves stuck threads.
