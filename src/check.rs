@@ -107,10 +107,9 @@ pub fn worker_environment(env_directives: &[Vec<u8>]) -> Vec<(OsString, OsString
         }
     }
     // nginx adds TZ (from its own environment) unless `env` names it.
-    if !out.iter().any(|(n, _)| n == "TZ")
-        && !env_directives
-            .iter()
-            .any(|d| d == b"TZ" || d.starts_with(b"TZ="))
+    if !env_directives
+        .iter()
+        .any(|d| d == b"TZ" || d.starts_with(b"TZ="))
     {
         if let Some(v) = std::env::var_os("TZ") {
             out.push(("TZ".into(), v));

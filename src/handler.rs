@@ -746,33 +746,32 @@ unsafe fn left_mid_body(r: *mut ngx_http_request_t) -> bool {
             &mut err as *mut libc::c_int as *mut c_void,
             &mut len,
         );
-        let gone = if got == 0 && err != 0 {
-            true // reset
-        } else if (*(*c).read).pending_eof() != 0 {
-            // The client finished sending: is the rest of the body there?
-            let mut queued: libc::c_int = 0;
-            let queued = if libc::ioctl(fd, libc::FIONREAD, &mut queued) == 0 {
-                queued as i64
-            } else {
-                0
-            };
-            let rb = (*r).request_body;
-            if queued == 0 {
-                true
-            } else if rb.is_null() || (*r).headers_in.chunked() != 0 || (*rb).buf.is_null() {
-                false // the app's read timeout decides
-            } else {
-                let buffered = (*(*rb).buf).last.offset_from((*(*rb).buf).pos) as i64;
-                queued < (*rb).rest - buffered
-            }
-        } else {
-            false
-        };
+        let reset = got == 0 && err != 0;
+        let gone = reset || ((*(*c).read).pending_eof() != 0 && short_of_body(r, fd));
         if gone {
             (*(*c).read).set_eof(1);
             (*c).set_error(1);
         }
         gone
+    }
+}
+
+/// After the client's end of stream: whether what is left in the socket is
+/// less than the rest of the body it announced (unknown for a chunked body:
+/// the app's read timeout decides then).
+unsafe fn short_of_body(r: *mut ngx_http_request_t, fd: libc::c_int) -> bool {
+    // SAFETY: r is live; its request body and buffer are nginx's.
+    unsafe {
+        let mut queued: libc::c_int = 0;
+        if libc::ioctl(fd, libc::FIONREAD, &mut queued) != 0 || queued == 0 {
+            return true;
+        }
+        let rb = (*r).request_body;
+        if rb.is_null() || (*r).headers_in.chunked() != 0 || (*rb).buf.is_null() {
+            return false;
+        }
+        let buffered = (*(*rb).buf).last.offset_from((*(*rb).buf).pos) as i64;
+        (queued as i64) < (*rb).rest - buffered
     }
 }
 

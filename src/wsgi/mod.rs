@@ -91,26 +91,19 @@ pub fn run(
     let head_only = job.env.get(job.env.method) == b"HEAD";
     let responder = Arc::new(Responder::new(job.exchange.clone(), hub.clone(), head_only));
     let outcome = call_app(py, tctx, hub, app, job, &responder);
-    match outcome {
-        Ok(()) => {}
-        Err(Failure::Cancelled) => {}
-        Err(failure) => {
-            hub.counters
-                .app_errors
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let when = if responder.head_sent() {
-                "while sending response to client"
-            } else {
-                "while handling request"
-            };
-            let line = match failure {
-                Failure::App(err) => app_error_line(py, &err, when),
-                Failure::Output(msg) => format!("wsgi: {msg} {when}"),
-                Failure::Cancelled => unreachable!("matched above"),
-            };
-            hub.log(Some(id), LogLevel::Err, line);
-            responder.fail(py, 500);
-        }
+    let when = if responder.head_sent() {
+        "while sending response to client"
+    } else {
+        "while handling request"
+    };
+    let failed = match outcome {
+        Ok(()) | Err(Failure::Cancelled) => None,
+        Err(Failure::App(err)) => Some(app_error_line(py, &err, when)),
+        Err(Failure::Output(msg)) => Some(format!("wsgi: {msg} {when}")),
+    };
+    if let Some(line) = failed {
+        report_app_error(hub, id, line);
+        responder.fail(py, 500);
     }
     CURRENT.with(|c| c.set(None));
 }
@@ -160,17 +153,22 @@ fn call_app(
         // The body is what the app meant to send: a failing close() is the
         // app's clean-up going wrong, logged but not cutting the response
         // short (as gunicorn, uWSGI and mod_wsgi do).
-        hub.counters
-            .app_errors
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        hub.log(
-            Some(id),
-            LogLevel::Err,
+        report_app_error(
+            hub,
+            id,
             app_error_line(py, &e, "while closing the response iterable"),
         );
     }
     sent?;
     responder.end(py).map_err(Failure::from)
+}
+
+/// Counts an app error and logs it against its request.
+fn report_app_error(hub: &Hub, id: RequestId, line: String) {
+    hub.counters
+        .app_errors
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    hub.log(Some(id), LogLevel::Err, line);
 }
 
 /// "wsgi: app raised X: msg while ..." and the traceback, for the error log.
