@@ -202,6 +202,12 @@ http {{
         self.nginx = self.spawn([NGINX, "-p", self.run + "/", "-c", self.conf],
                                 "nginx.stderr")
 
+    async def await_respawn(self, pid):
+        """The killed worker is gone and the stack has all its workers again
+        (a worker killed while it was shutting down is not replaced)."""
+        return await wait_for(lambda: not os.path.exists("/proc/%d" % pid)
+                              and len(self.serving_workers()) >= WORKERS, 30)
+
     def nginx_master(self):
         return self.nginx.pid
 
@@ -308,13 +314,11 @@ class Ours(Stack):
         return "done" if ok else "the reload did not start new workers within 60 s"
 
     def kill_target(self, rng):
-        live = [p for p in self.nginx_workers() if "shutting down" not in cmdline(p)]
+        live = self.serving_workers()
         return rng.choice(live) if live else None
 
-    async def await_respawn(self, tail, pid):
-        return await wait_for(lambda: re.search(
-            r"worker process %d exited on signal 9(.|\n)*start worker process" % pid,
-            tail.since_mark()), 30)
+    def serving_workers(self):
+        return [p for p in self.nginx_workers() if "shutting down" not in cmdline(p)]
 
 
 class Uwsgi(Stack):
@@ -360,10 +364,8 @@ class Uwsgi(Stack):
         live = self.app_workers()
         return rng.choice(live) if live else None
 
-    async def await_respawn(self, tail, pid):
-        tail = LogTail(self.app_log)
-        return await wait_for(lambda: re.search(r"worker \d+ \(pid: %d\) died(.|\n)*Respawned"
-                                                % pid, tail.since_mark()), 30)
+    def serving_workers(self):
+        return self.app_workers()
 
     def stop_app(self):
         self.master.send_signal(signal.SIGTERM)      # --die-on-term: graceful
@@ -414,9 +416,8 @@ class Gunicorn(Stack):
         live = self.app_workers()
         return rng.choice(live) if live else None
 
-    async def await_respawn(self, tail, pid):
-        tail = LogTail(self.app_log)
-        return await wait_for(lambda: "Booting worker" in tail.since_mark(), 30)
+    def serving_workers(self):
+        return self.app_workers()
 
     def stop_app(self):
         self.master.send_signal(signal.SIGTERM)      # graceful (up to graceful-timeout)
@@ -445,6 +446,7 @@ class Result:
         self.closed = False        # the connection ended (EOF, reset, GOAWAY, RST_STREAM)
         self.timeout = False       # nothing ended it within CLIENT_TIMEOUT_S
         self.keep = False          # the connection may carry another request
+        self.not_processed = False  # h2: above a GOAWAY's last_stream_id (retryable)
         self.error = None
 
 
@@ -618,6 +620,19 @@ class SlowReader:
 
 # ------------------------------------------------------------------ HTTP/2 client
 
+class H2Client(h2.connection.H2Connection):
+    """h2 closes its state machine on GOAWAY and then refuses DATA even for the
+    streams the server said it will finish (RFC 9113 6.8: those up to
+    last_stream_id go on); keep it open (H2Conn starts no new stream after a
+    GOAWAY)."""
+
+    def _receive_goaway_frame(self, frame):
+        state = self.state_machine.state
+        frames, events = super()._receive_goaway_frame(frame)
+        self.state_machine.state = state
+        return frames, events
+
+
 class H2Conn:
     """One TLS connection, one stream at a time (h2 does the framing)."""
 
@@ -625,6 +640,8 @@ class H2Conn:
         self.port = port
         self.streams = {}
         self.closed = False
+        self.goaway = None
+        self.end_reason = None
         self.used = 0
 
     async def open(self):
@@ -636,7 +653,7 @@ class H2Conn:
             "127.0.0.1", self.port, ssl=ctx, server_hostname="localhost")
         if self.writer.get_extra_info("ssl_object").selected_alpn_protocol() != "h2":
             raise RuntimeError("ALPN did not select h2")
-        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(
+        self.conn = H2Client(h2.config.H2Configuration(
             client_side=True, header_encoding=None))
         self.conn.initiate_connection()
         self.window = asyncio.Event()
@@ -676,21 +693,32 @@ class H2Conn:
                         st["done"].set()
                     elif isinstance(ev, h2.events.StreamReset) and st:
                         st["res"].closed = True
+                        st["res"].error = "RST_STREAM %s" % ev.error_code
                         st["done"].set()
                     elif isinstance(ev, h2.events.WindowUpdated):
                         self.window.set()
                     elif isinstance(ev, h2.events.ConnectionTerminated):
-                        self.goaway = ev.last_stream_id
+                        self.goaway = ev.last_stream_id or 0
                         for sid, s in self.streams.items():
-                            if sid > (ev.last_stream_id or 0):
+                            s["res"].error = "GOAWAY %s last %s" % (ev.error_code,
+                                                                   ev.last_stream_id)
+                            if sid > self.goaway:
+                                s["res"].not_processed = True
                                 s["res"].closed = True
                                 s["done"].set()
-                        self.closed = True
+
                 self.writer.write(self.conn.data_to_send())
                 await self.writer.drain()
-        except (ConnectionError, OSError, ssl.SSLError, h2.exceptions.ProtocolError):
-            pass
+        except (ConnectionError, OSError, ssl.SSLError) as e:
+            self.end_reason = repr(e)
+        except h2.exceptions.ProtocolError as e:
+            self.end_reason = "client-side h2 error %r" % e
         finally:
+            for st in self.streams.values():
+                st["res"].error = st["res"].error or (
+                    "GOAWAY seen, then the connection ended" if self.goaway is not None
+                    else "connection ended") + (" (%s)" % self.end_reason
+                                                if self.end_reason else "")
             self.end_all()
 
     async def send_body(self, sid, data):
@@ -714,7 +742,7 @@ class H2Conn:
         res = Result()
         res.reused = self.used > 0
         self.used += 1
-        if self.closed:
+        if self.closed or self.goaway is not None:
             res.closed = True
             return res
         sid = self.conn.get_next_available_stream_id()
@@ -856,6 +884,8 @@ class Soak:
         self.kill_log = []
         self.respawn_failures = 0
         self.reloads = {"done": 0, "refused": 0, "failed": 0}
+        self.reload_times = []
+        self.timeline = []         # (time, what): the faults, for reading failures against
         self.reload_problems = []
         self.procs = {}            # pid -> {"first", "peak", "last", "fds0", "fds", "role"}
         self.by_proto = {}
@@ -872,6 +902,9 @@ class Soak:
                 "status": res.status, "complete": res.complete, "closed": res.closed,
                 "timeout": res.timeout, "got_bytes": len(res.body), "error": res.error,
                 "t": round(now() - self.t0, 3)})
+
+    def reload_during(self, start, end):
+        return any(start - 0.5 <= t <= end + 0.5 for t in self.reload_times)
 
     def killed_during(self, start, end):
         return any(start - 0.5 <= t <= end + 0.5 for t, _ in self.kills)
@@ -928,6 +961,12 @@ class Soak:
         if self.killed_during(start, end):
             self.count(self.causes, "in flight on a killed worker")
             return False
+        if res.not_processed:
+            # RFC 9113 8.7: the server did not process it (a graceful exit's
+            # GOAWAY named a lower last stream); clients retry
+            self.count(self.causes, "h2 stream above a graceful GOAWAY's last stream id "
+                       "(not processed, retryable)")
+            return False
         if not res.got_any and res.reused:
             # HTTP/1.1 keep-alive (RFC 9112 9.3.1) and h2 GOAWAY: a server may close an
             # idle connection (reload, recycling) as the next request is sent; clients retry
@@ -977,7 +1016,7 @@ class Soak:
         await c.open()
         try:
             for _ in range(rng.randrange(1, 15)):
-                if now() >= self.deadline or c.closed:
+                if now() >= self.deadline or c.closed or c.goaway is not None:
                     break
                 req = make_request(rng)
                 self.sent += 1
@@ -1136,7 +1175,11 @@ class Soak:
                 break
             if now() >= next_reload:
                 broken = self.stack.name == "ours" and rng.random() < 0.3
+                self.timeline.append((round(now() - self.t0, 3), "reload%s" % (
+                    " (broken app)" if broken else "")))
+                self.reload_times.append(now())
                 outcome = await self.stack.reload(rng, broken)
+                self.timeline.append((round(now() - self.t0, 3), "reload " + outcome))
                 if outcome in self.reloads:
                     self.reloads[outcome] += 1
                 else:
@@ -1146,12 +1189,10 @@ class Soak:
             if now() >= next_kill:
                 pid = self.stack.kill_target(rng)
                 if pid:
-                    tail = LogTail(self.stack.app_log if self.stack.name != "ours"
-                                   else self.stack.nginx_log)
-                    tail.mark()
                     os.kill(pid, signal.SIGKILL)
                     self.kills.append((now(), pid))
-                    if not await self.stack.await_respawn(tail, pid):
+                    self.timeline.append((round(now() - self.t0, 3), "kill -9 %d" % pid))
+                    if not await self.stack.await_respawn(pid):
                         self.respawn_failures += 1
                 next_kill = now() + rng.uniform(10, 20)
 
@@ -1403,6 +1444,7 @@ async def soak_run(args, stack):
                       "unexpected_alert_crit_emerg": unexpected_log[:20]},
         "quit_s": round(quit_s, 2),
         "workers": workers,
+        "timeline": soak.timeline,
         "failures": failures,
     }
     return figures, failures
