@@ -337,7 +337,8 @@ class Uwsgi(Stack):
              "--chdir", self.app_dir, "--module", "soak_app:application", "--need-app",
              "--die-on-term", "--disable-logging", "--pidfile", self.pidfile,
              "--max-requests", str(MAX_REQUESTS), "--single-interpreter",
-             "--buffer-size", "32768", "--reload-mercy", "30", "--worker-reload-mercy", "30"],
+             "--buffer-size", "32768", "--listen", "1024",
+             "--reload-mercy", "30", "--worker-reload-mercy", "30"],
             "uwsgi.log")
         params = os.path.join(ROOT, "bench", "uwsgi_params")
         loc = "            include %s;\n            uwsgi_pass unix:%s;\n" % (params, self.sock)
@@ -448,6 +449,8 @@ class Result:
         self.timeout = False       # nothing ended it within CLIENT_TIMEOUT_S
         self.keep = False          # the connection may carry another request
         self.not_processed = False  # h2: above a GOAWAY's last_stream_id (retryable)
+        self.done_at = None        # when the response ended (a body may still be going out)
+        self.body_not_drained = False  # the server neither read the rest of the body nor closed
         self.error = None
 
 
@@ -585,10 +588,17 @@ class H1Conn:
             if body is not None:
                 sender = asyncio.ensure_future(self.send_body(wire_body))
             await asyncio.wait_for(read_h1(self.reader, res, method == "HEAD"), CLIENT_TIMEOUT_S)
+            res.done_at = now()
             if sender:
                 if res.closed or not res.complete:
                     sender.cancel()
-                await asyncio.gather(sender, return_exceptions=True)
+                # an answer before the whole body: the server may read and drop the
+                # rest (the connection stays usable) or close; give it a while
+                done, _ = await asyncio.wait([sender], timeout=5)
+                if not done:
+                    sender.cancel()
+                    res.keep = False
+                    res.body_not_drained = True
         except asyncio.TimeoutError:
             res.timeout = True
         except (ConnectionError, OSError) as e:
@@ -878,6 +888,7 @@ class Soak:
         self.sent = 0
         self.correct = 0
         self.causes = {}           # expected failure cause -> count
+        self.notes = {}            # things seen that are not failures
         self.violations = {}       # unexpected outcome -> count
         self.examples = []         # the first few violations, in full
         self.latency = []          # seconds, normal routes of checking clients
@@ -913,37 +924,46 @@ class Soak:
     def judge(self, req, res, proto, start, end):
         """Counts one checking client's result by cause; returns True if correct."""
         self.count(self.by_proto, proto)
+        end = res.done_at or end
+        if res.body_not_drained:
+            self.count(self.notes, "upload body neither read nor refused for 5 s after "
+                       "a complete response (connection not reused)")
         if res.timeout:
             self.violation("truncated without close (client timeout)", req, res, proto)
             return False
-        ok_bytes = None
-        if res.complete and not res.by_close:
-            if req.kind == "exact":
-                if res.status == 200 and res.body == req.expect():
-                    ok_bytes = True
-                elif res.status == 200:
+        if "injected" in res.headers:
+            self.violation("a header injected by CR/LF in the app's header", req, res, proto)
+            return False
+        # An HTTP/1.0 body without a length ends with the close: complete as far as the
+        # client can tell, but a short one is a truncation with a close.
+        framed = res.complete and not res.by_close
+        if res.complete:
+            if req.kind in ("exact", "leak") and res.status == 200:
+                good = res.body == req.expect() if req.kind == "exact" \
+                    else res.body.startswith(b"leaked ")
+                if good:
+                    self.correct += 1
+                    if req.timed:
+                        self.latency.append(end - start)
+                    return True
+                if framed:
                     self.violation("wrong bytes with complete framing", req, res, proto)
                     return False
-            elif req.kind == "leak":
-                ok_bytes = res.status == 200 and res.body.startswith(b"leaked ")
-            elif req.kind == "error":
-                if res.status in req.statuses:
-                    self.count(self.causes, "broken route's defined error (%s %d)"
-                               % (req.route, res.status))
-                    return True
-            elif req.kind == "truncate":
-                if res.status == 500:
-                    self.count(self.causes, "broken route's defined error (%s 500)" % req.route)
-                    return True
-                if res.status == 200:
-                    self.violation("truncated without close (complete framing)", req, res, proto)
-                    return False
-            if ok_bytes:
-                self.correct += 1
-                if req.timed:
-                    self.latency.append(end - start)
+                return self.closed_early(req, res, proto, start, end)
+            if req.kind == "error" and res.status in req.statuses:
+                self.count(self.causes, "broken route's defined error (%s %d)"
+                           % (req.route, res.status))
                 return True
-            # a complete answer with another status
+            if req.kind == "truncate" and res.status == 500:
+                self.count(self.causes, "broken route's defined error (%s 500)" % req.route)
+                return True
+            if req.kind == "truncate" and res.status == 200:
+                if framed:
+                    self.violation("truncated without close (complete framing)", req, res,
+                                   proto)
+                    return False
+                self.count(self.causes, "broken route's defined error (%s: close)" % req.route)
+                return True
             if res.status in (502, 503) and self.killed_during(start, end):
                 self.count(self.causes, "in flight on a killed worker (%d)" % res.status)
                 return False
@@ -953,12 +973,10 @@ class Soak:
         if req.kind == "truncate" and res.status == 200:
             self.count(self.causes, "broken route's defined error (%s: close)" % req.route)
             return True
-        if res.by_close and req.kind == "exact" and res.status == 200 \
-                and res.body == req.expect():
-            self.correct += 1
-            if req.timed:
-                self.latency.append(end - start)
-            return True
+        return self.closed_early(req, res, proto, start, end)
+
+    def closed_early(self, req, res, proto, start, end):
+        """A response cut by a close: attributed to its cause, or a violation."""
         if self.killed_during(start, end):
             self.count(self.causes, "in flight on a killed worker")
             return False
@@ -969,8 +987,8 @@ class Soak:
                        "(not processed, retryable)")
             return False
         if not res.got_any and res.reused:
-            # HTTP/1.1 keep-alive (RFC 9112 9.3.1) and h2 GOAWAY: a server may close an
-            # idle connection (reload, recycling) as the next request is sent; clients retry
+            # HTTP/1.1 keep-alive (RFC 9112 9.3.1): a server may close an idle connection
+            # (reload, recycling) as the next request is sent; clients retry
             self.count(self.causes, "idle keep-alive connection closed by the server "
                        "(reload/recycle) before the request was read")
             return False
@@ -1437,6 +1455,7 @@ async def soak_run(args, stack):
         "completed_correct": soak.correct,
         "failed_by_expected_cause": dict(sorted(soak.causes.items())),
         "unexpected": dict(sorted(soak.violations.items())),
+        "notes": soak.notes,
         "wrong_bytes_or_silent_truncations": silent,
         "examples": soak.examples,
         "checked_by_protocol": dict(sorted(soak.by_proto.items())),
