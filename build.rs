@@ -63,22 +63,32 @@ enum Entry {
 
 fn parse_list(text: &str) -> Vec<Entry> {
     let version = nginx_version().unwrap_or(u64::MAX);
+    let features: Vec<String> = env::var("DEP_NGINX_FEATURES")
+        .unwrap_or_default()
+        .split(',')
+        .map(|f| f.trim().to_string())
+        .collect();
     let mut entries = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.split('#').next().unwrap_or("").trim();
         if line.is_empty() {
             continue;
         }
-        let words: Vec<&str> = line.split_whitespace().collect();
-        // An optional last word `>=NNNNNNN`: only from that nginx version on.
-        let (words, since) = match words.last().and_then(|w| w.strip_prefix(">=")) {
-            Some(v) => (
-                &words[..words.len() - 1],
-                v.parse().expect("version number"),
-            ),
-            None => (&words[..], 0),
-        };
-        if since > version {
+        let mut words: Vec<&str> = line.split_whitespace().collect();
+        // Optional last words: `>=NNNNNNN`, only from that nginx version on;
+        // `?feature`, only when nginx was configured with it (`?http_v2`).
+        let mut wanted = true;
+        while let Some(w) = words.last() {
+            if let Some(v) = w.strip_prefix(">=") {
+                wanted &= v.parse::<u64>().expect("version number") <= version;
+            } else if let Some(f) = w.strip_prefix('?') {
+                wanted &= features.iter().any(|have| have == f);
+            } else {
+                break;
+            }
+            words.pop();
+        }
+        if !wanted {
             continue;
         }
         let s = |i: usize| words[i].to_string();

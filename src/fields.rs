@@ -16,7 +16,7 @@
 //!
 //! To use another nginx member, add it to `src/fields.list`.
 
-use nginx_sys::{ngx_event_t, ngx_msec_t};
+use nginx_sys::{ngx_event_t, ngx_http_request_t, ngx_int_t, ngx_msec_t, ngx_uint_t};
 
 include!(concat!(env!("OUT_DIR"), "/fields.rs"));
 
@@ -25,6 +25,8 @@ unsafe extern "C" {
     fn ngx_http_wsgi_del_timer(ev: *mut ngx_event_t);
     fn ngx_http_wsgi_post_event(ev: *mut ngx_event_t);
     fn ngx_http_wsgi_delete_posted_event(ev: *mut ngx_event_t);
+    fn ngx_http_wsgi_client_gone(r: *mut ngx_http_request_t) -> ngx_int_t;
+    fn ngx_http_wsgi_multiplexed(r: *const ngx_http_request_t) -> ngx_uint_t;
 }
 
 /// nginx's `ngx_add_timer`: (re)arms `ev` to fire in `ms` milliseconds.
@@ -63,4 +65,40 @@ pub unsafe fn post_event(ev: *mut ngx_event_t) {
 pub unsafe fn delete_posted_event(ev: *mut ngx_event_t) {
     // SAFETY: as above.
     unsafe { ngx_http_wsgi_delete_posted_event(ev) }
+}
+
+/// What [`client_gone`] found.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Client {
+    Here,
+    /// The connection closed (or was reset).
+    ClosedConnection,
+    /// The request's HTTP/2 or HTTP/3 stream was reset.
+    ClosedStream,
+}
+
+/// Whether the client of a request nginx is not reading from went away:
+/// nginx's `ngx_http_test_reading` checks (an HTTP/2 stream's error, an
+/// HTTP/3 stream's, EPOLLRDHUP, else a peek), in C, without finalizing.
+/// Marks the connection as nginx would (`eof`, `error`).
+///
+/// # Safety
+/// nginx thread; `r` is a live request.
+pub unsafe fn client_gone(r: *mut ngx_http_request_t) -> Client {
+    // SAFETY: the caller's promise.
+    match unsafe { ngx_http_wsgi_client_gone(r) } {
+        0 => Client::Here,
+        2 => Client::ClosedStream,
+        _ => Client::ClosedConnection,
+    }
+}
+
+/// Whether `r` is a stream of an HTTP/2 or HTTP/3 connection (which shares
+/// its socket with other requests).
+///
+/// # Safety
+/// `r` is a live request.
+pub unsafe fn multiplexed(r: *const ngx_http_request_t) -> bool {
+    // SAFETY: the caller's promise.
+    unsafe { ngx_http_wsgi_multiplexed(r) != 0 }
 }

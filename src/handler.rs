@@ -26,7 +26,7 @@ use ngx::http::{HttpModule, HttpModuleLocationConf};
 use ngx::ngx_log_error;
 
 use crate::conf::{LocConf, Param};
-use crate::fields::{self, buf, connection, event, headers_in, request};
+use crate::fields::{self, buf, connection, event, headers_in, request, Client};
 use crate::message::{
     Body, BodySegment, BodyStream, Exchange, Job, MallocBlock, Reply, RequestEnv, RequestId,
 };
@@ -593,39 +593,10 @@ pub fn split_script_name<'a>(uri: &'a [u8], prefix: Option<&'a [u8]>) -> (&'a [u
 extern "C" fn check_broken_connection(r: *mut ngx_http_request_t) {
     // SAFETY: nginx calls this with a live request on its thread.
     unsafe {
-        let c = (*r).connection;
-        let rev = (*c).read;
-        #[cfg(ngx_feature = "http_v2")]
-        {
-            if !(*r).stream.is_null() {
-                if connection::error(c) != 0 {
-                    abort_request(r, "client prematurely closed stream");
-                }
-                return;
-            }
-        }
-        let closed = if (nginx_sys::ngx_event_flags & nginx_sys::NGX_USE_EPOLL_EVENT as usize) != 0
-            && nginx_sys::ngx_use_epoll_rdhup != 0
-        {
-            if event::pending_eof(rev) == 0 {
-                return;
-            }
-            true
-        } else {
-            let mut buf = [0u8; 1];
-            let n = libc::recv((*c).fd, buf.as_mut_ptr() as *mut c_void, 1, libc::MSG_PEEK);
-            if n > 0 {
-                return; // pipelined data: not ours to judge
-            }
-            if n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN) {
-                return;
-            }
-            true
-        };
-        if closed {
-            event::set_eof(rev, 1);
-            connection::set_error(c, 1);
-            abort_request(r, "client prematurely closed connection");
+        match fields::client_gone(r) {
+            Client::Here => {}
+            Client::ClosedConnection => abort_request(r, "client prematurely closed connection"),
+            Client::ClosedStream => abort_request(r, "client prematurely closed stream"),
         }
     }
 }
@@ -733,9 +704,9 @@ unsafe fn left_mid_body(r: *mut ngx_http_request_t) -> bool {
     // SAFETY: r is live (we are in one of its event handlers).
     unsafe {
         let c = (*r).connection;
-        if (*r).http_version >= nginx_sys::NGX_HTTP_VERSION_20 as usize {
+        if fields::multiplexed(r) {
             // A stream shares its socket: its own reset marks it.
-            return connection::error(c) != 0;
+            return fields::client_gone(r) != Client::Here;
         }
         let fd = (*c).fd;
         let mut err: libc::c_int = 0;
