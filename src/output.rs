@@ -6,16 +6,13 @@
 
 use core::ptr;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::Ordering;
 
 use nginx_sys::{
     ngx_buf_t, ngx_chain_get_free_buf, ngx_chain_t, ngx_chain_update_chains, ngx_current_msec,
     ngx_event_t, ngx_file_t, ngx_handle_write_event, ngx_http_core_loc_conf_t,
-    ngx_http_core_module, ngx_http_finalize_request, ngx_http_output_filter, ngx_http_request_t,
-    ngx_http_run_posted_requests, ngx_http_send_header, ngx_int_t, ngx_list_push, ngx_pcalloc,
-    ngx_pnalloc, ngx_table_elt_t, NGX_AGAIN, NGX_ERROR, NGX_HTTP_REQUEST_TIME_OUT, NGX_LOG_INFO,
-    NGX_OK,
+    ngx_http_core_module, ngx_http_output_filter, ngx_http_request_t, ngx_http_run_posted_requests,
+    ngx_http_send_header, ngx_int_t, ngx_list_push, ngx_pcalloc, ngx_pnalloc, ngx_table_elt_t,
+    NGX_AGAIN, NGX_ERROR, NGX_HTTP_REQUEST_TIME_OUT, NGX_LOG_INFO, NGX_OK,
 };
 use nginx_sys::{
     ngx_http_core_get_method, ngx_http_err_page_t, ngx_http_internal_redirect,
@@ -27,11 +24,11 @@ use ngx::http::HttpModule;
 use ngx::ngx_log_error;
 
 use crate::conf::{IGNORE_XA_CHARSET, IGNORE_XA_LIMIT_RATE, IGNORE_XA_REDIRECT};
-use crate::fields::{self, buf, connection, event, request};
-use crate::handler::{ctx_of, RequestCtx};
+use crate::fields::{self, buf, connection, event, req};
 use crate::message::{Chunk, FileReply, Reply, ResponseHead};
+use crate::request::{self, RequestCtx};
 use crate::util::{eq_ignore_case, ngx_bytes, pool_str};
-use crate::{notify, worker, HttpWsgiModule};
+use crate::HttpWsgiModule;
 
 /// What an nginx buffer points into, kept alive until nginx has sent it.
 pub struct Held {
@@ -52,40 +49,27 @@ fn buf_tag() -> nginx_sys::ngx_buf_tag_t {
 
 /// Posted by the notifier: the pool has replies for this request.
 pub extern "C" fn wake_handler(ev: *mut ngx_event_t) {
-    // SAFETY: ev is the ctx's wake event; data is its live request (the ctx
-    // removes a posted wake before the request is freed).
+    // SAFETY: ev is the wake event of a request's slot; data is its live
+    // request (the slot removes a posted wake before the request is freed).
     unsafe {
         let r = (*ev).data as *mut ngx_http_request_t;
         let c = (*r).connection;
-        if let Some(cx) = ctx_of(r) {
-            guarded(cx, |cx| {
-                // The app may have made room for more of the request body.
-                if cx.stream.is_some() {
-                    crate::handler::pull_body(cx);
-                }
-                pump(cx)
-            });
-        }
+        request::enter(r, "wake-up of the request", |cx| {
+            // The app may have made room for more of the request body.
+            if cx.stream.is_some() {
+                crate::handler::pull_body(cx);
+            }
+            pump(cx)
+        });
         ngx_http_run_posted_requests(c);
     }
 }
 
 /// The request's write handler while we stream: the client can take more.
 pub extern "C" fn write_handler(r: *mut ngx_http_request_t) {
-    // SAFETY: nginx calls this on its thread with a live request.
-    unsafe {
-        let Some(cx) = ctx_of(r) else { return };
-        guarded(cx, |cx| on_writable(cx));
-    }
-}
-
-/// A panic must not unwind into nginx: end the request instead.
-unsafe fn guarded(cx: &mut RequestCtx, f: impl FnOnce(&mut RequestCtx)) {
-    let cxp = cx as *mut RequestCtx;
-    if catch_unwind(AssertUnwindSafe(|| f(unsafe { &mut *cxp }))).is_err() {
-        // SAFETY: the ctx outlives this call; finish is idempotent.
-        unsafe { finish(&mut *cxp, NGX_ERROR as ngx_int_t, true) };
-    }
+    // SAFETY: nginx calls this on its thread with a live request (from
+    // ngx_http_request_handler, which runs posted requests after it).
+    unsafe { request::enter(r, "write event handler", |cx| on_writable(cx)) };
 }
 
 fn core_loc_conf<'a>(r: *mut ngx_http_request_t) -> &'a ngx_http_core_loc_conf_t {
@@ -108,13 +92,13 @@ unsafe fn on_writable(cx: &mut RequestCtx) {
                 "wsgi: client timed out while sending response to client"
             );
             connection::set_timedout(c, 1);
-            finish(cx, NGX_HTTP_REQUEST_TIME_OUT as ngx_int_t, true);
+            cx.end(NGX_HTTP_REQUEST_TIME_OUT as ngx_int_t, true);
             return;
         }
         if event::delayed(wev) != 0 {
             // limit_rate: nginx re-arms the event itself.
             if ngx_handle_write_event(wev, core_loc_conf(r).send_lowat) != NGX_OK as ngx_int_t {
-                finish(cx, NGX_ERROR as ngx_int_t, true);
+                cx.end(NGX_ERROR as ngx_int_t, true);
             }
             return;
         }
@@ -124,7 +108,7 @@ unsafe fn on_writable(cx: &mut RequestCtx) {
         let rc = ngx_http_output_filter(r, ptr::null_mut());
         settle(cx);
         if rc == NGX_ERROR as ngx_int_t {
-            finish(cx, NGX_ERROR as ngx_int_t, true);
+            cx.end(NGX_ERROR as ngx_int_t, true);
             return;
         }
         if !cx.busy.is_null() || rc == NGX_AGAIN as ngx_int_t {
@@ -208,8 +192,9 @@ pub unsafe fn pump(cx: &mut RequestCtx) {
         // SAFETY: only the nginx thread writes ngx_current_msec.
         let now = unsafe { ngx_current_msec };
         cx.last_activity = now;
-        if cx.first_reply_at.is_none() {
-            cx.first_reply_at = Some(now);
+        let first = &cx.shared().first_reply_at;
+        if first.get().is_none() {
+            first.set(Some(now));
         }
 
         let mut out: *mut ngx_chain_t = ptr::null_mut();
@@ -247,7 +232,7 @@ pub unsafe fn pump(cx: &mut RequestCtx) {
                             tail = &mut (*cl).next;
                         },
                         None => {
-                            unsafe { finish(cx, NGX_ERROR as ngx_int_t, true) };
+                            cx.end(NGX_ERROR as ngx_int_t, true);
                             return;
                         }
                     }
@@ -264,7 +249,7 @@ pub unsafe fn pump(cx: &mut RequestCtx) {
                             tail = &mut (*cl).next;
                         },
                         None => {
-                            unsafe { finish(cx, NGX_ERROR as ngx_int_t, true) };
+                            cx.end(NGX_ERROR as ngx_int_t, true);
                             return;
                         }
                     }
@@ -297,7 +282,7 @@ pub unsafe fn pump(cx: &mut RequestCtx) {
 
         if last && cx.header_only {
             // HEAD, 204, 304: the header is all there is.
-            unsafe { finish(cx, NGX_OK as ngx_int_t, false) };
+            cx.end(NGX_OK as ngx_int_t, false);
             return;
         }
         if last {
@@ -311,7 +296,7 @@ pub unsafe fn pump(cx: &mut RequestCtx) {
                     }
                 },
                 None => {
-                    unsafe { finish(cx, NGX_ERROR as ngx_int_t, true) };
+                    cx.end(NGX_ERROR as ngx_int_t, true);
                     return;
                 }
             }
@@ -328,11 +313,11 @@ pub unsafe fn pump(cx: &mut RequestCtx) {
         let rc = unsafe { ngx_http_output_filter(r, out) };
         unsafe { settle(cx) };
         if rc == NGX_ERROR as ngx_int_t {
-            unsafe { finish(cx, NGX_ERROR as ngx_int_t, true) };
+            cx.end(NGX_ERROR as ngx_int_t, true);
             return;
         }
         if last {
-            unsafe { finish(cx, rc, false) };
+            cx.end(rc, false);
             return;
         }
         if rc == NGX_AGAIN as ngx_int_t || !cx.busy.is_null() {
@@ -368,7 +353,7 @@ unsafe fn wait_for_client(cx: &mut RequestCtx) {
             fields::add_timer(wev, clcf.send_timeout);
         }
         if ngx_handle_write_event(wev, clcf.send_lowat) != NGX_OK as ngx_int_t {
-            finish(cx, NGX_ERROR as ngx_int_t, true);
+            cx.end(NGX_ERROR as ngx_int_t, true);
         }
     }
 }
@@ -536,7 +521,7 @@ unsafe fn intercept(cx: &mut RequestCtx, head: &ResponseHead) -> bool {
                 // SAFETY: as above.
                 Some(h) => unsafe { link_www_authenticate(r, h) },
                 None => {
-                    unsafe { finish(cx, NGX_ERROR as ngx_int_t, true) };
+                    cx.end(NGX_ERROR as ngx_int_t, true);
                     return true;
                 }
             }
@@ -544,7 +529,7 @@ unsafe fn intercept(cx: &mut RequestCtx, head: &ResponseHead) -> bool {
     }
     // The app's body is not wanted: the pool thread closes its iterable.
     // SAFETY: r is live; nginx runs the error_page from here.
-    unsafe { finish(cx, head.status as ngx_int_t, true) };
+    cx.end(head.status as ngx_int_t, true);
     true
 }
 
@@ -577,7 +562,7 @@ unsafe fn send_head(cx: &mut RequestCtx, head: ResponseHead) -> bool {
                     .and_then(|v| v.trim().parse::<usize>().ok())
                 {
                     (*r).limit_rate = n;
-                    request::set_limit_rate_set(r, 1);
+                    req::set_limit_rate_set(r, 1);
                 }
             } else if what.eq_ignore_ascii_case(b"charset") && !lcf.ignores(IGNORE_XA_CHARSET) {
                 let s = ngx_pcalloc((*r).pool, core::mem::size_of::<ngx_str_t>()) as *mut ngx_str_t;
@@ -604,7 +589,7 @@ unsafe fn send_head(cx: &mut RequestCtx, head: ResponseHead) -> bool {
             match pool_str(pool, &head.status_line) {
                 Some(s) => ho.status_line = s,
                 None => {
-                    finish(cx, NGX_ERROR as ngx_int_t, true);
+                    cx.end(NGX_ERROR as ngx_int_t, true);
                     return false;
                 }
             }
@@ -612,7 +597,7 @@ unsafe fn send_head(cx: &mut RequestCtx, head: ResponseHead) -> bool {
         for (name, value) in &head.headers {
             if eq_ignore_case(name, b"content-type") {
                 if !set_content_type(r, value) {
-                    finish(cx, NGX_ERROR as ngx_int_t, true);
+                    cx.end(NGX_ERROR as ngx_int_t, true);
                     return false;
                 }
                 continue;
@@ -629,7 +614,7 @@ unsafe fn send_head(cx: &mut RequestCtx, head: ResponseHead) -> bool {
                 continue;
             }
             let Some(h) = push_header(r, name, value) else {
-                finish(cx, NGX_ERROR as ngx_int_t, true);
+                cx.end(NGX_ERROR as ngx_int_t, true);
                 return false;
             };
             if eq_ignore_case(name, b"server") {
@@ -645,14 +630,14 @@ unsafe fn send_head(cx: &mut RequestCtx, head: ResponseHead) -> bool {
             }
         }
         // The app decides about conditional requests, as behind proxy_pass.
-        request::set_disable_not_modified(r, 1);
+        req::set_disable_not_modified(r, 1);
 
         // nginx marks 204 and 304 header-only only when it writes the
         // status line itself; with the app's own reason phrase the body
         // the app still returned would follow the header and be read as
         // the start of the next response on a keepalive connection.
         if matches!(head.status, 204 | 304) {
-            request::set_header_only(r, 1);
+            req::set_header_only(r, 1);
         }
         // RFC 9110 8.6: no Content-Length on a 204 (Django sets one, 0).
         if head.status == 204 {
@@ -661,10 +646,10 @@ unsafe fn send_head(cx: &mut RequestCtx, head: ResponseHead) -> bool {
         cx.head_sent = true;
         let rc = ngx_http_send_header(r);
         if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t {
-            finish(cx, rc, true);
+            cx.end(rc, true);
             return false;
         }
-        if request::header_only(r) != 0 {
+        if req::header_only(r) != 0 {
             cx.header_only = true;
         }
         true
@@ -741,29 +726,25 @@ unsafe fn redirect_to(cx: &mut RequestCtx, uri: &[u8], head: &ResponseHead) {
         b"expires",
         b"accept-ranges",
     ];
-    cx.done = true;
-    cx.exchange.cancel();
-    if let Some(rt) = worker::runtime() {
-        rt.hub.counters.responses.fetch_add(1, Ordering::Relaxed);
-    }
+    // The app's part is over; finalizing with NGX_DONE (once control is
+    // back in `request::enter`) releases the reference taken when the
+    // body was read, after the redirect took its own.
+    cx.end(NGX_DONE as ngx_int_t, true);
     let r = cx.r;
-    // SAFETY: r is live; our timer lives in the ctx.
+    // SAFETY: r is live while its state is borrowed.
     unsafe {
-        if event::timer_set(&cx.timer) != 0 {
-            fields::del_timer(&mut cx.timer);
-        }
         for (name, value) in &head.headers {
             if eq_ignore_case(name, b"content-type") {
                 set_content_type(r, value);
             } else if KEPT.iter().any(|k| eq_ignore_case(name, k))
                 && push_header(r, name, value).is_none()
             {
-                ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t);
+                cx.end_with(NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t);
                 return;
             }
         }
         let Some(mut uri) = pool_str((*r).pool, uri) else {
-            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t);
+            cx.end_with(NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t);
             return;
         };
         if ngx_bytes(&uri).starts_with(b"@") {
@@ -776,7 +757,7 @@ unsafe fn redirect_to(cx: &mut RequestCtx, uri: &[u8], head: &ResponseHead) {
             let mut flags: ngx_uint_t = NGX_HTTP_LOG_UNSAFE as ngx_uint_t;
             if ngx_http_parse_unsafe_uri(r, &mut uri, &mut args, &mut flags) != NGX_OK as ngx_int_t
             {
-                ngx_http_finalize_request(r, NGX_HTTP_NOT_FOUND as ngx_int_t);
+                cx.end_with(NGX_HTTP_NOT_FOUND as ngx_int_t);
                 return;
             }
             if (*r).method != NGX_HTTP_HEAD as ngx_uint_t {
@@ -785,8 +766,6 @@ unsafe fn redirect_to(cx: &mut RequestCtx, uri: &[u8], head: &ResponseHead) {
             }
             ngx_http_internal_redirect(r, &mut uri, &mut args);
         }
-        // Releases the reference taken when the body was read.
-        ngx_http_finalize_request(r, NGX_DONE as ngx_int_t);
     }
 }
 
@@ -799,37 +778,5 @@ unsafe fn fail(cx: &mut RequestCtx, status: u16) {
         status as ngx_int_t
     };
     // SAFETY: r is live.
-    unsafe { finish(cx, rc, true) };
-}
-
-/// Ends the request once: stops the timer, cancels the pool side when the
-/// app has not finished, and finalizes with `rc`.
-pub unsafe fn finish(cx: &mut RequestCtx, rc: ngx_int_t, cancel: bool) {
-    if cx.done {
-        return;
-    }
-    cx.done = true;
-    if cancel {
-        cx.exchange.cancel();
-    }
-    notify::drain_before_end();
-    if let Some(s) = cx.stream.take() {
-        s.fail("request ended");
-    }
-    cx.replies.clear();
-    if let Some(rt) = worker::runtime() {
-        rt.hub.counters.responses.fetch_add(1, Ordering::Relaxed);
-        rt.hub
-            .counters
-            .bytes_out
-            .fetch_add(cx.bytes_out, Ordering::Relaxed);
-    }
-    // SAFETY: our timer lives in the ctx; r is live until finalized.
-    unsafe {
-        if event::timer_set(&cx.timer) != 0 {
-            fields::del_timer(&mut cx.timer);
-        }
-        let r = cx.r;
-        ngx_http_finalize_request(r, rc);
-    }
+    cx.end(rc, true);
 }

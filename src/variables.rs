@@ -10,7 +10,7 @@ use nginx_sys::{
 };
 
 use crate::fields::variable_value;
-use crate::handler::ctx_of;
+use crate::request;
 use crate::util::pool_str;
 
 type Getter =
@@ -87,7 +87,7 @@ unsafe extern "C" fn queue_time(
     _: usize,
 ) -> ngx_int_t {
     // SAFETY: nginx calls getters with a live request.
-    let value = unsafe { ctx_of(r) }.and_then(|cx| {
+    let value = unsafe { request::shared(r) }.and_then(|cx| {
         cx.exchange
             .started
             .load(Ordering::Acquire)
@@ -102,8 +102,8 @@ unsafe extern "C" fn app_time(
     _: usize,
 ) -> ngx_int_t {
     // SAFETY: as above.
-    let value = unsafe { ctx_of(r) }.and_then(|cx| {
-        let first = cx.first_reply_at?;
+    let value = unsafe { request::shared(r) }.and_then(|cx| {
+        let first = cx.first_reply_at.get()?;
         let queued_ms = cx.exchange.queue_time_us.load(Ordering::Relaxed) / 1000;
         let started = cx.dispatched_at.wrapping_add(queued_ms as _);
         let ms = first.wrapping_sub(started) as i64;
@@ -118,7 +118,7 @@ unsafe extern "C" fn thread(
     _: usize,
 ) -> ngx_int_t {
     // SAFETY: as above.
-    let value = unsafe { ctx_of(r) }.and_then(|cx| {
+    let value = unsafe { request::shared(r) }.and_then(|cx| {
         let n = cx.exchange.thread_no.load(Ordering::Relaxed);
         (n > 0).then(|| (n - 1).to_string())
     });
