@@ -49,6 +49,10 @@ pub extern "C" fn content_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     .unwrap_or(NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t)
 }
 
+/// Starts a request for the app: reads its body with nginx's machinery.
+///
+/// # Safety
+/// nginx thread; `r` is the live request of a content handler.
 unsafe fn start(r: *mut ngx_http_request_t) -> ngx_int_t {
     let lcf = loc_conf(r);
     let Some(app) = lcf.app else {
@@ -105,6 +109,9 @@ extern "C" fn body_ready(r: *mut ngx_http_request_t) {
 }
 
 /// Builds the job and hands it to the pool (nginx thread, body complete).
+///
+/// # Safety
+/// nginx thread; `r` is a live request whose body nginx has read (or, unbuffered, started to).
 unsafe fn dispatch(r: *mut ngx_http_request_t) {
     let lcf = loc_conf(r);
     let rt = worker::runtime().expect("checked in start");
@@ -239,6 +246,9 @@ fn submit(cx: &mut RequestCtx, job: Job) {
 }
 
 /// `Retry-After: 1` on 503s, so well-behaved clients back off briefly.
+///
+/// # Safety
+/// nginx thread; `r` is a live request whose response header is not sent yet.
 unsafe fn add_retry_after(r: *mut ngx_http_request_t) {
     // SAFETY: pushing onto the live request's header list.
     unsafe {
@@ -270,6 +280,9 @@ const DETACH_MIN: usize = 16 * 1024;
 /// Temp-file ranges are read later through our own duplicate descriptor;
 /// memory in a large body buffer is taken over (`detach_block`), the rest
 /// copied.
+///
+/// # Safety
+/// nginx thread; `r` is a live request whose body is read (or being read).
 unsafe fn collect_body(r: *mut ngx_http_request_t) -> std::io::Result<Body> {
     let mut body = Body::default();
     // SAFETY: r is live; request_body and its chain are nginx's.
@@ -339,6 +352,9 @@ unsafe fn collect_body(r: *mut ngx_http_request_t) -> std::io::Result<Body> {
 /// body chain stays valid for error_page redirects and logging), and the
 /// block is freed when both that and the app's `wsgi.input` let go.
 /// `None` (copy instead) when `start` is not such a block.
+///
+/// # Safety
+/// nginx thread; `r` is a live request and `start` the start of its body buffer (or NULL).
 unsafe fn detach_block(r: *mut ngx_http_request_t, start: *mut u8) -> Option<Arc<MallocBlock>> {
     // SAFETY: r and its pool are live; the large list is the pool's own
     // singly linked list of (next, alloc) entries.
@@ -375,6 +391,9 @@ fn port_of(sa: *mut nginx_sys::sockaddr) -> u64 {
 }
 
 /// Copies what environ needs out of the request.
+///
+/// # Safety
+/// nginx thread; `r` is a live request.
 unsafe fn collect_env(
     r: *mut ngx_http_request_t,
     lcf: &LocConf,
@@ -483,6 +502,9 @@ unsafe fn collect_env(
 
 /// Evaluates a `wsgi_param` value (in request pool memory); `None` if
 /// empty and `if_not_empty`.
+///
+/// # Safety
+/// nginx thread; `r` is a live request; the result lives in its pool (`'a` must not outlive it).
 unsafe fn eval_param<'a>(r: *mut ngx_http_request_t, p: &Param) -> Option<&'a [u8]> {
     let mut out = ngx_str_t {
         len: 0,
@@ -533,6 +555,9 @@ extern "C" fn check_broken_connection(r: *mut ngx_http_request_t) {
 /// Moves what nginx has read of the body into the stream (or drops it
 /// when `stream` is None: it was copied already) and frees nginx's buffers.
 /// Returns whether any data moved.
+///
+/// # Safety
+/// nginx thread; `r` is a live request.
 unsafe fn take_body_bufs(r: *mut ngx_http_request_t, stream: Option<&BodyStream>) -> bool {
     let mut moved = false;
     // SAFETY: r is live; the chain is nginx's request body chain.
@@ -562,14 +587,14 @@ unsafe fn take_body_bufs(r: *mut ngx_http_request_t, stream: Option<&BodyStream>
 /// Read-event handler while the body streams to the app.
 extern "C" fn read_body_handler(r: *mut ngx_http_request_t) {
     // SAFETY: nginx calls this on its thread with a live request.
-    unsafe { request::enter(r, "request body reader", |cx| pull_body(cx)) };
+    unsafe { request::enter(r, "request body reader", pull_body) };
 }
 
 /// Reads more of the body from the client while the app has room for it.
 ///
 /// # Safety
 /// nginx thread; `cx` belongs to a live request.
-pub unsafe fn pull_body(cx: &mut RequestCtx) {
+pub fn pull_body(cx: &mut RequestCtx) {
     let Some(stream) = cx.stream.clone() else {
         return;
     };
@@ -625,6 +650,9 @@ pub unsafe fn pull_body(cx: &mut RequestCtx) {
 /// ended short of the body it announced. Data the client sent before it
 /// left stays readable, so the socket's error and what is left to read
 /// tell, not a read.
+///
+/// # Safety
+/// nginx thread; `r` is a live request.
 unsafe fn left_mid_body(r: *mut ngx_http_request_t) -> bool {
     // SAFETY: r is live (we are in one of its event handlers).
     unsafe {
@@ -656,6 +684,9 @@ unsafe fn left_mid_body(r: *mut ngx_http_request_t) -> bool {
 /// After the client's end of stream: whether what is left in the socket is
 /// less than the rest of the body it announced (unknown for a chunked body:
 /// the app's read timeout decides then).
+///
+/// # Safety
+/// nginx thread; `r` is a live request and `fd` its connection's socket.
 unsafe fn short_of_body(r: *mut ngx_http_request_t, fd: libc::c_int) -> bool {
     // SAFETY: r is live; its request body and buffer are nginx's.
     unsafe {

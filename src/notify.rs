@@ -181,6 +181,7 @@ pub unsafe fn stop() {
     // SAFETY: the tick event is ours; it is leaked, as nginx may still
     // hold it in a queue we do not own.
     if !tick.is_null() && unsafe { event::timer_set(tick) } != 0 {
+        // SAFETY: as above.
         unsafe { fields::del_timer(tick) };
     }
     if let Some(rt) = worker::runtime() {

@@ -69,7 +69,7 @@ pub extern "C" fn wake_handler(ev: *mut ngx_event_t) {
 pub extern "C" fn write_handler(r: *mut ngx_http_request_t) {
     // SAFETY: nginx calls this on its thread with a live request (from
     // ngx_http_request_handler, which runs posted requests after it).
-    unsafe { request::enter(r, "write event handler", |cx| on_writable(cx)) };
+    unsafe { request::enter(r, "write event handler", on_writable) };
 }
 
 fn core_loc_conf<'a>(r: *mut ngx_http_request_t) -> &'a ngx_http_core_loc_conf_t {
@@ -79,7 +79,7 @@ fn core_loc_conf<'a>(r: *mut ngx_http_request_t) -> &'a ngx_http_core_loc_conf_t
     }
 }
 
-unsafe fn on_writable(cx: &mut RequestCtx) {
+fn on_writable(cx: &mut RequestCtx) {
     let r = cx.r;
     // SAFETY: r is live while its ctx is.
     unsafe {
@@ -136,6 +136,10 @@ fn unsent(cx: &RequestCtx) -> usize {
         .sum()
 }
 
+/// Bytes of buffer `b` not yet sent.
+///
+/// # Safety
+/// `b` is a live nginx buffer.
 unsafe fn buf_size(b: *const ngx_buf_t) -> usize {
     // SAFETY: b is one of our live buffers.
     unsafe {
@@ -150,7 +154,7 @@ unsafe fn buf_size(b: *const ngx_buf_t) -> usize {
 }
 
 /// Releases what nginx has finished sending and recycles its buffers.
-unsafe fn settle(cx: &mut RequestCtx) {
+fn settle(cx: &mut RequestCtx) {
     while let Some(h) = cx.held.front() {
         // SAFETY: as in `unsent`.
         if unsafe { buf_size(h.buf) } != 0 {
@@ -173,7 +177,7 @@ unsafe fn settle(cx: &mut RequestCtx) {
 
 /// Moves replies from the exchange to nginx until the exchange is empty,
 /// the response is complete, or the client must catch up first.
-pub unsafe fn pump(cx: &mut RequestCtx) {
+pub fn pump(cx: &mut RequestCtx) {
     let r = cx.r;
     loop {
         if cx.done {
@@ -205,7 +209,7 @@ pub unsafe fn pump(cx: &mut RequestCtx) {
             match reply {
                 Reply::Head(head) => {
                     // SAFETY: r is live; headers go out before any body.
-                    if !unsafe { send_head(cx, head) } {
+                    if !send_head(cx, head) {
                         return;
                     }
                 }
@@ -222,11 +226,12 @@ pub unsafe fn pump(cx: &mut RequestCtx) {
                     // SAFETY: r is live; the Vec moves into `held` or is
                     // copied.
                     let cl = if copy {
-                        unsafe { copied_buf(cx, data.as_slice()) }
+                        copied_buf(cx, data.as_slice())
                     } else {
-                        unsafe { memory_buf(cx, data) }
+                        memory_buf(cx, data)
                     };
                     match cl {
+                        // SAFETY: `cl` is a fresh link of ours; `tail` points at the last `next`.
                         Some(cl) => unsafe {
                             *tail = cl;
                             tail = &mut (*cl).next;
@@ -243,7 +248,8 @@ pub unsafe fn pump(cx: &mut RequestCtx) {
                     }
                     batch += f.len as usize;
                     // SAFETY: as above; the fd moves into `held`.
-                    match unsafe { file_buf(cx, f) } {
+                    match file_buf(cx, f) {
+                        // SAFETY: as above.
                         Some(cl) => unsafe {
                             *tail = cl;
                             tail = &mut (*cl).next;
@@ -271,7 +277,7 @@ pub unsafe fn pump(cx: &mut RequestCtx) {
                         }
                     }
                     // SAFETY: r is live.
-                    unsafe { fail(cx, status) };
+                    fail(cx, status);
                     return;
                 }
             }
@@ -287,7 +293,8 @@ pub unsafe fn pump(cx: &mut RequestCtx) {
         }
         if last {
             // SAFETY: marks the end of the response on our chain.
-            match unsafe { last_buf(cx, out) } {
+            match last_buf(cx, out) {
+                // SAFETY: as above.
                 Some(cl) => unsafe {
                     if out.is_null() {
                         out = cl;
@@ -311,7 +318,7 @@ pub unsafe fn pump(cx: &mut RequestCtx) {
         cx.bytes_out += batch as u64;
         // SAFETY: r is live; `out` holds our buffers only.
         let rc = unsafe { ngx_http_output_filter(r, out) };
-        unsafe { settle(cx) };
+        settle(cx);
         if rc == NGX_ERROR as ngx_int_t {
             cx.end(NGX_ERROR as ngx_int_t, true);
             return;
@@ -321,13 +328,16 @@ pub unsafe fn pump(cx: &mut RequestCtx) {
             return;
         }
         if rc == NGX_AGAIN as ngx_int_t || !cx.busy.is_null() {
-            unsafe { wait_for_client(cx) };
+            wait_for_client(cx);
             return;
         }
     }
 }
 
 /// Marks the last buffer of a non-empty chain of ours for flushing.
+///
+/// # Safety
+/// `out` is a non-empty chain of live links and buffers.
 unsafe fn flush_chain(out: *mut ngx_chain_t) {
     // SAFETY: walking our own chain of valid links.
     unsafe {
@@ -340,7 +350,7 @@ unsafe fn flush_chain(out: *mut ngx_chain_t) {
 }
 
 /// Arms the write event (with `send_timeout`) and waits for the client.
-unsafe fn wait_for_client(cx: &mut RequestCtx) {
+fn wait_for_client(cx: &mut RequestCtx) {
     cx.waiting_on_client = true;
     let r = cx.r;
     // SAFETY: r and its connection are live.
@@ -358,7 +368,7 @@ unsafe fn wait_for_client(cx: &mut RequestCtx) {
     }
 }
 
-unsafe fn new_buf(cx: &mut RequestCtx) -> Option<*mut ngx_chain_t> {
+fn new_buf(cx: &mut RequestCtx) -> Option<*mut ngx_chain_t> {
     // SAFETY: reuses our free chain or allocates from the request pool.
     unsafe {
         let cl = ngx_chain_get_free_buf((*cx.r).pool, &mut cx.free);
@@ -376,6 +386,9 @@ unsafe fn new_buf(cx: &mut RequestCtx) -> Option<*mut ngx_chain_t> {
 
 /// A buffer over `len` bytes at `p`, which must stay valid until nginx has
 /// sent them.
+///
+/// # Safety
+/// `p..p + len` is readable memory that stays valid until nginx has sent it.
 unsafe fn memory_at(cx: &mut RequestCtx, p: *mut u8, len: usize) -> Option<*mut ngx_chain_t> {
     // SAFETY: a fresh buffer of ours; the caller keeps p..p+len alive.
     unsafe {
@@ -390,7 +403,7 @@ unsafe fn memory_at(cx: &mut RequestCtx, p: *mut u8, len: usize) -> Option<*mut 
     }
 }
 
-unsafe fn memory_buf(cx: &mut RequestCtx, data: Chunk) -> Option<*mut ngx_chain_t> {
+fn memory_buf(cx: &mut RequestCtx, data: Chunk) -> Option<*mut ngx_chain_t> {
     // SAFETY: the buffer points into `data`, which `held` keeps alive (a
     // Vec's heap memory, or a Python bytes buffer, does not move when the
     // Chunk itself moves).
@@ -410,7 +423,7 @@ const COPY_MAX: usize = 1024;
 /// A buffer holding a copy of `data` in the request pool, with no entry in
 /// `held`: for a response's last chunk only (see `pump`), so that copies
 /// the backpressure bound does not count cannot pile up.
-unsafe fn copied_buf(cx: &mut RequestCtx, data: &[u8]) -> Option<*mut ngx_chain_t> {
+fn copied_buf(cx: &mut RequestCtx, data: &[u8]) -> Option<*mut ngx_chain_t> {
     // SAFETY: new pool memory of data.len() bytes, filled before use; it
     // lives as long as the request.
     unsafe {
@@ -423,7 +436,7 @@ unsafe fn copied_buf(cx: &mut RequestCtx, data: &[u8]) -> Option<*mut ngx_chain_
     }
 }
 
-unsafe fn file_buf(cx: &mut RequestCtx, f: FileReply) -> Option<*mut ngx_chain_t> {
+fn file_buf(cx: &mut RequestCtx, f: FileReply) -> Option<*mut ngx_chain_t> {
     // SAFETY: pool allocations for the file description; the fd is kept in
     // `held` until nginx has sent the range.
     unsafe {
@@ -449,7 +462,7 @@ unsafe fn file_buf(cx: &mut RequestCtx, f: FileReply) -> Option<*mut ngx_chain_t
     }
 }
 
-unsafe fn last_buf(cx: &mut RequestCtx, out: *mut ngx_chain_t) -> Option<*mut ngx_chain_t> {
+fn last_buf(cx: &mut RequestCtx, out: *mut ngx_chain_t) -> Option<*mut ngx_chain_t> {
     let _ = out;
     // SAFETY: a zero-length special buffer that ends the response.
     unsafe {
@@ -504,7 +517,7 @@ fn has_error_page(r: *mut ngx_http_request_t, status: u16) -> bool {
 /// `wsgi_intercept_errors`: the app's status goes to the location's
 /// `error_page` instead of its own body, as with `proxy_intercept_errors`.
 /// A 401 keeps the app's `WWW-Authenticate`. True if intercepted.
-unsafe fn intercept(cx: &mut RequestCtx, head: &ResponseHead) -> bool {
+fn intercept(cx: &mut RequestCtx, head: &ResponseHead) -> bool {
     let r = cx.r;
     // SAFETY: the location conf lives as long as the cycle.
     let lcf = unsafe { &*cx.lcf };
@@ -536,12 +549,12 @@ unsafe fn intercept(cx: &mut RequestCtx, head: &ResponseHead) -> bool {
 /// Sets status and headers and sends them; false if the request ended
 /// (or was handed to another location by `X-Accel-Redirect` or an
 /// intercepted error).
-unsafe fn send_head(cx: &mut RequestCtx, head: ResponseHead) -> bool {
+fn send_head(cx: &mut RequestCtx, head: ResponseHead) -> bool {
     let r = cx.r;
     // SAFETY: the location conf lives as long as the cycle.
     let lcf = unsafe { &*cx.lcf };
     // SAFETY: r and its ctx are live.
-    if unsafe { intercept(cx, &head) } {
+    if intercept(cx, &head) {
         return false;
     }
     // SAFETY: r is live; every string is copied into its pool.
@@ -656,6 +669,10 @@ unsafe fn send_head(cx: &mut RequestCtx, head: ResponseHead) -> bool {
     }
 }
 
+/// Sets the response's Content-Type (copied into the request pool); false if out of memory.
+///
+/// # Safety
+/// nginx thread; `r` is a live request whose header is not sent yet.
 unsafe fn set_content_type(r: *mut ngx_http_request_t, value: &[u8]) -> bool {
     // SAFETY: r is live; the value is copied into its pool.
     unsafe {
@@ -670,6 +687,10 @@ unsafe fn set_content_type(r: *mut ngx_http_request_t, value: &[u8]) -> bool {
     }
 }
 
+/// Adds a response header (copied into the request pool); `None` if out of memory.
+///
+/// # Safety
+/// nginx thread; `r` is a live request whose header is not sent yet.
 unsafe fn push_header(
     r: *mut ngx_http_request_t,
     name: &[u8],
@@ -696,6 +717,9 @@ unsafe fn push_header(
 
 /// Records a `WWW-Authenticate` header already in the list where nginx's
 /// modules look for it (since 1.23 a chain of them).
+///
+/// # Safety
+/// nginx thread; `r` is a live request and `h` an entry of its response header list.
 unsafe fn link_www_authenticate(r: *mut ngx_http_request_t, h: *mut ngx_table_elt_t) {
     // SAFETY: r is live; `h` is in its header list, `next` was cleared.
     unsafe {
@@ -718,7 +742,7 @@ unsafe fn link_www_authenticate(r: *mut ngx_http_request_t, h: *mut ngx_table_el
 /// `X-Accel-Redirect`: the app hands the request to another location (a
 /// protected file, a named location). The app's body is not sent; the
 /// headers nginx keeps on such a redirect behind proxy_pass are kept.
-unsafe fn redirect_to(cx: &mut RequestCtx, uri: &[u8], head: &ResponseHead) {
+fn redirect_to(cx: &mut RequestCtx, uri: &[u8], head: &ResponseHead) {
     const KEPT: [&[u8]; 5] = [
         b"set-cookie",
         b"content-disposition",
@@ -771,7 +795,7 @@ unsafe fn redirect_to(cx: &mut RequestCtx, uri: &[u8], head: &ResponseHead) {
 
 /// The app failed: a 500 if nothing went out yet, else cut the connection
 /// so the client cannot take a truncated body for a whole one.
-unsafe fn fail(cx: &mut RequestCtx, status: u16) {
+fn fail(cx: &mut RequestCtx, status: u16) {
     let rc = if cx.head_sent {
         NGX_ERROR as ngx_int_t
     } else {

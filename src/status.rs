@@ -183,6 +183,10 @@ pub extern "C" fn status_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     .unwrap_or(NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t)
 }
 
+/// The status page's response.
+///
+/// # Safety
+/// nginx thread; `r` is the live request of a content handler.
 unsafe fn status_response(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: r is live (a content handler's request).
     unsafe {
@@ -205,6 +209,9 @@ unsafe fn status_response(r: *mut ngx_http_request_t) -> ngx_int_t {
 }
 
 /// Sends a small complete response from memory.
+///
+/// # Safety
+/// nginx thread; `r` is a live request whose header is not sent yet.
 unsafe fn send_simple(r: *mut ngx_http_request_t, ctype: &'static str, body: &[u8]) -> ngx_int_t {
     // SAFETY: r is live; the buffer is allocated from its pool.
     unsafe {

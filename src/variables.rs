@@ -51,6 +51,10 @@ pub fn format_msec(ms: u64) -> String {
     format!("{}.{:03}", ms / 1000, ms % 1000)
 }
 
+/// Sets a variable's value (copied into the request pool), or marks it not found.
+///
+/// # Safety
+/// nginx thread; `r` is a live request and `v` the value nginx asked for.
 unsafe fn set(
     r: *mut ngx_http_request_t,
     v: *mut ngx_variable_value_t,
@@ -81,6 +85,10 @@ unsafe fn set(
     NGX_OK as ngx_int_t
 }
 
+/// `$wsgi_queue_time`.
+///
+/// # Safety
+/// nginx calls variable getters on its thread with a live request and value.
 unsafe extern "C" fn queue_time(
     r: *mut ngx_http_request_t,
     v: *mut ngx_variable_value_t,
@@ -93,9 +101,14 @@ unsafe extern "C" fn queue_time(
             .load(Ordering::Acquire)
             .then(|| format_msec(cx.exchange.queue_time_us.load(Ordering::Relaxed) / 1000))
     });
+    // SAFETY: nginx gave us a live request and value.
     unsafe { set(r, v, value) }
 }
 
+/// `$wsgi_app_time`.
+///
+/// # Safety
+/// nginx calls variable getters on its thread with a live request and value.
 unsafe extern "C" fn app_time(
     r: *mut ngx_http_request_t,
     v: *mut ngx_variable_value_t,
@@ -109,9 +122,14 @@ unsafe extern "C" fn app_time(
         let ms = first.wrapping_sub(started) as i64;
         Some(format_msec(ms.max(0) as u64))
     });
+    // SAFETY: as above.
     unsafe { set(r, v, value) }
 }
 
+/// `$wsgi_thread`.
+///
+/// # Safety
+/// nginx calls variable getters on its thread with a live request and value.
 unsafe extern "C" fn thread(
     r: *mut ngx_http_request_t,
     v: *mut ngx_variable_value_t,
@@ -122,6 +140,7 @@ unsafe extern "C" fn thread(
         let n = cx.exchange.thread_no.load(Ordering::Relaxed);
         (n > 0).then(|| (n - 1).to_string())
     });
+    // SAFETY: as above.
     unsafe { set(r, v, value) }
 }
 
