@@ -32,6 +32,7 @@ import sys
 import time
 
 import h2.config
+import h2.errors
 import h2.connection
 import h2.events
 import h2.exceptions
@@ -1037,23 +1038,28 @@ class Soak:
             for _ in range(rng.randrange(1, 15)):
                 if now() >= self.deadline or c.closed or c.goaway is not None:
                     break
-                req = make_request(rng)
-                self.sent += 1
-                start = now()
-                res = await c.request(req.method, req.path, req.body)
-                self.judge(req, res, "h2", start, now())
+                # one stream at a time, or a few at once on the connection
+                reqs = [make_request(rng) for _ in range(rng.choice([1, 1, 2, 4]))]
+                await asyncio.gather(*(self.h2_one(c, req, len(reqs)) for req in reqs))
         finally:
             c.close()
+
+    async def h2_one(self, c, req, streams):
+        self.sent += 1
+        start = now()
+        res = await c.request(req.method, req.path, req.body)
+        self.judge(req, res, "h2" if streams == 1 else "h2-multiplexed", start, now())
 
     async def rude_client(self, cid):
         """Leaves at random points, reads slowly, or sends malformed requests."""
         rng = random.Random(self.args.seed * 1000 + 500 + cid)
         while now() < self.deadline:
             what = rng.choice(["mid-headers", "mid-upload", "mid-body", "slow-read",
-                               "slow-upload", "malformed"])
+                               "slow-upload", "malformed", "h2-reset"])
             try:
                 await getattr(self, "rude_" + what.replace("-", "_"))(rng)
-            except (ConnectionError, OSError, asyncio.IncompleteReadError):
+            except (ConnectionError, OSError, asyncio.IncompleteReadError,
+                    h2.exceptions.ProtocolError):
                 self.count(self.causes, "client left (%s)" % what)
 
     async def rude_mid_headers(self, rng):
@@ -1080,6 +1086,46 @@ class Soak:
         self.sent += 1
         c.close(reset=rng.random() < 0.5)
         self.count(self.causes, "client left (mid-upload)")
+
+    async def rude_h2_reset(self, rng):
+        """h2: a stream reset (RST_STREAM CANCEL) mid-upload or mid-body, or the
+        whole connection dropped, while other streams run."""
+        c = H2Conn(self.stack.tls_port)
+        await c.open()
+        self.sent += 1
+        upload = rng.random() < 0.5
+        if upload:
+            path = rng.choice(["/upload/full", "/unbuf/upload/full", "/unbuf/upload/none"])
+            sid = c.conn.get_next_available_stream_id()
+            c.conn.send_headers(sid, [(":method", "POST"), (":path", path),
+                                      (":scheme", "https"), (":authority", "localhost"),
+                                      ("content-length", str(4 * MiB))])
+            c.conn.send_data(sid, b"u" * min(rng.randrange(1, 65535),
+                                             c.conn.local_flow_control_window(sid)))
+        else:
+            path = rng.choice(["/stream/%d/65536" % (4 * MiB), "/file/%d" % (4 * MiB),
+                               "/slowstream/4/500"])
+            sid = c.conn.get_next_available_stream_id()
+            c.conn.send_headers(sid, [(":method", "GET"), (":path", path),
+                                      (":scheme", "https"), (":authority", "localhost")],
+                                end_stream=True)
+        c.streams[sid] = {"res": Result(), "body": bytearray(), "done": asyncio.Event()}
+        c.writer.write(c.conn.data_to_send())
+        await asyncio.sleep(rng.uniform(0, 0.3))       # somewhere into the exchange
+        what = "h2 connection dropped"
+        if rng.random() < 0.5 and not c.closed:
+            try:
+                c.conn.reset_stream(sid, h2.errors.ErrorCodes.CANCEL)
+                c.writer.write(c.conn.data_to_send())
+                await c.writer.drain()
+                what = "h2 stream reset"
+            except h2.exceptions.StreamClosedError:
+                pass          # it had ended already: the drop below is the leaving
+        else:
+            what = "h2 connection dropped"
+        c.close()
+        self.count(self.causes, "client left (%s, %s)" % (what, "mid-upload" if upload
+                                                           else "mid-body"))
 
     async def rude_mid_body(self, rng):
         c = H1Conn(self.stack.port)
@@ -1514,6 +1560,8 @@ def print_figures(f):
     print("  latency (checked, %d)  p50 %s ms, p99 %s ms" % (
         f["latency_ms"]["n"], f["latency_ms"]["p50"], f["latency_ms"]["p99"]))
     print("  graceful quit          %.2f s" % f["quit_s"])
+    for k, v in f["notes"].items():
+        print("  note: %d x %s" % (v, k))
 
 
 if __name__ == "__main__":
