@@ -1101,7 +1101,8 @@ class Soak:
                                       (":scheme", "https"), (":authority", "localhost"),
                                       ("content-length", str(4 * MiB))])
             c.conn.send_data(sid, b"u" * min(rng.randrange(1, 65535),
-                                             c.conn.local_flow_control_window(sid)))
+                                             c.conn.local_flow_control_window(sid),
+                                             c.conn.max_outbound_frame_size))
         else:
             path = rng.choice(["/stream/%d/65536" % (4 * MiB), "/file/%d" % (4 * MiB),
                                "/slowstream/4/500"])
@@ -1288,6 +1289,19 @@ class Soak:
         await asyncio.gather(*tasks)
 
 
+def fd_targets(pid):
+    """What a process's fds point at, and its TCP sockets' states (ss)."""
+    out = []
+    try:
+        for fd in sorted(os.listdir("/proc/%d/fd" % pid), key=int):
+            out.append("%s -> %s" % (fd, os.readlink("/proc/%d/fd/%s" % (pid, fd))))
+    except OSError:
+        pass
+    ss = subprocess.run(["ss", "-tanpi"], capture_output=True, text=True).stdout
+    out += [line for line in ss.splitlines() if "pid=%d," % pid in line]
+    return out
+
+
 def idle_fds(stack):
     """{pid: open fds} of the app workers (ours: the nginx workers)."""
     return {p: fd_count(p) for p in stack.app_workers()}
@@ -1449,6 +1463,17 @@ async def soak_run(args, stack):
     # load over: the workers' descriptors must come back to where they started
     fds_end = await settle_fds(stack, base_fds, FD_SLACK)
     master_fds1, master_rss1 = fd_count(master), rss_kib(master)
+    fd_detail = {pid: fd_targets(pid) for pid, n in fds_end.items()
+                 if n is not None and n > base_fds + FD_SLACK}
+    if fd_detail and stack.name == "ours":
+        c = H1Conn(stack.port)
+        await c.open()
+        for _ in range(4):      # each worker's counters (which one answers is nginx's choice)
+            r = await c.request("GET", "/status", keep=False)
+            fd_detail.setdefault("status", []).append(r.body.decode(errors="replace"))
+            c.close()
+            await c.open()
+        c.close()
     quit_t = now()
     quit_ok = stack.quit()
     quit_s = now() - quit_t
@@ -1514,7 +1539,8 @@ async def soak_run(args, stack):
                     "final": {w["pid"]: w.get("last") for w in app_workers[-WORKERS:]},
                     "workers_seen": len(app_workers)},
         "fds": {"start": base_fds, "end": fds_end, "peak": max(w["fdpeak"] for w in
-                                                               app_workers)},
+                                                               app_workers),
+                "over_the_start": fd_detail},
         "master": {"fds_start": master_fds0, "fds_end": master_fds1,
                    "rss_kib_start": master_rss0, "rss_kib_end": master_rss1},
         "nginx_log": {"levels": levels, "expected_alert_emerg": len(expected_log),
