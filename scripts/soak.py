@@ -337,7 +337,9 @@ class Uwsgi(Stack):
              "--threads", str(THREADS), "--uwsgi-socket", self.sock, "--chmod-socket=666",
              "--chdir", self.app_dir, "--module", "soak_app:application", "--need-app",
              "--die-on-term", "--disable-logging", "--pidfile", self.pidfile,
-             "--max-requests", str(MAX_REQUESTS), "--single-interpreter",
+             "--max-requests", str(MAX_REQUESTS),
+             # uWSGI's jitter: worker_id * delta added to max-requests
+             "--max-requests-delta", str(JITTER // WORKERS), "--single-interpreter",
              "--buffer-size", "32768", "--listen", "1024",
              "--reload-mercy", "30", "--worker-reload-mercy", "30"],
             "uwsgi.log")
@@ -450,6 +452,7 @@ class Result:
         self.timeout = False       # nothing ended it within CLIENT_TIMEOUT_S
         self.keep = False          # the connection may carry another request
         self.not_processed = False  # h2: above a GOAWAY's last_stream_id (retryable)
+        self.not_sent = False      # h2: the connection ended before it could be sent
         self.done_at = None        # when the response ended (a body may still be going out)
         self.body_not_drained = False  # the server neither read the rest of the body nor closed
         self.error = None
@@ -540,6 +543,20 @@ def chunk_body(body, rng):
     return b"".join(out)
 
 
+OPEN = set()       # client connections not closed yet, with the task that opened them
+
+
+def opened(conn):
+    conn.task = asyncio.current_task()
+    OPEN.add(conn)
+
+
+def close_left_open():
+    """Closes what the current task opened and left open (it raised midway)."""
+    for conn in [c for c in OPEN if c.task is asyncio.current_task()]:
+        conn.close()
+
+
 class H1Conn:
     def __init__(self, port):
         self.port = port
@@ -555,8 +572,10 @@ class H1Conn:
         self.reader, self.writer = await asyncio.open_connection(
             sock=s, limit=rcvbuf or 2 ** 16)
         self.used = 0
+        opened(self)
 
     def close(self, reset=False):
+        OPEN.discard(self)
         if self.writer:
             if reset:
                 sock = self.writer.get_extra_info("socket")
@@ -671,6 +690,7 @@ class H2Conn:
         self.window = asyncio.Event()
         self.writer.write(self.conn.data_to_send())
         self.pump_task = asyncio.ensure_future(self.pump())
+        opened(self)
 
     def end_all(self):
         self.closed = True
@@ -733,20 +753,26 @@ class H2Conn:
                                                 if self.end_reason else "")
             self.end_all()
 
-    async def send_body(self, sid, data):
+    async def send_body(self, sid, data, done):
+        """Sends data as the flow-control window allows, until the stream is
+        done (a server may answer before the whole body and reset the stream)."""
         i = 0
-        while i < len(data) and not self.closed:
+        while i < len(data) and not self.closed and not done.is_set():
             room = min(self.conn.local_flow_control_window(sid),
                        self.conn.max_outbound_frame_size, len(data) - i)
             if room <= 0:
                 self.window.clear()
-                await self.window.wait()
+                waits = [asyncio.ensure_future(self.window.wait()),
+                         asyncio.ensure_future(done.wait())]
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                for w in waits:
+                    w.cancel()
                 continue
             self.conn.send_data(sid, data[i:i + room])
             i += room
             self.writer.write(self.conn.data_to_send())
             await self.writer.drain()
-        if not self.closed:
+        if not self.closed and not done.is_set():
             self.conn.end_stream(sid)
             self.writer.write(self.conn.data_to_send())
 
@@ -755,7 +781,7 @@ class H2Conn:
         res.reused = self.used > 0
         self.used += 1
         if self.closed or self.goaway is not None:
-            res.closed = True
+            res.not_sent = True        # no new stream on a connection that is ending
             return res
         sid = self.conn.get_next_available_stream_id()
         st = {"res": res, "body": bytearray(), "done": asyncio.Event()}
@@ -764,23 +790,39 @@ class H2Conn:
                 (":authority", "localhost")]
         if body is not None:
             hdrs.append(("content-length", str(len(body))))
+        sender = None
         try:
             self.conn.send_headers(sid, hdrs, end_stream=body is None)
             self.writer.write(self.conn.data_to_send())
             if body is not None:
-                await self.send_body(sid, body)
+                sender = asyncio.ensure_future(self.send_body(sid, body, st["done"]))
             await asyncio.wait_for(st["done"].wait(), CLIENT_TIMEOUT_S)
+            res.done_at = now()
         except asyncio.TimeoutError:
             res.timeout = True
-        except (ConnectionError, OSError, h2.exceptions.ProtocolError,
-                h2.exceptions.StreamClosedError) as e:
+        except (ConnectionError, OSError, h2.exceptions.ProtocolError) as e:
             res.closed = True
             res.error = repr(e)
+        if sender:
+            if not sender.done():
+                sender.cancel()
+                try:           # our half of the stream is still open: end it
+                    self.conn.reset_stream(sid, h2.errors.ErrorCodes.CANCEL)
+                    self.writer.write(self.conn.data_to_send())
+                except (h2.exceptions.ProtocolError, OSError, AttributeError):
+                    pass
+            results = await asyncio.gather(sender, return_exceptions=True)
+            err = results[0]
+            if isinstance(err, (ConnectionError, OSError, h2.exceptions.ProtocolError)) \
+                    and not res.complete:
+                res.closed = True
+                res.error = res.error or repr(err)
         res.body = bytes(st["body"])
         del self.streams[sid]
         return res
 
     def close(self):
+        OPEN.discard(self)
         self.closed = True
         self.pump_task.cancel()
         self.writer.close()
@@ -1012,6 +1054,8 @@ class Soak:
                     self.count(self.causes, "connect failed while a worker was killed")
                 else:
                     self.count(self.violations, "connect failed: %r" % e)
+            finally:
+                close_left_open()
 
     async def h1_session(self, rng, proto):
         c = H1Conn(self.stack.port)
@@ -1045,9 +1089,11 @@ class Soak:
             c.close()
 
     async def h2_one(self, c, req, streams):
-        self.sent += 1
         start = now()
         res = await c.request(req.method, req.path, req.body)
+        if res.not_sent:
+            return
+        self.sent += 1
         self.judge(req, res, "h2" if streams == 1 else "h2-multiplexed", start, now())
 
     async def rude_client(self, cid):
@@ -1058,9 +1104,14 @@ class Soak:
                                "slow-upload", "malformed", "h2-reset"])
             try:
                 await getattr(self, "rude_" + what.replace("-", "_"))(rng)
+            except asyncio.TimeoutError:
+                # the server neither read nor answered nor closed (each wait is bounded)
+                self.count(self.violations, "rude client stalled (%s)" % what)
             except (ConnectionError, OSError, asyncio.IncompleteReadError,
                     h2.exceptions.ProtocolError):
                 self.count(self.causes, "client left (%s)" % what)
+            finally:
+                close_left_open()
 
     async def rude_mid_headers(self, rng):
         c = H1Conn(self.stack.port)
@@ -1068,7 +1119,7 @@ class Soak:
         wire = h1_request("GET", "/small/100?r=%d" % rng.randrange(10 ** 9), None, "1.1",
                           True, False)
         c.writer.write(wire[:rng.randrange(1, len(wire) - 2)])
-        await c.writer.drain()
+        await asyncio.wait_for(c.writer.drain(), CLIENT_TIMEOUT_S)
         self.sent += 1
         c.close(reset=rng.random() < 0.5)
         self.count(self.causes, "client left (mid-headers)")
@@ -1082,7 +1133,7 @@ class Soak:
         c.writer.write(h1_request("POST", path, b"", "1.1", True, False)
                        .replace(b"Content-Length: 0", b"Content-Length: %d" % size))
         c.writer.write(b"u" * rng.randrange(0, size))
-        await c.writer.drain()
+        await asyncio.wait_for(c.writer.drain(), CLIENT_TIMEOUT_S)
         self.sent += 1
         c.close(reset=rng.random() < 0.5)
         self.count(self.causes, "client left (mid-upload)")
@@ -1118,7 +1169,7 @@ class Soak:
             try:
                 c.conn.reset_stream(sid, h2.errors.ErrorCodes.CANCEL)
                 c.writer.write(c.conn.data_to_send())
-                await c.writer.drain()
+                await asyncio.wait_for(c.writer.drain(), CLIENT_TIMEOUT_S)
                 what = "h2 stream reset"
             except h2.exceptions.StreamClosedError:
                 pass          # it had ended already: the drop below is the leaving
@@ -1131,14 +1182,21 @@ class Soak:
     async def rude_mid_body(self, rng):
         c = H1Conn(self.stack.port)
         await c.open()
-        path = rng.choice(["/stream/%d/65536" % (4 * MiB), "/file/%d" % (4 * MiB),
-                           "/slowstream/4/500", "/stream/%d/1000" % MiB])
+        path, size = rng.choice([("/stream/%d/65536" % (4 * MiB), 4 * MiB),
+                                 ("/file/%d" % (4 * MiB), 4 * MiB),
+                                 ("/slowstream/4/500", 4 * 4096),
+                                 ("/stream/%d/1000" % MiB, MiB)])
         c.writer.write(h1_request("GET", path, None, "1.1", True, False))
         self.sent += 1
-        want = rng.randrange(0, MiB)
+        want = rng.randrange(0, size)       # leaves before the end of the body
         got = 0
         while got < want:
-            data = await asyncio.wait_for(c.reader.read(65536), CLIENT_TIMEOUT_S)
+            try:
+                data = await asyncio.wait_for(c.reader.read(65536), CLIENT_TIMEOUT_S)
+            except asyncio.TimeoutError:
+                self.count(self.violations, "truncated without close (rude client: %s "
+                           "stalled at %d bytes)" % (path, got))
+                break
             if not data:
                 break
             got += len(data)
@@ -1183,7 +1241,7 @@ class Soak:
         try:
             for i in range(0, len(body), 16384):
                 c.writer.write(body[i:i + 16384])
-                await c.writer.drain()
+                await asyncio.wait_for(c.writer.drain(), CLIENT_TIMEOUT_S)
                 await asyncio.sleep(0.01)       # pacing, not synchronisation
             await asyncio.wait_for(read_h1(c.reader, res), CLIENT_TIMEOUT_S)
         except asyncio.TimeoutError:
@@ -1520,8 +1578,7 @@ async def soak_run(args, stack):
         "stack": stack.name, "minutes": args.minutes, "seed": args.seed,
         "clients": {"checking": args.clients, "rude": args.rude},
         "config": {"workers": WORKERS, "threads": THREADS, "read_timeout_s": READ_TIMEOUT_S,
-                   "max_requests": MAX_REQUESTS, "jitter": JITTER if stack.name != "uwsgi"
-                   else 0},
+                   "max_requests": MAX_REQUESTS, "jitter": JITTER},
         "requests_sent": soak.sent,
         "completed_correct": soak.correct,
         "failed_by_expected_cause": dict(sorted(soak.causes.items())),
