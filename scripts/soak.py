@@ -52,6 +52,7 @@ WORKERS = 2
 READ_TIMEOUT_S = 2          # below the app's OVER_TIMEOUT_S (3 s)
 MAX_REQUESTS, JITTER = 600, 300
 FD_SLACK = 0                # idle workers' fds after the load: the start's + this
+QUIT_BOUND_S = 10           # nginx -s quit once the load is over (the slowest route: 3 s)
 CLIENT_TIMEOUT_S = 30       # a response not finished by then is a hang
 FILE_SIZES = [0, 1, 4095, 65536, MiB + 7, 4 * MiB]
 BROKEN_APP = "def application(environ, start_response)\n    pass\n"   # SyntaxError
@@ -1571,6 +1572,8 @@ async def soak_run(args, stack):
                                                                       master_fds1))
     if not quit_ok:
         failures.append("the graceful stop (nginx -s quit) did not finish within 60 s")
+    elif quit_s > QUIT_BOUND_S:
+        failures.append("the graceful stop (nginx -s quit) took %.1f s with no load" % quit_s)
     if soak.correct == 0:
         failures.append("no request was answered correctly")
 
