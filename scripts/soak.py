@@ -252,8 +252,7 @@ class Ours(Stack):
 
     def start(self):
         self.version = 0
-        self.good = None
-        self.deploy(broken=False)
+        self.good = self.deploy(broken=False)     # the version that runs
         loc = "            include {r}/app.conf;\n".format(r=self.run)
         self.conf = self.nginx_conf(
             "        location / {\n" + loc + "        }\n"
@@ -480,6 +479,10 @@ async def read_h1(reader, res, head_only=False):
             break
         k, _, v = line.partition(b":")
         res.headers.setdefault(k.strip().lower().decode(), []).append(v.strip().decode("latin-1"))
+    if res.status == 100:          # interim (Expect: 100-continue): the answer follows
+        res.headers = {}
+        res.interim = True
+        return await read_h1(reader, res, head_only)
     conn = ",".join(res.headers.get("connection", [])).lower()
     res.keep = ("close" not in conn) if version == b"1.1" else ("keep-alive" in conn)
     te = ",".join(res.headers.get("transfer-encoding", [])).lower()
@@ -523,8 +526,11 @@ async def read_h1(reader, res, head_only=False):
     res.body = bytes(body)
 
 
-def h1_request(method, path, body, version, keep, chunked):
+def h1_request(method, path, body, version, keep, chunked, expect=False):
     head = "%s %s HTTP/%s\r\nHost: localhost\r\n" % (method, path, version)
+    if expect:
+        # the body goes out at once all the same (as curl does after its wait)
+        head += "Expect: 100-continue\r\n"
     if version == "1.1" and not keep:
         head += "Connection: close\r\n"
     if version == "1.0" and keep:
@@ -600,7 +606,8 @@ class H1Conn:
         res = Result()
         res.reused = self.used > 0
         self.used += 1
-        wire = h1_request(method, path, body, version, keep, chunked)
+        expect = body is not None and version == "1.1" and rng.random() < 0.2
+        wire = h1_request(method, path, body, version, keep, chunked, expect)
         if body is not None:
             wire_body = chunk_body(body, rng) if chunked else body
         try:
