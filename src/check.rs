@@ -118,6 +118,34 @@ pub fn worker_environment(env_directives: &[Vec<u8>]) -> Vec<(OsString, OsString
     out
 }
 
+/// The signal of `nginx -s SIGNAL` in nginx's command line, read as
+/// nginx's own option parser does (`-s quit`, `-squit`, `-qs quit`; the
+/// options `-c -e -g -p` take the next word when nothing follows them).
+pub fn signal_option<'a>(args: &[&'a [u8]]) -> Option<&'a [u8]> {
+    let mut i = 1;
+    while i < args.len() {
+        let arg = args[i];
+        if arg.first() == Some(&b'-') {
+            for (k, &opt) in arg.iter().enumerate().skip(1) {
+                if matches!(opt, b'c' | b'e' | b'g' | b'p' | b's') {
+                    let value = if k + 1 < arg.len() {
+                        Some(&arg[k + 1..])
+                    } else {
+                        i += 1;
+                        args.get(i).copied()
+                    };
+                    if opt == b's' {
+                        return value;
+                    }
+                    break;
+                }
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
 /// Runs the check; the error is the child's report (with tracebacks).
 pub fn check_imports(mcf: &MainConf, environment: &[(OsString, OsString)]) -> Result<(), String> {
     if mcf.apps.is_empty() {
@@ -179,7 +207,29 @@ pub fn check_imports(mcf: &MainConf, environment: &[(OsString, OsString)]) -> Re
 
 #[cfg(test)]
 mod tests {
-    use super::worker_environment;
+    use super::{signal_option, worker_environment};
+
+    #[test]
+    fn signal_as_nginx_parses_it() {
+        let sig = |args: &[&'static str]| {
+            let a: Vec<&[u8]> = args.iter().map(|s| s.as_bytes()).collect();
+            signal_option(&a).map(|s| String::from_utf8_lossy(s).into_owned())
+        };
+        assert_eq!(sig(&["nginx", "-s", "quit"]), Some("quit".into()));
+        assert_eq!(
+            sig(&["nginx", "-p", "/x/", "-c", "n.conf", "-sreopen"]),
+            Some("reopen".into())
+        );
+        assert_eq!(sig(&["nginx", "-qs", "reload"]), Some("reload".into()));
+        // "-s" as the value of another option is not the signal
+        assert_eq!(sig(&["nginx", "-g", "-s", "-t"]), None);
+        assert_eq!(
+            sig(&["nginx", "-gdaemon off;", "-s", "stop"]),
+            Some("stop".into())
+        );
+        assert_eq!(sig(&["nginx", "-t"]), None);
+        assert_eq!(sig(&["nginx", "-s"]), None);
+    }
     use std::ffi::OsString;
 
     fn get(env: &[(OsString, OsString)], name: &str) -> Option<String> {

@@ -141,7 +141,11 @@ impl LocConf {
 pub unsafe fn postconfiguration(cf: *mut ngx_conf_t) -> nginx_sys::ngx_int_t {
     // SAFETY: the http block created our main conf.
     let mcf = unsafe { main_conf(cf) };
-    if !mcf.import_check.unwrap_or(true) {
+    // `nginx -s stop|quit|reopen` parses the configuration only to find the
+    // master: an app on disk that does not import must not keep an operator
+    // from stopping nginx or rotating its logs (`-s reload` is still checked).
+    // SAFETY: ngx_argv/ngx_argc are set (ngx_save_argv) before any parsing.
+    if !mcf.import_check.unwrap_or(true) || unsafe { signals_other_than_reload() } {
         return NGX_OK as nginx_sys::ngx_int_t;
     }
     // SAFETY: cf is the configuration being parsed.
@@ -160,6 +164,24 @@ pub unsafe fn postconfiguration(cf: *mut ngx_conf_t) -> nginx_sys::ngx_int_t {
             nginx_sys::NGX_ERROR as nginx_sys::ngx_int_t
         }
     }
+}
+
+/// Whether this process is `nginx -s SIGNAL` for a signal other than reload.
+///
+/// # Safety
+/// nginx's ngx_argv/ngx_argc must be set (they are before configuration).
+unsafe fn signals_other_than_reload() -> bool {
+    // SAFETY: ngx_process is set by nginx's option parsing, before any parsing.
+    if unsafe { nginx_sys::ngx_process } as u32 != nginx_sys::NGX_PROCESS_SIGNALLER {
+        return false;
+    }
+    // SAFETY: ngx_argv holds ngx_argc NUL-terminated strings (ngx_save_argv).
+    let args: Vec<&[u8]> = unsafe {
+        (0..nginx_sys::ngx_argc as usize)
+            .map(|i| core::ffi::CStr::from_ptr(*nginx_sys::ngx_argv.add(i)).to_bytes())
+            .collect()
+    };
+    crate::check::signal_option(&args) != Some(b"reload")
 }
 
 /// The main context's `env` directives read so far (nginx keeps them in the
