@@ -1540,6 +1540,9 @@ async def soak_run(args, stack):
             c.close()
             await c.open()
         c.close()
+    if stack.name == "ours" and random.Random(args.seed).random() < 0.5:
+        # a broken deploy left on disk, not reloaded: nginx -s quit must still work
+        stack.deploy(broken=True)
     quit_t = now()
     quit_ok = stack.quit()
     quit_s = now() - quit_t
