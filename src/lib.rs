@@ -28,6 +28,7 @@ mod check;
 mod conf;
 mod fields;
 mod handler;
+mod head;
 mod notify;
 mod output;
 mod request;
