@@ -24,6 +24,9 @@ use core::ptr::addr_of;
 use nginx_sys::{ngx_http_module_t, ngx_module_t, NGX_HTTP_MODULE};
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf};
 
+#[macro_use]
+mod trace;
+
 mod check;
 mod conf;
 mod fields;
