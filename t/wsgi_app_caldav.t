@@ -42,6 +42,8 @@ my $t = Test::Nginx->new()->has(qw/http/)->plan(26)
 
 %%TEST_GLOBALS%%
 
+daemon off;
+
 worker_processes 1;
 
 events {

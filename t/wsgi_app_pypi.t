@@ -40,6 +40,8 @@ my $t = Test::Nginx->new()->has(qw/http/)->plan(14)
 
 %%TEST_GLOBALS%%
 
+daemon off;
+
 worker_processes 1;
 
 events {

@@ -57,6 +57,8 @@ $t->plan(29)->write_file_expand('nginx.conf', <<"EOF");
 
 %%TEST_GLOBALS%%
 
+daemon off;
+
 worker_processes 1;
 
 events {

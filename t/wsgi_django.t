@@ -37,6 +37,8 @@ my $t = Test::Nginx->new()->has(qw/http/)->plan(63)
 
 %%TEST_GLOBALS%%
 
+daemon off;
+
 worker_processes 1;
 
 events {

@@ -64,6 +64,8 @@ sub nginx_t {
 
 %%TEST_GLOBALS%%
 
+daemon off;
+
 $top
 
 events {
@@ -256,6 +258,8 @@ for my $case (@bad) {
 $t->write_file_expand('nginx.conf', <<'EOF');
 
 %%TEST_GLOBALS%%
+
+daemon off;
 
 worker_processes 1;
 

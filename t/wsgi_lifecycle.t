@@ -32,6 +32,8 @@ sub conf {
 
 %%TEST_GLOBALS%%
 
+daemon off;
+
 worker_processes $workers;
 
 events {

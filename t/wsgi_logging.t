@@ -27,6 +27,8 @@ my $t = Test::Nginx->new()->has(qw/http/)->plan(28)
 
 %%TEST_GLOBALS%%
 
+daemon off;
+
 worker_processes 1;
 
 events {

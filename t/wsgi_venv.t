@@ -88,6 +88,8 @@ sub conf {
 
 %%TEST_GLOBALS%%
 
+daemon off;
+
 worker_processes 1;
 
 events {
