@@ -56,6 +56,7 @@ http {
 
 EOF
 
+mkdir($t->testdir() . '/static');
 $t->write_file('static/index.html', "static page\n");
 
 # /slow blocks until the test creates state/release; all threads are in

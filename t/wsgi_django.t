@@ -79,6 +79,10 @@ EOF
 
 my $d = $t->testdir();
 
+# upstream's write_file makes no directories
+mkdir($t->testdir() . "/$_")
+	for qw{ site site/mysite site/mysite/static site/mysite/static/css
+		site/templates };
 $t->write_file('site/manage.py', <<'EOF');
 #!/usr/bin/env python
 import os

@@ -100,7 +100,7 @@ EOF
 
 $t->run();
 
-sub log_text { $t->read_file('error.log') }
+sub log_text { $_[0]->read_file('error.log') }
 
 # one error-log entry at $level from the request for $uri
 sub entry {
@@ -120,10 +120,10 @@ like(http_get('/raise'), qr/500/, 'unhandled exception: 500');
 
 # the last partial line of wsgi.errors is written when the request's
 # stream goes away
-ok(poll(sub { log_text() =~ /no newline at the end/ }),
+ok(poll(sub { log_text($t) =~ /no newline at the end/ }),
 	'wsgi.errors: partial last line kept');
 
-my $log = log_text();
+my $log = log_text($t);
 
 like($log, qr/\[info\] \d+#\d+: wsgi: imported at worker start$/m,
 	'print at import: info, no request');

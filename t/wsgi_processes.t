@@ -55,6 +55,7 @@ EOF
 
 # what "spawn" children run must be importable by them: a module on
 # wsgi_python_path (the app file itself is loaded under a private name)
+mkdir($t->testdir() . '/lib');
 $t->write_file('lib/helpers.py', <<'EOF');
 def square(x):
     return x * x

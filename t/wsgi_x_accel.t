@@ -81,6 +81,7 @@ http {
 
 EOF
 
+mkdir($t->testdir() . '/protected');
 $t->write_file('protected/secret.txt', "the protected file\n");
 
 $t->write_file('accel.py', <<'EOF');
