@@ -97,7 +97,11 @@ EOF
 	local $/;
 	my $out = <$fh> // '';
 	close $fh;
-	return ($? >> 8, $out, "$d/check.conf");
+	my $rc = $? >> 8;
+	# "nginx -t" leaves an empty pid file (the test's, from %%TEST_GLOBALS%%),
+	# and upstream's run() takes any pid file for a started nginx
+	unlink "$d/nginx.pid";
+	return ($rc, $out, "$d/check.conf");
 }
 
 # the line of the check.conf file that holds $text
@@ -311,9 +315,16 @@ my $rdir = "$d/r";
 mkdir $rdir;
 chmod 0755, $rdir;
 
+my $rapp_mtime = time - 100;
+
 sub rapp {
 	my ($t, $body) = @_;
 	$t->write_file('r/app.py', $body);
+	# Python's bytecode cache (written when the workers may write here, as
+	# root does) takes the source for unchanged if its size and mtime in
+	# whole seconds are: each version is a second newer
+	$rapp_mtime++;
+	utime $rapp_mtime, $rapp_mtime, $t->testdir() . '/r/app.py';
 }
 
 my $v1 = <<'EOF';
