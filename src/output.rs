@@ -1,36 +1,27 @@
 //! nginx thread: turns replies from the pool into nginx's response — the
-//! status and headers, body buffers through the output filters, files as
-//! file buffers — with backpressure: when the client cannot take more,
+//! head (through [`crate::head`]), body buffers through the output filters,
+//! files as file buffers — with backpressure: when the client cannot take more,
 //! we stop taking replies, the pool thread blocks on the full exchange, and
 //! the connection's write event resumes us. Never takes the GIL.
 
 use core::ptr;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::Ordering;
 
 use nginx_sys::{
-    ngx_add_timer, ngx_buf_t, ngx_chain_get_free_buf, ngx_chain_t, ngx_chain_update_chains,
-    ngx_current_msec, ngx_del_timer, ngx_event_t, ngx_file_t, ngx_handle_write_event,
-    ngx_http_core_loc_conf_t, ngx_http_core_module, ngx_http_finalize_request,
-    ngx_http_output_filter, ngx_http_request_t, ngx_http_run_posted_requests, ngx_http_send_header,
-    ngx_int_t, ngx_list_push, ngx_pcalloc, ngx_pnalloc, ngx_table_elt_t, NGX_AGAIN, NGX_ERROR,
-    NGX_HTTP_REQUEST_TIME_OUT, NGX_LOG_INFO, NGX_OK,
-};
-use nginx_sys::{
-    ngx_http_core_get_method, ngx_http_err_page_t, ngx_http_internal_redirect,
-    ngx_http_named_location, ngx_http_parse_unsafe_uri, ngx_str_t, ngx_uint_t, NGX_DONE,
-    NGX_HTTP_GET, NGX_HTTP_HEAD, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_LOG_UNSAFE,
-    NGX_HTTP_NOT_FOUND,
+    ngx_buf_t, ngx_chain_get_free_buf, ngx_chain_t, ngx_chain_update_chains, ngx_current_msec,
+    ngx_event_t, ngx_file_t, ngx_handle_write_event, ngx_http_core_loc_conf_t,
+    ngx_http_core_module, ngx_http_output_filter, ngx_http_request_t, ngx_http_run_posted_requests,
+    ngx_int_t, ngx_pcalloc, ngx_pnalloc, NGX_AGAIN, NGX_ERROR, NGX_HTTP_REQUEST_TIME_OUT,
+    NGX_LOG_INFO, NGX_OK,
 };
 use ngx::http::HttpModule;
 use ngx::ngx_log_error;
 
-use crate::conf::{IGNORE_XA_CHARSET, IGNORE_XA_LIMIT_RATE, IGNORE_XA_REDIRECT};
-use crate::handler::{ctx_of, RequestCtx};
-use crate::message::{Chunk, FileReply, Reply, ResponseHead};
-use crate::util::{eq_ignore_case, ngx_bytes, pool_str};
-use crate::{notify, worker, HttpWsgiModule};
+use crate::fields::{self, buf, connection, event};
+use crate::message::{Chunk, FileReply, Reply};
+use crate::request::{self, RequestCtx};
+use crate::util::pool_str;
+use crate::{head, HttpWsgiModule};
 
 /// What an nginx buffer points into, kept alive until nginx has sent it.
 pub struct Held {
@@ -51,69 +42,56 @@ fn buf_tag() -> nginx_sys::ngx_buf_tag_t {
 
 /// Posted by the notifier: the pool has replies for this request.
 pub extern "C" fn wake_handler(ev: *mut ngx_event_t) {
-    // SAFETY: ev is the ctx's wake event; data is its live request (the ctx
-    // removes a posted wake before the request is freed).
+    // SAFETY: ev is the wake event of a request's slot; data is its live
+    // request (the slot removes a posted wake before the request is freed).
     unsafe {
         let r = (*ev).data as *mut ngx_http_request_t;
         let c = (*r).connection;
-        if let Some(cx) = ctx_of(r) {
-            guarded(cx, |cx| {
-                // The app may have made room for more of the request body.
-                if cx.stream.is_some() {
-                    crate::handler::pull_body(cx);
-                }
-                pump(cx)
-            });
-        }
+        request::enter(r, "wake-up of the request", |cx| {
+            // The app may have made room for more of the request body.
+            if cx.stream.is_some() {
+                crate::handler::pull_body(cx);
+            }
+            pump(cx)
+        });
         ngx_http_run_posted_requests(c);
     }
 }
 
 /// The request's write handler while we stream: the client can take more.
 pub extern "C" fn write_handler(r: *mut ngx_http_request_t) {
-    // SAFETY: nginx calls this on its thread with a live request.
-    unsafe {
-        let Some(cx) = ctx_of(r) else { return };
-        guarded(cx, |cx| on_writable(cx));
-    }
+    // SAFETY: nginx calls this on its thread with a live request (from
+    // ngx_http_request_handler, which runs posted requests after it).
+    unsafe { request::enter(r, "write event handler", on_writable) };
 }
 
-/// A panic must not unwind into nginx: end the request instead.
-unsafe fn guarded(cx: &mut RequestCtx, f: impl FnOnce(&mut RequestCtx)) {
-    let cxp = cx as *mut RequestCtx;
-    if catch_unwind(AssertUnwindSafe(|| f(unsafe { &mut *cxp }))).is_err() {
-        // SAFETY: the ctx outlives this call; finish is idempotent.
-        unsafe { finish(&mut *cxp, NGX_ERROR as ngx_int_t, true) };
-    }
-}
-
-fn core_loc_conf<'a>(r: *mut ngx_http_request_t) -> &'a ngx_http_core_loc_conf_t {
+pub fn core_loc_conf<'a>(r: *mut ngx_http_request_t) -> &'a ngx_http_core_loc_conf_t {
     // SAFETY: every request has the core module's location conf.
     unsafe {
         &*(*(*r).loc_conf.add(ngx_http_core_module.ctx_index) as *const ngx_http_core_loc_conf_t)
     }
 }
 
-unsafe fn on_writable(cx: &mut RequestCtx) {
+fn on_writable(cx: &mut RequestCtx) {
     let r = cx.r;
     // SAFETY: r is live while its ctx is.
     unsafe {
         let c = (*r).connection;
         let wev = (*c).write;
-        if (*wev).timedout() != 0 {
+        if event::timedout(wev) != 0 {
             ngx_log_error!(
                 NGX_LOG_INFO,
                 (*c).log,
                 "wsgi: client timed out while sending response to client"
             );
-            (*c).set_timedout(1);
-            finish(cx, NGX_HTTP_REQUEST_TIME_OUT as ngx_int_t, true);
+            connection::set_timedout(c, 1);
+            cx.end(NGX_HTTP_REQUEST_TIME_OUT as ngx_int_t, true);
             return;
         }
-        if (*wev).delayed() != 0 {
+        if event::delayed(wev) != 0 {
             // limit_rate: nginx re-arms the event itself.
             if ngx_handle_write_event(wev, core_loc_conf(r).send_lowat) != NGX_OK as ngx_int_t {
-                finish(cx, NGX_ERROR as ngx_int_t, true);
+                cx.end(NGX_ERROR as ngx_int_t, true);
             }
             return;
         }
@@ -123,7 +101,7 @@ unsafe fn on_writable(cx: &mut RequestCtx) {
         let rc = ngx_http_output_filter(r, ptr::null_mut());
         settle(cx);
         if rc == NGX_ERROR as ngx_int_t {
-            finish(cx, NGX_ERROR as ngx_int_t, true);
+            cx.end(NGX_ERROR as ngx_int_t, true);
             return;
         }
         if !cx.busy.is_null() || rc == NGX_AGAIN as ngx_int_t {
@@ -133,8 +111,8 @@ unsafe fn on_writable(cx: &mut RequestCtx) {
         // The send_timeout timer is done with; a timer the write filter
         // just armed for limit_rate (delayed) must stay, or nothing wakes
         // us once the next write is held back.
-        if (*wev).timer_set() != 0 && (*wev).delayed() == 0 {
-            ngx_del_timer(wev);
+        if event::timer_set(wev) != 0 && event::delayed(wev) == 0 {
+            fields::del_timer(wev);
         }
         cx.waiting_on_client = false;
         cx.last_activity = ngx_current_msec;
@@ -151,10 +129,14 @@ fn unsent(cx: &RequestCtx) -> usize {
         .sum()
 }
 
+/// Bytes of buffer `b` not yet sent.
+///
+/// # Safety
+/// `b` is a live nginx buffer.
 unsafe fn buf_size(b: *const ngx_buf_t) -> usize {
     // SAFETY: b is one of our live buffers.
     unsafe {
-        if (*b).in_file() != 0 {
+        if buf::in_file(b) != 0 {
             ((*b).file_last - (*b).file_pos).max(0) as usize
         } else if (*b).pos.is_null() {
             0
@@ -165,7 +147,7 @@ unsafe fn buf_size(b: *const ngx_buf_t) -> usize {
 }
 
 /// Releases what nginx has finished sending and recycles its buffers.
-unsafe fn settle(cx: &mut RequestCtx) {
+fn settle(cx: &mut RequestCtx) {
     while let Some(h) = cx.held.front() {
         // SAFETY: as in `unsent`.
         if unsafe { buf_size(h.buf) } != 0 {
@@ -188,7 +170,7 @@ unsafe fn settle(cx: &mut RequestCtx) {
 
 /// Moves replies from the exchange to nginx until the exchange is empty,
 /// the response is complete, or the client must catch up first.
-pub unsafe fn pump(cx: &mut RequestCtx) {
+pub fn pump(cx: &mut RequestCtx) {
     let r = cx.r;
     loop {
         if cx.done {
@@ -207,8 +189,9 @@ pub unsafe fn pump(cx: &mut RequestCtx) {
         // SAFETY: only the nginx thread writes ngx_current_msec.
         let now = unsafe { ngx_current_msec };
         cx.last_activity = now;
-        if cx.first_reply_at.is_none() {
-            cx.first_reply_at = Some(now);
+        let first = &cx.shared().first_reply_at;
+        if first.get().is_none() {
+            first.set(Some(now));
         }
 
         let mut out: *mut ngx_chain_t = ptr::null_mut();
@@ -219,7 +202,7 @@ pub unsafe fn pump(cx: &mut RequestCtx) {
             match reply {
                 Reply::Head(head) => {
                     // SAFETY: r is live; headers go out before any body.
-                    if !unsafe { send_head(cx, head) } {
+                    if !head::send_head(cx, head) {
                         return;
                     }
                 }
@@ -236,17 +219,18 @@ pub unsafe fn pump(cx: &mut RequestCtx) {
                     // SAFETY: r is live; the Vec moves into `held` or is
                     // copied.
                     let cl = if copy {
-                        unsafe { copied_buf(cx, data.as_slice()) }
+                        copied_buf(cx, data.as_slice())
                     } else {
-                        unsafe { memory_buf(cx, data) }
+                        memory_buf(cx, data)
                     };
                     match cl {
+                        // SAFETY: `cl` is a fresh link of ours; `tail` points at the last `next`.
                         Some(cl) => unsafe {
                             *tail = cl;
                             tail = &mut (*cl).next;
                         },
                         None => {
-                            unsafe { finish(cx, NGX_ERROR as ngx_int_t, true) };
+                            cx.end(NGX_ERROR as ngx_int_t, true);
                             return;
                         }
                     }
@@ -257,13 +241,14 @@ pub unsafe fn pump(cx: &mut RequestCtx) {
                     }
                     batch += f.len as usize;
                     // SAFETY: as above; the fd moves into `held`.
-                    match unsafe { file_buf(cx, f) } {
+                    match file_buf(cx, f) {
+                        // SAFETY: as above.
                         Some(cl) => unsafe {
                             *tail = cl;
                             tail = &mut (*cl).next;
                         },
                         None => {
-                            unsafe { finish(cx, NGX_ERROR as ngx_int_t, true) };
+                            cx.end(NGX_ERROR as ngx_int_t, true);
                             return;
                         }
                     }
@@ -285,7 +270,7 @@ pub unsafe fn pump(cx: &mut RequestCtx) {
                         }
                     }
                     // SAFETY: r is live.
-                    unsafe { fail(cx, status) };
+                    fail(cx, status);
                     return;
                 }
             }
@@ -296,12 +281,13 @@ pub unsafe fn pump(cx: &mut RequestCtx) {
 
         if last && cx.header_only {
             // HEAD, 204, 304: the header is all there is.
-            unsafe { finish(cx, NGX_OK as ngx_int_t, false) };
+            cx.end(NGX_OK as ngx_int_t, false);
             return;
         }
         if last {
             // SAFETY: marks the end of the response on our chain.
-            match unsafe { last_buf(cx, out) } {
+            match last_buf(cx, out) {
+                // SAFETY: as above.
                 Some(cl) => unsafe {
                     if out.is_null() {
                         out = cl;
@@ -310,7 +296,7 @@ pub unsafe fn pump(cx: &mut RequestCtx) {
                     }
                 },
                 None => {
-                    unsafe { finish(cx, NGX_ERROR as ngx_int_t, true) };
+                    cx.end(NGX_ERROR as ngx_int_t, true);
                     return;
                 }
             }
@@ -325,23 +311,26 @@ pub unsafe fn pump(cx: &mut RequestCtx) {
         cx.bytes_out += batch as u64;
         // SAFETY: r is live; `out` holds our buffers only.
         let rc = unsafe { ngx_http_output_filter(r, out) };
-        unsafe { settle(cx) };
+        settle(cx);
         if rc == NGX_ERROR as ngx_int_t {
-            unsafe { finish(cx, NGX_ERROR as ngx_int_t, true) };
+            cx.end(NGX_ERROR as ngx_int_t, true);
             return;
         }
         if last {
-            unsafe { finish(cx, rc, false) };
+            cx.end(rc, false);
             return;
         }
         if rc == NGX_AGAIN as ngx_int_t || !cx.busy.is_null() {
-            unsafe { wait_for_client(cx) };
+            wait_for_client(cx);
             return;
         }
     }
 }
 
 /// Marks the last buffer of a non-empty chain of ours for flushing.
+///
+/// # Safety
+/// `out` is a non-empty chain of live links and buffers.
 unsafe fn flush_chain(out: *mut ngx_chain_t) {
     // SAFETY: walking our own chain of valid links.
     unsafe {
@@ -349,12 +338,12 @@ unsafe fn flush_chain(out: *mut ngx_chain_t) {
         while !(*cl).next.is_null() {
             cl = (*cl).next;
         }
-        (*(*cl).buf).set_flush(1);
+        buf::set_flush((*cl).buf, 1);
     }
 }
 
 /// Arms the write event (with `send_timeout`) and waits for the client.
-unsafe fn wait_for_client(cx: &mut RequestCtx) {
+fn wait_for_client(cx: &mut RequestCtx) {
     cx.waiting_on_client = true;
     let r = cx.r;
     // SAFETY: r and its connection are live.
@@ -363,16 +352,16 @@ unsafe fn wait_for_client(cx: &mut RequestCtx) {
         let c = (*r).connection;
         let wev = (*c).write;
         let clcf = core_loc_conf(r);
-        if (*wev).delayed() == 0 && (*wev).ready() == 0 {
-            ngx_add_timer(wev, clcf.send_timeout);
+        if event::delayed(wev) == 0 && event::ready(wev) == 0 {
+            fields::add_timer(wev, clcf.send_timeout);
         }
         if ngx_handle_write_event(wev, clcf.send_lowat) != NGX_OK as ngx_int_t {
-            finish(cx, NGX_ERROR as ngx_int_t, true);
+            cx.end(NGX_ERROR as ngx_int_t, true);
         }
     }
 }
 
-unsafe fn new_buf(cx: &mut RequestCtx) -> Option<*mut ngx_chain_t> {
+fn new_buf(cx: &mut RequestCtx) -> Option<*mut ngx_chain_t> {
     // SAFETY: reuses our free chain or allocates from the request pool.
     unsafe {
         let cl = ngx_chain_get_free_buf((*cx.r).pool, &mut cx.free);
@@ -390,6 +379,9 @@ unsafe fn new_buf(cx: &mut RequestCtx) -> Option<*mut ngx_chain_t> {
 
 /// A buffer over `len` bytes at `p`, which must stay valid until nginx has
 /// sent them.
+///
+/// # Safety
+/// `p..p + len` is readable memory that stays valid until nginx has sent it.
 unsafe fn memory_at(cx: &mut RequestCtx, p: *mut u8, len: usize) -> Option<*mut ngx_chain_t> {
     // SAFETY: a fresh buffer of ours; the caller keeps p..p+len alive.
     unsafe {
@@ -399,12 +391,12 @@ unsafe fn memory_at(cx: &mut RequestCtx, p: *mut u8, len: usize) -> Option<*mut 
         (*b).pos = p;
         (*b).last = p.add(len);
         (*b).end = (*b).last;
-        (*b).set_memory(1);
+        buf::set_memory(b, 1);
         Some(cl)
     }
 }
 
-unsafe fn memory_buf(cx: &mut RequestCtx, data: Chunk) -> Option<*mut ngx_chain_t> {
+fn memory_buf(cx: &mut RequestCtx, data: Chunk) -> Option<*mut ngx_chain_t> {
     // SAFETY: the buffer points into `data`, which `held` keeps alive (a
     // Vec's heap memory, or a Python bytes buffer, does not move when the
     // Chunk itself moves).
@@ -424,7 +416,7 @@ const COPY_MAX: usize = 1024;
 /// A buffer holding a copy of `data` in the request pool, with no entry in
 /// `held`: for a response's last chunk only (see `pump`), so that copies
 /// the backpressure bound does not count cannot pile up.
-unsafe fn copied_buf(cx: &mut RequestCtx, data: &[u8]) -> Option<*mut ngx_chain_t> {
+fn copied_buf(cx: &mut RequestCtx, data: &[u8]) -> Option<*mut ngx_chain_t> {
     // SAFETY: new pool memory of data.len() bytes, filled before use; it
     // lives as long as the request.
     unsafe {
@@ -437,7 +429,7 @@ unsafe fn copied_buf(cx: &mut RequestCtx, data: &[u8]) -> Option<*mut ngx_chain_
     }
 }
 
-unsafe fn file_buf(cx: &mut RequestCtx, f: FileReply) -> Option<*mut ngx_chain_t> {
+fn file_buf(cx: &mut RequestCtx, f: FileReply) -> Option<*mut ngx_chain_t> {
     // SAFETY: pool allocations for the file description; the fd is kept in
     // `held` until nginx has sent the range.
     unsafe {
@@ -454,7 +446,7 @@ unsafe fn file_buf(cx: &mut RequestCtx, f: FileReply) -> Option<*mut ngx_chain_t
         (*b).file = file;
         (*b).file_pos = f.offset as i64;
         (*b).file_last = (f.offset + f.len) as i64;
-        (*b).set_in_file(1);
+        buf::set_in_file(b, 1);
         cx.held.push_back(Held {
             buf: b,
             _data: HeldData::File(f.fd),
@@ -463,372 +455,30 @@ unsafe fn file_buf(cx: &mut RequestCtx, f: FileReply) -> Option<*mut ngx_chain_t
     }
 }
 
-unsafe fn last_buf(cx: &mut RequestCtx, out: *mut ngx_chain_t) -> Option<*mut ngx_chain_t> {
+fn last_buf(cx: &mut RequestCtx, out: *mut ngx_chain_t) -> Option<*mut ngx_chain_t> {
     let _ = out;
     // SAFETY: a zero-length special buffer that ends the response.
     unsafe {
         let cl = new_buf(cx)?;
         let b = (*cl).buf;
         if cx.r == (*cx.r).main {
-            (*b).set_last_buf(1);
+            buf::set_last_buf(b, 1);
         } else {
-            (*b).set_sync(1);
+            buf::set_sync(b, 1);
         }
-        (*b).set_last_in_chain(1);
+        buf::set_last_in_chain(b, 1);
         Some(cl)
-    }
-}
-
-/// Whether a (validated) status such as `200 OK` has a reason phrase.
-fn has_reason(status_line: &[u8]) -> bool {
-    status_line
-        .get(4..)
-        .is_some_and(|reason| reason.iter().any(|&c| c != b' ' && c != b'\t'))
-}
-
-/// Headers that describe a connection, not a response: nginx owns them.
-fn is_hop_by_hop(name: &[u8]) -> bool {
-    const HOP: [&[u8]; 7] = [
-        b"connection",
-        b"keep-alive",
-        b"transfer-encoding",
-        b"proxy-connection",
-        b"upgrade",
-        b"te",
-        b"trailer",
-    ];
-    HOP.iter().any(|h| eq_ignore_case(name, h))
-}
-
-/// Whether the request's location has an `error_page` for `status`.
-fn has_error_page(r: *mut ngx_http_request_t, status: u16) -> bool {
-    let pages = core_loc_conf(r).error_pages;
-    if pages.is_null() {
-        return false;
-    }
-    // SAFETY: the error_page directive fills this array with
-    // ngx_http_err_page_t; it lives in the configuration pool.
-    let pages = unsafe {
-        let a = &*pages;
-        std::slice::from_raw_parts(a.elts as *const ngx_http_err_page_t, a.nelts)
-    };
-    pages.iter().any(|p| p.status == status as ngx_int_t)
-}
-
-/// `wsgi_intercept_errors`: the app's status goes to the location's
-/// `error_page` instead of its own body, as with `proxy_intercept_errors`.
-/// A 401 keeps the app's `WWW-Authenticate`. True if intercepted.
-unsafe fn intercept(cx: &mut RequestCtx, head: &ResponseHead) -> bool {
-    let r = cx.r;
-    // SAFETY: the location conf lives as long as the cycle.
-    let lcf = unsafe { &*cx.lcf };
-    if head.status < 300 || lcf.intercept_errors != Some(true) || !has_error_page(r, head.status) {
-        return false;
-    }
-    if head.status == 401 {
-        for (name, value) in &head.headers {
-            if !eq_ignore_case(name, b"www-authenticate") {
-                continue;
-            }
-            // SAFETY: r is live; the header is copied into its pool.
-            match unsafe { push_header(r, name, value) } {
-                // SAFETY: as above.
-                Some(h) => unsafe { link_www_authenticate(r, h) },
-                None => {
-                    unsafe { finish(cx, NGX_ERROR as ngx_int_t, true) };
-                    return true;
-                }
-            }
-        }
-    }
-    // The app's body is not wanted: the pool thread closes its iterable.
-    // SAFETY: r is live; nginx runs the error_page from here.
-    unsafe { finish(cx, head.status as ngx_int_t, true) };
-    true
-}
-
-/// Sets status and headers and sends them; false if the request ended
-/// (or was handed to another location by `X-Accel-Redirect` or an
-/// intercepted error).
-unsafe fn send_head(cx: &mut RequestCtx, head: ResponseHead) -> bool {
-    let r = cx.r;
-    // SAFETY: the location conf lives as long as the cycle.
-    let lcf = unsafe { &*cx.lcf };
-    // SAFETY: r and its ctx are live.
-    if unsafe { intercept(cx, &head) } {
-        return false;
-    }
-    // SAFETY: r is live; every string is copied into its pool.
-    unsafe {
-        // X-Accel-* instructions first, as behind proxy_pass.
-        let mut redirect: Option<&[u8]> = None;
-        for (name, value) in &head.headers {
-            if name.len() < 8 || !name[..8].eq_ignore_ascii_case(b"x-accel-") {
-                continue;
-            }
-            let what = &name[8..];
-            if what.eq_ignore_ascii_case(b"redirect") && !lcf.ignores(IGNORE_XA_REDIRECT) {
-                redirect = Some(value);
-            } else if what.eq_ignore_ascii_case(b"limit-rate") && !lcf.ignores(IGNORE_XA_LIMIT_RATE)
-            {
-                if let Some(n) = std::str::from_utf8(value)
-                    .ok()
-                    .and_then(|v| v.trim().parse::<usize>().ok())
-                {
-                    (*r).limit_rate = n;
-                    (*r).set_limit_rate_set(1);
-                }
-            } else if what.eq_ignore_ascii_case(b"charset") && !lcf.ignores(IGNORE_XA_CHARSET) {
-                let s = ngx_pcalloc((*r).pool, core::mem::size_of::<ngx_str_t>()) as *mut ngx_str_t;
-                if let (false, Some(v)) = (s.is_null(), pool_str((*r).pool, value)) {
-                    *s = v;
-                    (*r).headers_out.override_charset = s;
-                }
-            }
-        }
-        if let Some(uri) = redirect {
-            if !uri.is_empty() {
-                redirect_to(cx, uri, &head);
-                return false;
-            }
-        }
-
-        let pool = (*r).pool;
-        let ho = &mut (*r).headers_out;
-        ho.status = head.status as usize;
-        // "200" with no reason phrase: nginx writes its own ("200 OK"), or
-        // the code and the space a status line needs for codes it does not
-        // know; "HTTP/1.1 200" alone is not a valid status line.
-        if has_reason(&head.status_line) {
-            match pool_str(pool, &head.status_line) {
-                Some(s) => ho.status_line = s,
-                None => {
-                    finish(cx, NGX_ERROR as ngx_int_t, true);
-                    return false;
-                }
-            }
-        }
-        for (name, value) in &head.headers {
-            if eq_ignore_case(name, b"content-type") {
-                if !set_content_type(r, value) {
-                    finish(cx, NGX_ERROR as ngx_int_t, true);
-                    return false;
-                }
-                continue;
-            }
-            if eq_ignore_case(name, b"content-length") {
-                // Validated by the pool thread.
-                ho.content_length_n = std::str::from_utf8(value)
-                    .ok()
-                    .and_then(|s| s.trim().parse::<i64>().ok())
-                    .unwrap_or(-1);
-                continue;
-            }
-            if is_hop_by_hop(name) || lcf.hides(name) {
-                continue;
-            }
-            let Some(h) = push_header(r, name, value) else {
-                finish(cx, NGX_ERROR as ngx_int_t, true);
-                return false;
-            };
-            if eq_ignore_case(name, b"server") {
-                ho.server = h;
-            } else if eq_ignore_case(name, b"date") {
-                ho.date = h;
-            } else if eq_ignore_case(name, b"content-encoding") {
-                // gzip must not compress an already encoded body.
-                ho.content_encoding = h;
-            } else if eq_ignore_case(name, b"www-authenticate") {
-                // auth_request passes a 401's challenges on from here.
-                link_www_authenticate(r, h);
-            }
-        }
-        // The app decides about conditional requests, as behind proxy_pass.
-        (*r).set_disable_not_modified(1);
-
-        // nginx marks 204 and 304 header-only only when it writes the
-        // status line itself; with the app's own reason phrase the body
-        // the app still returned would follow the header and be read as
-        // the start of the next response on a keepalive connection.
-        if matches!(head.status, 204 | 304) {
-            (*r).set_header_only(1);
-        }
-        // RFC 9110 8.6: no Content-Length on a 204 (Django sets one, 0).
-        if head.status == 204 {
-            ho.content_length_n = -1;
-        }
-        cx.head_sent = true;
-        let rc = ngx_http_send_header(r);
-        if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t {
-            finish(cx, rc, true);
-            return false;
-        }
-        if (*r).header_only() != 0 {
-            cx.header_only = true;
-        }
-        true
-    }
-}
-
-unsafe fn set_content_type(r: *mut ngx_http_request_t, value: &[u8]) -> bool {
-    // SAFETY: r is live; the value is copied into its pool.
-    unsafe {
-        let Some(v) = pool_str((*r).pool, value) else {
-            return false;
-        };
-        let ho = &mut (*r).headers_out;
-        ho.content_type = v;
-        ho.content_type_len = v.len;
-        ho.content_type_lowcase = ptr::null_mut();
-        true
-    }
-}
-
-unsafe fn push_header(
-    r: *mut ngx_http_request_t,
-    name: &[u8],
-    value: &[u8],
-) -> Option<*mut ngx_table_elt_t> {
-    // SAFETY: r is live; the header list is initialised.
-    unsafe {
-        let pool = (*r).pool;
-        let h = ngx_list_push(&mut (*r).headers_out.headers) as *mut ngx_table_elt_t;
-        if h.is_null() {
-            return None;
-        }
-        (*h).hash = 1;
-        (*h).key = pool_str(pool, name)?;
-        (*h).value = pool_str(pool, value)?;
-        (*h).lowcase_key = ptr::null_mut();
-        #[cfg(nginx1_23_0)]
-        {
-            (*h).next = ptr::null_mut();
-        }
-        Some(h)
-    }
-}
-
-/// Records a `WWW-Authenticate` header already in the list where nginx's
-/// modules look for it (since 1.23 a chain of them).
-unsafe fn link_www_authenticate(r: *mut ngx_http_request_t, h: *mut ngx_table_elt_t) {
-    // SAFETY: r is live; `h` is in its header list, `next` was cleared.
-    unsafe {
-        let ho = &mut (*r).headers_out;
-        #[cfg(nginx1_23_0)]
-        {
-            let mut link = &raw mut ho.www_authenticate;
-            while !(*link).is_null() {
-                link = &raw mut (**link).next;
-            }
-            *link = h;
-        }
-        #[cfg(not(nginx1_23_0))]
-        if ho.www_authenticate.is_null() {
-            ho.www_authenticate = h;
-        }
-    }
-}
-
-/// `X-Accel-Redirect`: the app hands the request to another location (a
-/// protected file, a named location). The app's body is not sent; the
-/// headers nginx keeps on such a redirect behind proxy_pass are kept.
-unsafe fn redirect_to(cx: &mut RequestCtx, uri: &[u8], head: &ResponseHead) {
-    const KEPT: [&[u8]; 5] = [
-        b"set-cookie",
-        b"content-disposition",
-        b"cache-control",
-        b"expires",
-        b"accept-ranges",
-    ];
-    cx.done = true;
-    cx.exchange.cancel();
-    if let Some(rt) = worker::runtime() {
-        rt.hub.counters.responses.fetch_add(1, Ordering::Relaxed);
-    }
-    let r = cx.r;
-    // SAFETY: r is live; our timer lives in the ctx.
-    unsafe {
-        if cx.timer.timer_set() != 0 {
-            ngx_del_timer(&mut cx.timer);
-        }
-        for (name, value) in &head.headers {
-            if eq_ignore_case(name, b"content-type") {
-                set_content_type(r, value);
-            } else if KEPT.iter().any(|k| eq_ignore_case(name, k))
-                && push_header(r, name, value).is_none()
-            {
-                ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t);
-                return;
-            }
-        }
-        let Some(mut uri) = pool_str((*r).pool, uri) else {
-            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t);
-            return;
-        };
-        if ngx_bytes(&uri).starts_with(b"@") {
-            ngx_http_named_location(r, &mut uri);
-        } else {
-            let mut args = ngx_str_t {
-                len: 0,
-                data: ptr::null_mut(),
-            };
-            let mut flags: ngx_uint_t = NGX_HTTP_LOG_UNSAFE as ngx_uint_t;
-            if ngx_http_parse_unsafe_uri(r, &mut uri, &mut args, &mut flags) != NGX_OK as ngx_int_t
-            {
-                ngx_http_finalize_request(r, NGX_HTTP_NOT_FOUND as ngx_int_t);
-                return;
-            }
-            if (*r).method != NGX_HTTP_HEAD as ngx_uint_t {
-                (*r).method = NGX_HTTP_GET as ngx_uint_t;
-                (*r).method_name = ngx_http_core_get_method;
-            }
-            ngx_http_internal_redirect(r, &mut uri, &mut args);
-        }
-        // Releases the reference taken when the body was read.
-        ngx_http_finalize_request(r, NGX_DONE as ngx_int_t);
     }
 }
 
 /// The app failed: a 500 if nothing went out yet, else cut the connection
 /// so the client cannot take a truncated body for a whole one.
-unsafe fn fail(cx: &mut RequestCtx, status: u16) {
+fn fail(cx: &mut RequestCtx, status: u16) {
     let rc = if cx.head_sent {
         NGX_ERROR as ngx_int_t
     } else {
         status as ngx_int_t
     };
     // SAFETY: r is live.
-    unsafe { finish(cx, rc, true) };
-}
-
-/// Ends the request once: stops the timer, cancels the pool side when the
-/// app has not finished, and finalizes with `rc`.
-pub unsafe fn finish(cx: &mut RequestCtx, rc: ngx_int_t, cancel: bool) {
-    if cx.done {
-        return;
-    }
-    cx.done = true;
-    if cancel {
-        cx.exchange.cancel();
-    }
-    notify::drain_before_end();
-    if let Some(s) = cx.stream.take() {
-        s.fail("request ended");
-    }
-    cx.replies.clear();
-    if let Some(rt) = worker::runtime() {
-        rt.hub.counters.responses.fetch_add(1, Ordering::Relaxed);
-        rt.hub
-            .counters
-            .bytes_out
-            .fetch_add(cx.bytes_out, Ordering::Relaxed);
-    }
-    // SAFETY: our timer lives in the ctx; r is live until finalized.
-    unsafe {
-        if cx.timer.timer_set() != 0 {
-            ngx_del_timer(&mut cx.timer);
-        }
-        let r = cx.r;
-        ngx_http_finalize_request(r, rc);
-    }
+    cx.end(rc, true);
 }
