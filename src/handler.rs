@@ -485,6 +485,11 @@ unsafe fn collect_env(
                 declared_length = std::str::from_utf8(value)
                     .ok()
                     .and_then(|v| v.trim().parse().ok());
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                // nginx has taken the chunk framing off (HTTP/1.1 "chunked"
+                // is the only coding it accepts, HTTP/2 and 3 have none):
+                // wsgi.input is the decoded body, and an app that trusts
+                // this header would parse chunk sizes out of it.
             } else {
                 let name = env.push(name);
                 let value = env.push(value);

@@ -17,7 +17,7 @@ use Test::Nginx qw/ http http_get http_content /;
 
 our @EXPORT_OK = qw/ slurp poll wait_file wait_glob wait_log read_until
 	state_dir worker_pid rss_kb fd_count wsgi_status http_post
-	http_post_chunked pattern_body /;
+	http_post_chunked pattern_body reload_wait /;
 
 ###############################################################################
 
@@ -93,6 +93,42 @@ sub worker_pid {
 		return $pid if slurp("/proc/$pid/cmdline") =~ /worker process/;
 	}
 	return;
+}
+
+# live (non-zombie) children of $ppid
+sub _children {
+	my ($ppid) = @_;
+	opendir my $d, '/proc' or return;
+	return grep {
+		slurp("/proc/$_/stat") =~ /^\d+ \(.*\) ([^Z]) (\d+)/s && $2 == $ppid
+	} grep { /^\d+$/ } readdir $d;
+}
+
+# $t->reload() (upstream's sends SIGHUP and returns), then wait up to 30
+# seconds until the new configuration serves: new workers exist and every
+# old one has exited or is "shutting down" (its listening sockets are
+# closed by then).  True once so; false if nginx refused the reload
+# ([emerg] in the log: the old workers go on) or on the time limit.
+sub reload_wait {
+	my ($t) = @_;
+	my $dir = $t->testdir();
+	my ($master) = slurp("$dir/nginx.pid") =~ /(\d+)/ or return 0;
+	my %old = map { $_ => 1 } _children($master);
+	my $offset = -s "$dir/error.log" || 0;
+	my $refused;
+
+	$t->reload();
+
+	my $done = poll(sub {
+		return $refused = 1
+			if substr(slurp("$dir/error.log"), $offset) =~ /\[emerg\]/;
+		my @new = grep { !$old{$_} } _children($master);
+		my @serving = grep {
+			slurp("/proc/$_/cmdline") =~ /worker process(?! is shutting)/
+		} _children($master);
+		return @new && !grep { $old{$_} } @serving;
+	}, 30);
+	return $done && !$refused;
 }
 
 # resident set size of $pid in kB, or -1 if it cannot be read
