@@ -164,6 +164,8 @@ my $back = Cwd::getcwd();
 
 SKIP: {
 skip 'the workers run as this user: the directory is theirs', 3 if $> != 0;
+skip 'the workers run as root (user root; in TEST_NGINX_GLOBALS)', 3
+	if ($ENV{TEST_NGINX_GLOBALS} // '') =~ /\buser\s+root\b/;
 
 like(http_get('/cwd'), qr/\x0d\x0a\x0d\x0a\/\z/, 'an inaccessible directory: "/"');
 like($t->read_file('error.log'),
