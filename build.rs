@@ -42,7 +42,10 @@ fn python_paths() {
     let script = "import sysconfig as s\n\
                   print(s.get_config_var('LIBDIR') or '')\n\
                   print(s.get_path('stdlib') or '')";
-    let out = match std::process::Command::new(&python).args(["-c", script]).output() {
+    let out = match std::process::Command::new(&python)
+        .args(["-c", script])
+        .output()
+    {
         Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).into_owned(),
         // pyo3's own build script reports a missing or broken interpreter.
         _ => return,
