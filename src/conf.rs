@@ -14,6 +14,7 @@ use nginx_sys::{
 use ngx::http::{HttpModuleMainConf, Merge, MergeConfigError};
 use ngx::ngx_conf_log_error;
 
+use crate::fields::core_loc_conf;
 use crate::target::AppTarget;
 use crate::util::{conf_args, core_conf, ngx_bytes, parse_msec, parse_size, CONF_ERROR, CONF_OK};
 use crate::HttpWsgiModule;
@@ -299,7 +300,7 @@ pub unsafe extern "C" fn merge_loc_conf(
     // proxy_pass), not to the static file handler under `root`.
     // SAFETY: cf's context is this location's during the merge.
     let clcf = unsafe { core_loc_conf(cf) };
-    if clcf.noname() != 0 && conf.app.is_none() && prev.app.is_some() {
+    if core_loc_conf::noname(clcf) != 0 && conf.app.is_none() && prev.app.is_some() {
         conf.app = prev.app;
         if conf.script_name.is_none() {
             conf.script_name = prev.script_name.clone();
@@ -619,7 +620,8 @@ extern "C" fn set_pass(
     // As with proxy_pass: "/app" redirects to "/app/" for "location /app/".
     // SAFETY: the location name lives in the conf pool.
     if unsafe { ngx_bytes(&clcf.name) }.ends_with(b"/") {
-        clcf.set_auto_redirect(1);
+        // SAFETY: the location's own conf, being configured on this thread.
+        unsafe { core_loc_conf::set_auto_redirect(clcf, 1) };
     }
     CONF_OK
 }

@@ -13,19 +13,20 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use nginx_sys::{
-    ngx_add_timer, ngx_chain_t, ngx_connection_local_sockaddr, ngx_current_msec, ngx_del_timer,
-    ngx_delete_posted_event, ngx_event_t, ngx_http_complex_value, ngx_http_core_module,
-    ngx_http_core_srv_conf_t, ngx_http_finalize_request, ngx_http_read_client_request_body,
-    ngx_http_request_t, ngx_inet_get_port, ngx_int_t, ngx_list_push, ngx_msec_t, ngx_post_event,
-    ngx_posted_events, ngx_str_t, NGX_DECLINED, NGX_DONE, NGX_ERROR,
-    NGX_HTTP_CLIENT_CLOSED_REQUEST, NGX_HTTP_GATEWAY_TIME_OUT, NGX_HTTP_INTERNAL_SERVER_ERROR,
-    NGX_HTTP_SERVICE_UNAVAILABLE, NGX_HTTP_SPECIAL_RESPONSE, NGX_LOG_ERR, NGX_LOG_INFO, NGX_OK,
+    ngx_chain_t, ngx_connection_local_sockaddr, ngx_current_msec, ngx_event_t,
+    ngx_http_complex_value, ngx_http_core_module, ngx_http_core_srv_conf_t,
+    ngx_http_finalize_request, ngx_http_read_client_request_body, ngx_http_request_t,
+    ngx_inet_get_port, ngx_int_t, ngx_list_push, ngx_msec_t, ngx_str_t, NGX_DECLINED, NGX_DONE,
+    NGX_ERROR, NGX_HTTP_CLIENT_CLOSED_REQUEST, NGX_HTTP_GATEWAY_TIME_OUT,
+    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_SERVICE_UNAVAILABLE, NGX_HTTP_SPECIAL_RESPONSE,
+    NGX_LOG_ERR, NGX_LOG_INFO, NGX_OK,
 };
 use ngx::core::Pool;
 use ngx::http::{HttpModule, HttpModuleLocationConf};
 use ngx::ngx_log_error;
 
 use crate::conf::{LocConf, Param};
+use crate::fields::{self, buf, connection, event, headers_in, request, Client};
 use crate::message::{
     Body, BodySegment, BodyStream, Exchange, Job, MallocBlock, Reply, RequestEnv, RequestId,
 };
@@ -76,11 +77,11 @@ impl Drop for RequestCtx {
         }
         // SAFETY: both events are ours and live inside this ctx.
         unsafe {
-            if self.timer.timer_set() != 0 {
-                ngx_del_timer(&mut self.timer);
+            if event::timer_set(&self.timer) != 0 {
+                fields::del_timer(&mut self.timer);
             }
-            if self.wake.posted() != 0 {
-                ngx_delete_posted_event(&mut self.wake);
+            if event::posted(&self.wake) != 0 {
+                fields::delete_posted_event(&mut self.wake);
             }
         }
         notify::unregister(self.id);
@@ -142,7 +143,7 @@ unsafe fn start(r: *mut ngx_http_request_t) -> ngx_int_t {
     }
     if lcf.request_buffering == Some(false) {
         // SAFETY: r is live; set before reading starts, as proxy does.
-        unsafe { (*r).set_request_body_no_buffering(1) };
+        unsafe { request::set_request_body_no_buffering(r, 1) };
     }
     // SAFETY: standard nginx body reading; it takes a request reference
     // that the final ngx_http_finalize_request releases.
@@ -188,7 +189,7 @@ unsafe fn dispatch(r: *mut ngx_http_request_t) {
     // SAFETY: r is live; with no buffering the rest of the body arrives
     // while the app runs.
     let stream = unsafe {
-        if (*r).reading_body() != 0 {
+        if request::reading_body(r) != 0 {
             take_body_bufs(r, None);
             let s = Arc::new(BodyStream::new(id, lcf.buffer_size(), rt.hub.clone()));
             body.segments.push_back(BodySegment::Stream(s.clone()));
@@ -248,7 +249,7 @@ unsafe fn dispatch(r: *mut ngx_http_request_t) {
         cx.timer.data = r as *mut c_void;
         cx.timer.log = log;
         // Non-cancelable: a graceful quit waits for requests in Python.
-        ngx_add_timer(&mut cx.timer, cx.queue_timeout.min(cx.read_timeout));
+        fields::add_timer(&mut cx.timer, cx.queue_timeout.min(cx.read_timeout));
         (*r).read_event_handler = if cx.stream.is_some() {
             Some(read_body_handler)
         } else {
@@ -277,8 +278,8 @@ unsafe fn dispatch(r: *mut ngx_http_request_t) {
                 // more bytes in the socket and no event left to announce
                 // them (edge-triggered): read on from the posted queue.
                 let rev = (*c).read;
-                if (*ctx).stream.is_some() && (*rev).ready() != 0 && (*rev).posted() == 0 {
-                    ngx_post_event(rev, &raw mut ngx_posted_events);
+                if (*ctx).stream.is_some() && event::ready(rev) != 0 && event::posted(rev) == 0 {
+                    fields::post_event(rev);
                 }
             }
         }
@@ -299,8 +300,8 @@ unsafe fn dispatch(r: *mut ngx_http_request_t) {
                 add_retry_after(r);
                 let cx = ctx_of(r).expect("just set");
                 cx.done = true;
-                if cx.timer.timer_set() != 0 {
-                    ngx_del_timer(&mut cx.timer);
+                if event::timer_set(&cx.timer) != 0 {
+                    fields::del_timer(&mut cx.timer);
                 }
                 ngx_http_finalize_request(r, NGX_HTTP_SERVICE_UNAVAILABLE as ngx_int_t);
             }
@@ -354,7 +355,7 @@ unsafe fn collect_body(r: *mut ngx_http_request_t) -> std::io::Result<Body> {
         // pieces become ranges of it. While the body still streams in,
         // nginx reads the rest into the same buffer: then it is copied.
         let buf = (*rb).buf;
-        let block = if (*r).reading_body() == 0
+        let block = if request::reading_body(r) == 0
             && !buf.is_null()
             && (*buf).end.offset_from((*buf).start) as usize >= DETACH_MIN
         {
@@ -366,7 +367,7 @@ unsafe fn collect_body(r: *mut ngx_http_request_t) -> std::io::Result<Body> {
         let mut last_fd: Option<(i32, Arc<OwnedFd>)> = None;
         while !cl.is_null() {
             let b = (*cl).buf;
-            if (*b).in_file() != 0 && !(*b).file.is_null() {
+            if buf::in_file(b) != 0 && !(*b).file.is_null() {
                 let raw = (*(*b).file).fd;
                 let fd = match &last_fd {
                     Some((n, fd)) if *n == raw => fd.clone(),
@@ -537,7 +538,7 @@ unsafe fn collect_env(
         if streaming {
             // Still arriving: only the client's own Content-Length is known.
             env.content_length = declared_length;
-        } else if has_length_header || (*r).headers_in.chunked() != 0 || len > 0 {
+        } else if has_length_header || headers_in::chunked(&(*r).headers_in) != 0 || len > 0 {
             env.content_length = Some(len);
         }
 
@@ -592,39 +593,10 @@ pub fn split_script_name<'a>(uri: &'a [u8], prefix: Option<&'a [u8]>) -> (&'a [u
 extern "C" fn check_broken_connection(r: *mut ngx_http_request_t) {
     // SAFETY: nginx calls this with a live request on its thread.
     unsafe {
-        let c = (*r).connection;
-        let rev = (*c).read;
-        #[cfg(ngx_feature = "http_v2")]
-        {
-            if !(*r).stream.is_null() {
-                if (*c).error() != 0 {
-                    abort_request(r, "client prematurely closed stream");
-                }
-                return;
-            }
-        }
-        let closed = if (nginx_sys::ngx_event_flags & nginx_sys::NGX_USE_EPOLL_EVENT as usize) != 0
-            && nginx_sys::ngx_use_epoll_rdhup != 0
-        {
-            if (*rev).pending_eof() == 0 {
-                return;
-            }
-            true
-        } else {
-            let mut buf = [0u8; 1];
-            let n = libc::recv((*c).fd, buf.as_mut_ptr() as *mut c_void, 1, libc::MSG_PEEK);
-            if n > 0 {
-                return; // pipelined data: not ours to judge
-            }
-            if n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN) {
-                return;
-            }
-            true
-        };
-        if closed {
-            (*rev).set_eof(1);
-            (*c).set_error(1);
-            abort_request(r, "client prematurely closed connection");
+        match fields::client_gone(r) {
+            Client::Here => {}
+            Client::ClosedConnection => abort_request(r, "client prematurely closed connection"),
+            Client::ClosedStream => abort_request(r, "client prematurely closed stream"),
         }
     }
 }
@@ -643,7 +615,7 @@ unsafe fn take_body_bufs(r: *mut ngx_http_request_t, stream: Option<&BodyStream>
         let mut cl = (*rb).bufs;
         while !cl.is_null() {
             let b = (*cl).buf;
-            if (*b).in_file() == 0 && !(*b).pos.is_null() && (*b).last > (*b).pos {
+            if buf::in_file(b) == 0 && !(*b).pos.is_null() && (*b).last > (*b).pos {
                 if let Some(s) = stream {
                     let len = (*b).last.offset_from((*b).pos) as usize;
                     s.push(core::slice::from_raw_parts((*b).pos, len));
@@ -687,8 +659,8 @@ pub unsafe fn pull_body(cx: &mut RequestCtx) {
                 // Paused until the app reads; a slow app is not a slow client
                 // (wsgi_read_timeout guards the app meanwhile).
                 let rev = (*(*r).connection).read;
-                if (*rev).timer_set() != 0 {
-                    ngx_del_timer(rev);
+                if event::timer_set(rev) != 0 {
+                    fields::del_timer(rev);
                 }
                 if left_mid_body(r) {
                     abort_request(r, "client prematurely closed connection");
@@ -710,7 +682,7 @@ pub unsafe fn pull_body(cx: &mut RequestCtx) {
                 output::finish(cx, code, true);
                 return;
             }
-            if rc == NGX_OK as ngx_int_t && (*r).reading_body() == 0 {
+            if rc == NGX_OK as ngx_int_t && request::reading_body(r) == 0 {
                 stream.finish();
                 cx.stream = None;
                 (*r).read_event_handler = Some(check_broken_connection);
@@ -732,9 +704,9 @@ unsafe fn left_mid_body(r: *mut ngx_http_request_t) -> bool {
     // SAFETY: r is live (we are in one of its event handlers).
     unsafe {
         let c = (*r).connection;
-        if (*r).http_version >= nginx_sys::NGX_HTTP_VERSION_20 as usize {
+        if fields::multiplexed(r) {
             // A stream shares its socket: its own reset marks it.
-            return (*c).error() != 0;
+            return fields::client_gone(r) != Client::Here;
         }
         let fd = (*c).fd;
         let mut err: libc::c_int = 0;
@@ -747,10 +719,10 @@ unsafe fn left_mid_body(r: *mut ngx_http_request_t) -> bool {
             &mut len,
         );
         let reset = got == 0 && err != 0;
-        let gone = reset || ((*(*c).read).pending_eof() != 0 && short_of_body(r, fd));
+        let gone = reset || (event::pending_eof((*c).read) != 0 && short_of_body(r, fd));
         if gone {
-            (*(*c).read).set_eof(1);
-            (*c).set_error(1);
+            event::set_eof((*c).read, 1);
+            connection::set_error(c, 1);
         }
         gone
     }
@@ -767,7 +739,7 @@ unsafe fn short_of_body(r: *mut ngx_http_request_t, fd: libc::c_int) -> bool {
             return true;
         }
         let rb = (*r).request_body;
-        if rb.is_null() || (*r).headers_in.chunked() != 0 || (*rb).buf.is_null() {
+        if rb.is_null() || headers_in::chunked(&(*r).headers_in) != 0 || (*rb).buf.is_null() {
             return false;
         }
         let buffered = (*(*rb).buf).last.offset_from((*(*rb).buf).pos) as i64;
@@ -814,7 +786,7 @@ extern "C" fn timer_handler(ev: *mut ngx_event_t) {
         let r = (*ev).data as *mut ngx_http_request_t;
         let c = (*r).connection;
         let Some(cx) = ctx_of(r) else { return };
-        (*ev).set_timedout(0);
+        event::set_timedout(ev, 0);
         if cx.done {
             return;
         }
@@ -838,14 +810,14 @@ extern "C" fn timer_handler(ev: *mut ngx_event_t) {
                 return;
             }
             let left = (cx.queue_timeout - waited).min(cx.read_timeout);
-            ngx_add_timer(ev, left.max(1));
+            fields::add_timer(ev, left.max(1));
             return;
         }
         if cx.waiting_on_client || cx.stream.as_ref().is_some_and(|s| s.has_room()) {
             // The app waits on the client (backpressure, or a body still
             // arriving): send_timeout / client_body_timeout guard that. A
             // body paused because the app does not read it is the app's.
-            ngx_add_timer(ev, cx.read_timeout);
+            fields::add_timer(ev, cx.read_timeout);
             return;
         }
         let queued_ms = cx.exchange.queue_time_us.load(Ordering::Relaxed) / 1000;
@@ -857,7 +829,7 @@ extern "C" fn timer_handler(ev: *mut ngx_event_t) {
         };
         let idle = now.wrapping_sub(last);
         if idle < cx.read_timeout {
-            ngx_add_timer(ev, (cx.read_timeout - idle).max(1));
+            fields::add_timer(ev, (cx.read_timeout - idle).max(1));
             return;
         }
         if let Some(rt) = worker::runtime() {

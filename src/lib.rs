@@ -23,6 +23,7 @@ use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf};
 
 mod check;
 mod conf;
+mod fields;
 mod handler;
 mod message;
 mod notify;

@@ -9,12 +9,12 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use nginx_sys::{
-    ngx_add_timer, ngx_close_connection, ngx_connection_t, ngx_cycle_t, ngx_del_timer, ngx_event_t,
-    ngx_get_connection, ngx_handle_read_event, ngx_int_t, ngx_log_t, ngx_msec_t, ngx_post_event,
-    ngx_posted_events, NGX_OK,
+    ngx_close_connection, ngx_connection_t, ngx_cycle_t, ngx_event_t, ngx_get_connection,
+    ngx_handle_read_event, ngx_int_t, ngx_log_t, ngx_msec_t, NGX_OK,
 };
 use ngx::ngx_log_error;
 
+use crate::fields::{self, event};
 use crate::handler::RequestCtx;
 use crate::message::{Completion, RequestId};
 use crate::worker;
@@ -107,7 +107,7 @@ pub unsafe fn start(cycle: *mut ngx_cycle_t, eventfd: i32) -> Result<(), String>
         // Debug builds of nginx log timer events with the fd of the
         // connection in `data`: it must point at one.
         (*tick).data = c.cast();
-        (*tick).set_cancelable(1);
+        event::set_cancelable(tick, 1);
         TICK.with(|cell| cell.set(tick));
     }
     Ok(())
@@ -122,10 +122,10 @@ pub fn job_submitted() {
     SUBMITTED.with(|s| s.set(true));
     let tick = TICK.with(|t| t.get());
     // SAFETY: the tick event lives for the worker's life (see `start`).
-    if !tick.is_null() && unsafe { (*tick).timer_set() } == 0 {
+    if !tick.is_null() && unsafe { event::timer_set(tick) } == 0 {
         rt.hub.start_deferring();
         // SAFETY: as above; nginx thread.
-        unsafe { ngx_add_timer(tick, DEFER_MS) };
+        unsafe { fields::add_timer(tick, DEFER_MS) };
     }
     rt.hub.drain_quiet(handle);
 }
@@ -137,7 +137,7 @@ extern "C" fn on_tick(ev: *mut ngx_event_t) {
     let Some(rt) = worker::runtime() else { return };
     if SUBMITTED.with(|s| s.replace(false)) {
         // SAFETY: `ev` is the tick event; nginx thread.
-        unsafe { ngx_add_timer(ev, DEFER_MS) };
+        unsafe { fields::add_timer(ev, DEFER_MS) };
     } else {
         rt.hub.stop_deferring();
     }
@@ -153,8 +153,8 @@ pub unsafe fn stop() {
     let tick = TICK.with(|t| t.replace(ptr::null_mut()));
     // SAFETY: the tick event is ours; it is leaked, as nginx may still
     // hold it in a queue we do not own.
-    if !tick.is_null() && unsafe { (*tick).timer_set() } != 0 {
-        unsafe { ngx_del_timer(tick) };
+    if !tick.is_null() && unsafe { event::timer_set(tick) } != 0 {
+        unsafe { fields::del_timer(tick) };
     }
     if let Some(rt) = worker::runtime() {
         rt.hub.stop_deferring();
@@ -189,8 +189,8 @@ fn handle(c: Completion) {
                 // posting defers the work to nginx's posted-event queue.
                 unsafe {
                     let ev = &mut (*ctx).wake;
-                    if ev.posted() == 0 {
-                        ngx_post_event(ev, &raw mut ngx_posted_events);
+                    if event::posted(ev) == 0 {
+                        fields::post_event(ev);
                     }
                 }
             }

@@ -10,12 +10,12 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 
 use nginx_sys::{
-    ngx_add_timer, ngx_buf_t, ngx_chain_get_free_buf, ngx_chain_t, ngx_chain_update_chains,
-    ngx_current_msec, ngx_del_timer, ngx_event_t, ngx_file_t, ngx_handle_write_event,
-    ngx_http_core_loc_conf_t, ngx_http_core_module, ngx_http_finalize_request,
-    ngx_http_output_filter, ngx_http_request_t, ngx_http_run_posted_requests, ngx_http_send_header,
-    ngx_int_t, ngx_list_push, ngx_pcalloc, ngx_pnalloc, ngx_table_elt_t, NGX_AGAIN, NGX_ERROR,
-    NGX_HTTP_REQUEST_TIME_OUT, NGX_LOG_INFO, NGX_OK,
+    ngx_buf_t, ngx_chain_get_free_buf, ngx_chain_t, ngx_chain_update_chains, ngx_current_msec,
+    ngx_event_t, ngx_file_t, ngx_handle_write_event, ngx_http_core_loc_conf_t,
+    ngx_http_core_module, ngx_http_finalize_request, ngx_http_output_filter, ngx_http_request_t,
+    ngx_http_run_posted_requests, ngx_http_send_header, ngx_int_t, ngx_list_push, ngx_pcalloc,
+    ngx_pnalloc, ngx_table_elt_t, NGX_AGAIN, NGX_ERROR, NGX_HTTP_REQUEST_TIME_OUT, NGX_LOG_INFO,
+    NGX_OK,
 };
 use nginx_sys::{
     ngx_http_core_get_method, ngx_http_err_page_t, ngx_http_internal_redirect,
@@ -27,6 +27,7 @@ use ngx::http::HttpModule;
 use ngx::ngx_log_error;
 
 use crate::conf::{IGNORE_XA_CHARSET, IGNORE_XA_LIMIT_RATE, IGNORE_XA_REDIRECT};
+use crate::fields::{self, buf, connection, event, request};
 use crate::handler::{ctx_of, RequestCtx};
 use crate::message::{Chunk, FileReply, Reply, ResponseHead};
 use crate::util::{eq_ignore_case, ngx_bytes, pool_str};
@@ -100,17 +101,17 @@ unsafe fn on_writable(cx: &mut RequestCtx) {
     unsafe {
         let c = (*r).connection;
         let wev = (*c).write;
-        if (*wev).timedout() != 0 {
+        if event::timedout(wev) != 0 {
             ngx_log_error!(
                 NGX_LOG_INFO,
                 (*c).log,
                 "wsgi: client timed out while sending response to client"
             );
-            (*c).set_timedout(1);
+            connection::set_timedout(c, 1);
             finish(cx, NGX_HTTP_REQUEST_TIME_OUT as ngx_int_t, true);
             return;
         }
-        if (*wev).delayed() != 0 {
+        if event::delayed(wev) != 0 {
             // limit_rate: nginx re-arms the event itself.
             if ngx_handle_write_event(wev, core_loc_conf(r).send_lowat) != NGX_OK as ngx_int_t {
                 finish(cx, NGX_ERROR as ngx_int_t, true);
@@ -133,8 +134,8 @@ unsafe fn on_writable(cx: &mut RequestCtx) {
         // The send_timeout timer is done with; a timer the write filter
         // just armed for limit_rate (delayed) must stay, or nothing wakes
         // us once the next write is held back.
-        if (*wev).timer_set() != 0 && (*wev).delayed() == 0 {
-            ngx_del_timer(wev);
+        if event::timer_set(wev) != 0 && event::delayed(wev) == 0 {
+            fields::del_timer(wev);
         }
         cx.waiting_on_client = false;
         cx.last_activity = ngx_current_msec;
@@ -154,7 +155,7 @@ fn unsent(cx: &RequestCtx) -> usize {
 unsafe fn buf_size(b: *const ngx_buf_t) -> usize {
     // SAFETY: b is one of our live buffers.
     unsafe {
-        if (*b).in_file() != 0 {
+        if buf::in_file(b) != 0 {
             ((*b).file_last - (*b).file_pos).max(0) as usize
         } else if (*b).pos.is_null() {
             0
@@ -349,7 +350,7 @@ unsafe fn flush_chain(out: *mut ngx_chain_t) {
         while !(*cl).next.is_null() {
             cl = (*cl).next;
         }
-        (*(*cl).buf).set_flush(1);
+        buf::set_flush((*cl).buf, 1);
     }
 }
 
@@ -363,8 +364,8 @@ unsafe fn wait_for_client(cx: &mut RequestCtx) {
         let c = (*r).connection;
         let wev = (*c).write;
         let clcf = core_loc_conf(r);
-        if (*wev).delayed() == 0 && (*wev).ready() == 0 {
-            ngx_add_timer(wev, clcf.send_timeout);
+        if event::delayed(wev) == 0 && event::ready(wev) == 0 {
+            fields::add_timer(wev, clcf.send_timeout);
         }
         if ngx_handle_write_event(wev, clcf.send_lowat) != NGX_OK as ngx_int_t {
             finish(cx, NGX_ERROR as ngx_int_t, true);
@@ -399,7 +400,7 @@ unsafe fn memory_at(cx: &mut RequestCtx, p: *mut u8, len: usize) -> Option<*mut 
         (*b).pos = p;
         (*b).last = p.add(len);
         (*b).end = (*b).last;
-        (*b).set_memory(1);
+        buf::set_memory(b, 1);
         Some(cl)
     }
 }
@@ -454,7 +455,7 @@ unsafe fn file_buf(cx: &mut RequestCtx, f: FileReply) -> Option<*mut ngx_chain_t
         (*b).file = file;
         (*b).file_pos = f.offset as i64;
         (*b).file_last = (f.offset + f.len) as i64;
-        (*b).set_in_file(1);
+        buf::set_in_file(b, 1);
         cx.held.push_back(Held {
             buf: b,
             _data: HeldData::File(f.fd),
@@ -470,11 +471,11 @@ unsafe fn last_buf(cx: &mut RequestCtx, out: *mut ngx_chain_t) -> Option<*mut ng
         let cl = new_buf(cx)?;
         let b = (*cl).buf;
         if cx.r == (*cx.r).main {
-            (*b).set_last_buf(1);
+            buf::set_last_buf(b, 1);
         } else {
-            (*b).set_sync(1);
+            buf::set_sync(b, 1);
         }
-        (*b).set_last_in_chain(1);
+        buf::set_last_in_chain(b, 1);
         Some(cl)
     }
 }
@@ -576,7 +577,7 @@ unsafe fn send_head(cx: &mut RequestCtx, head: ResponseHead) -> bool {
                     .and_then(|v| v.trim().parse::<usize>().ok())
                 {
                     (*r).limit_rate = n;
-                    (*r).set_limit_rate_set(1);
+                    request::set_limit_rate_set(r, 1);
                 }
             } else if what.eq_ignore_ascii_case(b"charset") && !lcf.ignores(IGNORE_XA_CHARSET) {
                 let s = ngx_pcalloc((*r).pool, core::mem::size_of::<ngx_str_t>()) as *mut ngx_str_t;
@@ -644,14 +645,14 @@ unsafe fn send_head(cx: &mut RequestCtx, head: ResponseHead) -> bool {
             }
         }
         // The app decides about conditional requests, as behind proxy_pass.
-        (*r).set_disable_not_modified(1);
+        request::set_disable_not_modified(r, 1);
 
         // nginx marks 204 and 304 header-only only when it writes the
         // status line itself; with the app's own reason phrase the body
         // the app still returned would follow the header and be read as
         // the start of the next response on a keepalive connection.
         if matches!(head.status, 204 | 304) {
-            (*r).set_header_only(1);
+            request::set_header_only(r, 1);
         }
         // RFC 9110 8.6: no Content-Length on a 204 (Django sets one, 0).
         if head.status == 204 {
@@ -663,7 +664,7 @@ unsafe fn send_head(cx: &mut RequestCtx, head: ResponseHead) -> bool {
             finish(cx, rc, true);
             return false;
         }
-        if (*r).header_only() != 0 {
+        if request::header_only(r) != 0 {
             cx.header_only = true;
         }
         true
@@ -748,8 +749,8 @@ unsafe fn redirect_to(cx: &mut RequestCtx, uri: &[u8], head: &ResponseHead) {
     let r = cx.r;
     // SAFETY: r is live; our timer lives in the ctx.
     unsafe {
-        if cx.timer.timer_set() != 0 {
-            ngx_del_timer(&mut cx.timer);
+        if event::timer_set(&cx.timer) != 0 {
+            fields::del_timer(&mut cx.timer);
         }
         for (name, value) in &head.headers {
             if eq_ignore_case(name, b"content-type") {
@@ -825,8 +826,8 @@ pub unsafe fn finish(cx: &mut RequestCtx, rc: ngx_int_t, cancel: bool) {
     }
     // SAFETY: our timer lives in the ctx; r is live until finalized.
     unsafe {
-        if cx.timer.timer_set() != 0 {
-            ngx_del_timer(&mut cx.timer);
+        if event::timer_set(&cx.timer) != 0 {
+            fields::del_timer(&mut cx.timer);
         }
         let r = cx.r;
         ngx_http_finalize_request(r, rc);

@@ -12,6 +12,7 @@ use nginx_sys::{
     NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_ALLOWED, NGX_OK,
 };
 
+use crate::fields::{buf, request};
 use crate::util::ngx_bytes;
 use crate::worker;
 
@@ -204,7 +205,8 @@ unsafe fn send_simple(r: *mut ngx_http_request_t, ctype: &'static str, body: &[u
         (*r).headers_out.content_type_len = ctype.len();
         (*r).headers_out.content_type_lowcase = ptr::null_mut();
         let rc = ngx_http_send_header(r);
-        if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t || (*r).header_only() != 0 {
+        if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t || request::header_only(r) != 0
+        {
             return rc;
         }
         let b = ngx_create_temp_buf((*r).pool, body.len().max(1));
@@ -213,8 +215,8 @@ unsafe fn send_simple(r: *mut ngx_http_request_t, ctype: &'static str, body: &[u
         }
         ptr::copy_nonoverlapping(body.as_ptr(), (*b).pos, body.len());
         (*b).last = (*b).pos.add(body.len());
-        (*b).set_last_buf(if r == (*r).main { 1 } else { 0 });
-        (*b).set_last_in_chain(1);
+        buf::set_last_buf(b, if r == (*r).main { 1 } else { 0 });
+        buf::set_last_in_chain(b, 1);
         let mut out = nginx_sys::ngx_chain_t {
             buf: b,
             next: ptr::null_mut(),

@@ -9,6 +9,7 @@ use nginx_sys::{
     ngx_variable_value_t, NGX_ERROR, NGX_HTTP_VAR_NOCACHEABLE, NGX_OK,
 };
 
+use crate::fields::variable_value;
 use crate::handler::ctx_of;
 use crate::util::pool_str;
 
@@ -59,21 +60,21 @@ unsafe fn set(
     unsafe {
         match value {
             None => {
-                (*v).set_not_found(1);
+                variable_value::set_not_found(v, 1);
             }
             Some(s) => {
                 let Some(out) = pool_str((*r).pool, s.as_bytes()) else {
                     return NGX_ERROR as ngx_int_t;
                 };
-                (*v).set_len(out.len as u32);
+                variable_value::set_len(v, out.len as u32);
                 (*v).data = if out.data.is_null() {
                     ptr::null_mut()
                 } else {
                     out.data
                 };
-                (*v).set_valid(1);
-                (*v).set_no_cacheable(0);
-                (*v).set_not_found(0);
+                variable_value::set_valid(v, 1);
+                variable_value::set_no_cacheable(v, 0);
+                variable_value::set_not_found(v, 0);
             }
         }
     }
