@@ -24,13 +24,9 @@ const RELEASE_AFTER: usize = 16 << 20;
 
 /// Returns this thread's free mimalloc pages to the system.
 fn release_free_memory() {
-    extern "C" {
-        // mimalloc's own API (linked in by the mimalloc crate, which does
-        // not re-export it): collect and purge free memory now.
-        fn mi_collect(force: bool);
-    }
-    // SAFETY: a plain call into the allocator; no pointers cross.
-    unsafe { mi_collect(true) };
+    // SAFETY: a plain call into the allocator (mimalloc's own API: collect
+    // and purge free memory now); no pointers cross.
+    unsafe { libmimalloc_sys::mi_collect(true) };
 }
 
 /// Byte source behind `wsgi.input`, independent of Python for testing.
