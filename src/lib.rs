@@ -40,6 +40,7 @@ mod wsgi;
 /// Buffers move between threads on every request (a body chunk made on a
 /// pool thread is freed on nginx's); glibc's malloc serialises such frees on
 /// the allocating thread's arena lock, mimalloc frees them without locking.
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -23,6 +23,7 @@ const DIRECT_READ_MAX: usize = 1 << 20;
 const RELEASE_AFTER: usize = 16 << 20;
 
 /// Returns this thread's free mimalloc pages to the system.
+#[cfg(not(feature = "system-alloc"))]
 fn release_free_memory() {
     extern "C" {
         // mimalloc's own API (linked in by the mimalloc crate, which does
@@ -32,6 +33,10 @@ fn release_free_memory() {
     // SAFETY: a plain call into the allocator; no pointers cross.
     unsafe { mi_collect(true) };
 }
+
+/// The system allocator (`--features system-alloc`) keeps its own policy.
+#[cfg(feature = "system-alloc")]
+fn release_free_memory() {}
 
 /// Byte source behind `wsgi.input`, independent of Python for testing.
 pub struct BodyReader {
