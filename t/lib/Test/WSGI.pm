@@ -19,6 +19,10 @@ our @EXPORT_OK = qw/ slurp poll wait_file wait_glob wait_log read_until
 	state_dir worker_pid rss_kb fd_count wsgi_status http_post
 	http_post_chunked pattern_body /;
 
+# TEST_WSGI_TIME_FACTOR (default 1) stretches every wait below, for runs
+# where nginx is slow on purpose (scripts/memcheck runs it under valgrind)
+our $FACTOR = $ENV{TEST_WSGI_TIME_FACTOR} || 1;
+
 ###############################################################################
 
 # the whole content of $file, or '' if it cannot be read
@@ -32,7 +36,7 @@ sub slurp {
 # call $cond until it returns true, for up to $secs (default 15) seconds
 sub poll {
 	my ($cond, $secs) = @_;
-	my $end = time + ($secs || 15);
+	my $end = time + ($secs || 15) * $FACTOR;
 	while (time < $end) {
 		return 1 if $cond->();
 		sleep 0.01;
@@ -62,7 +66,7 @@ sub wait_log {
 # (default 10) seconds in all; returns what was read
 sub read_until {
 	my ($s, $re, $secs) = @_;
-	my ($buf, $end) = ('', time + ($secs || 10));
+	my ($buf, $end) = ('', time + ($secs || 10) * $FACTOR);
 	my $sel = IO::Select->new($s);
 	while ($buf !~ $re) {
 		my $left = $end - time;
