@@ -151,10 +151,19 @@ extern "C" fn on_tick(ev: *mut ngx_event_t) {
 /// nginx thread only.
 pub unsafe fn stop() {
     let tick = TICK.with(|t| t.replace(ptr::null_mut()));
-    // SAFETY: the tick event is ours; it is leaked, as nginx may still
-    // hold it in a queue we do not own.
-    if !tick.is_null() && unsafe { event::timer_set(tick) } != 0 {
-        unsafe { fields::del_timer(tick) };
+    if !tick.is_null() {
+        // SAFETY: the tick event is ours (made by `start`); nginx thread.
+        // Once out of the timer tree, nginx holds it nowhere (it is never
+        // posted: expired timers are called, not queued), so it is freed;
+        // were it posted, it would be left to the process's end.
+        unsafe {
+            if event::timer_set(tick) != 0 {
+                fields::del_timer(tick);
+            }
+            if event::posted(tick) == 0 {
+                drop(Box::from_raw(tick));
+            }
+        }
     }
     if let Some(rt) = worker::runtime() {
         rt.hub.stop_deferring();
