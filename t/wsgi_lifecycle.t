@@ -115,15 +115,6 @@ EOF
 my $d = $t->testdir();
 my $state = state_dir($t);
 
-sub cmdline {
-	my ($pid) = @_;
-	open my $fh, '<', "/proc/$pid/cmdline" or return '';
-	local $/;
-	my $s = <$fh> // '';
-	$s =~ tr/\0/ /;
-	return $s;
-}
-
 sub alive {
 	my ($pid) = @_;
 	open my $fh, '<', "/proc/$pid/stat" or return 0;
@@ -189,7 +180,7 @@ ok(!$new{$old_pid}, 'old worker takes no new requests');
 my @workers = grep { $_ != $old_pid } children(master_pid());
 is(scalar @workers, 2, 'two new workers');
 
-ok(alive($old_pid) && cmdline($old_pid) =~ /shutting down/,
+ok(alive($old_pid) && $t->worker_shutting_down($old_pid),
 	'old worker shutting down, request still in the app');
 
 $t->write_file('state/release-r1', '');
@@ -209,7 +200,7 @@ ok((grep { $_ == $busy_pid } @workers), 'request on a new worker');
 
 my $master = master_pid();
 kill 'QUIT', $master;
-ok(poll(sub { cmdline($busy_pid) =~ /shutting down/ }),
+ok(poll(sub { $t->worker_shutting_down($busy_pid) }),
 	'worker shutting down with a request in the app');
 ok(alive($master), 'master waits for the request');
 

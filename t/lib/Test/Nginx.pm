@@ -396,6 +396,28 @@ sub _wait_exit {
 	}
 }
 
+# Is worker $pid leaving (closed its listening sockets, finishing what it
+# holds)? nginx says so in its process title, which it writes over its
+# argv; under valgrind (scripts/memcheck) that argv is a copy and
+# /proc/PID/cmdline keeps valgrind's command line, so the error log's
+# "gracefully shutting down" notice from that pid is read instead.
+# An extension, like reload()'s wait.
+sub worker_shutting_down {
+	my ($self, $pid) = @_;
+	my $cmd = _cmdline($pid);
+	return $cmd =~ /worker process is shutting/ ? 1 : 0 if $cmd =~ /nginx: /;
+	return $self->_slurp('error.log')
+		=~ /\[notice\] $pid#\d+: gracefully shutting down/ ? 1 : 0;
+}
+
+# Is $pid a worker process (and not a cache manager or loader)? Without
+# process titles (see above) every child of the master counts.
+sub _is_worker {
+	my ($pid) = @_;
+	my $cmd = _cmdline($pid);
+	return $cmd =~ /worker process/ || $cmd !~ /nginx: /;
+}
+
 sub _master_pid {
 	my ($self) = @_;
 	my ($pid) = $self->_slurp('nginx.pid') =~ /^(\d+)\n/;
@@ -519,7 +541,8 @@ sub reload {
 		} else {
 			my @new = grep { !$old{$_} } _children($pid);
 			my @serving = grep {
-				_alive($_) && _cmdline($_) =~ /worker process(?! is shutting)/
+				_alive($_) && _is_worker($_)
+					&& !$self->worker_shutting_down($_)
 			} keys %old;
 			return $self if @new && !@serving;
 		}

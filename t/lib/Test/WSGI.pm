@@ -94,7 +94,9 @@ sub worker_pid {
 	for my $pid (grep { /^\d+$/ } readdir $d) {
 		my $st = slurp("/proc/$pid/stat");
 		next unless $st =~ /^\d+ \(.*\) \S (\d+)/s && $1 == $master;
-		return $pid if slurp("/proc/$pid/cmdline") =~ /worker process/;
+		my $cmd = slurp("/proc/$pid/cmdline");
+		# no process titles under valgrind: any child is the worker
+		return $pid if $cmd =~ /worker process/ || $cmd !~ /nginx: /;
 	}
 	return;
 }
