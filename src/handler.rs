@@ -31,7 +31,7 @@ use crate::message::{
     Body, BodySegment, BodyStream, Exchange, Job, MallocBlock, Reply, RequestEnv, RequestId,
 };
 use crate::util::{for_each_header, ngx_bytes};
-use crate::{notify, output, worker, HttpWsgiModule};
+use crate::{app_stack, notify, output, worker, HttpWsgiModule};
 
 /// Per-request state, allocated in the request pool; dropped (with all the
 /// clean-up that implies) when nginx frees the request, whatever the path.
@@ -832,16 +832,19 @@ extern "C" fn timer_handler(ev: *mut ngx_event_t) {
             fields::add_timer(ev, (cx.read_timeout - idle).max(1));
             return;
         }
-        if let Some(rt) = worker::runtime() {
-            rt.hub.counters.timeouts_504.fetch_add(1, Ordering::Relaxed);
-            rt.interrupt(cx.id, cx.exchange.thread_ident.load(Ordering::Acquire));
-        }
         ngx_log_error!(
             NGX_LOG_ERR,
             log,
             "wsgi: application timed out after {} ms (wsgi_read_timeout) while reading response from application",
             idle
         );
+        if let Some(rt) = worker::runtime() {
+            rt.hub.counters.timeouts_504.fetch_add(1, Ordering::Relaxed);
+            // The watchdog reports where the app was; its line gets this
+            // request's context, kept past the request's end.
+            app_stack::expect(cx.id, log);
+            rt.interrupt(cx.id, cx.exchange.thread_ident.load(Ordering::Acquire));
+        }
         let rc = if cx.head_sent {
             NGX_ERROR as ngx_int_t
         } else {

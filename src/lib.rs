@@ -21,6 +21,7 @@ use core::ptr::addr_of;
 use nginx_sys::{ngx_http_module_t, ngx_module_t, NGX_HTTP_MODULE};
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf};
 
+mod app_stack;
 mod check;
 mod conf;
 mod fields;

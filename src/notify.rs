@@ -14,6 +14,7 @@ use nginx_sys::{
 };
 use ngx::ngx_log_error;
 
+use crate::app_stack;
 use crate::fields::{self, event};
 use crate::handler::RequestCtx;
 use crate::message::{Completion, RequestId};
@@ -63,6 +64,12 @@ pub fn register(id: RequestId, ctx: *mut RequestCtx) {
 
 pub fn unregister(id: RequestId) {
     WAITING.with(|w| w.borrow_mut().remove(&id));
+}
+
+/// The wake-up eventfd's connection (null before `start`, after `stop`),
+/// for timer events that need one in `data` (nginx's debug log reads it).
+pub fn connection() -> *mut ngx_connection_t {
+    CONNECTION.with(|c| c.get())
 }
 
 fn lookup(id: RequestId) -> Option<*mut RequestCtx> {
@@ -211,6 +218,16 @@ fn handle(c: Completion) {
                 None => ngx::log::ngx_cycle_log().as_ptr(),
             };
             log_lines(log, level as usize, &text);
+        }
+        Completion::AppStack { id, text } => {
+            if !app_stack::report(id, &text) {
+                // Reported after the wait for it ended: as a plain line.
+                handle(Completion::Log {
+                    id: Some(id),
+                    level: crate::message::LogLevel::Err,
+                    text,
+                });
+            }
         }
     }
 }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 
 use crate::message::{self, Hub, Job, LogLevel, Reply};
 use crate::wsgi;
@@ -381,10 +382,11 @@ fn transport_floor(shared: &Shared, job: Job) {
     shared.hub.finished(job.id, wake);
 }
 
-/// Stops apps that overran `wsgi_read_timeout`: raises `RequestTimeout` in
-/// their thread (effective in Python code; a thread blocked in C sees it
-/// when it returns), and starts a replacement so the pool keeps its
-/// capacity; the stuck thread retires once its call returns.
+/// Stops apps that overran `wsgi_read_timeout`: reports where the app was
+/// (its thread's Python stack, for the request's log), raises
+/// `RequestTimeout` in its thread (effective in Python code; a thread
+/// blocked in C sees it when it returns), and starts a replacement so the
+/// pool keeps its capacity; the stuck thread retires once its call returns.
 fn watchdog(shared: Arc<Shared>, rx: Receiver<Watch>) {
     while let Ok(Watch::Interrupt { id, ident }) = rx.recv() {
         let slot = {
@@ -394,11 +396,20 @@ fn watchdog(shared: Arc<Shared>, rx: Receiver<Watch>) {
                 .find(|s| s.ident.load(Ordering::Acquire) == ident)
                 .cloned()
         };
-        let Some(slot) = slot else { continue };
-        let replace = Python::attach(|py| {
+        let Some(slot) = slot else {
+            report_stack(&shared, id, "wsgi: the app's thread was not found".into());
+            continue;
+        };
+        let (replace, stack) = Python::attach(|py| {
             if slot.running.load(Ordering::Acquire) != id {
-                return false;
+                return (
+                    false,
+                    "wsgi: the app had returned when its stack was read".into(),
+                );
             }
+            // Read before the exception is raised: the thread still
+            // stands where the timeout found it.
+            let stack = thread_stack(py, ident);
             // Bound the spares: at most as many stuck threads as real ones.
             let replace = *shared.alive.lock().unwrap() < shared.threads * 2;
             // Decided before the exception is raised: a thread running
@@ -409,8 +420,9 @@ fn watchdog(shared: Arc<Shared>, rx: Receiver<Watch>) {
             slot.interrupted.store(true, Ordering::Release);
             // SAFETY: we hold the GIL; `exc` is a live exception type.
             unsafe { pyo3::ffi::PyThreadState_SetAsyncExc(ident as _, exc.as_ptr()) };
-            replace
+            (replace, stack)
         });
+        report_stack(&shared, id, stack);
         if replace {
             if let Err(e) = spawn_worker(&shared) {
                 shared.hub.log(
@@ -420,6 +432,44 @@ fn watchdog(shared: Arc<Shared>, rx: Receiver<Watch>) {
                 );
             }
         }
+    }
+}
+
+fn report_stack(shared: &Shared, id: u64, text: String) {
+    shared.hub.send(message::Completion::AppStack { id, text });
+}
+
+/// Innermost frames of a timed-out app's stack that go to the log.
+const STACK_LIMIT: usize = 50;
+
+/// The Python stack of thread `ident` as `traceback.format_stack` prints
+/// it (innermost last), as a log text for the timed-out request.
+fn thread_stack(py: Python<'_>, ident: u64) -> String {
+    let read = || -> PyResult<Option<String>> {
+        let frames = py.import("sys")?.call_method0("_current_frames")?;
+        let Some(frame) = frames.cast::<PyDict>()?.get_item(ident)? else {
+            return Ok(None);
+        };
+        let lines = py
+            .import("traceback")?
+            .call_method1("format_stack", (frame, STACK_LIMIT))?;
+        let text: String = pyo3::types::PyString::new(py, "")
+            .call_method1("join", (lines,))?
+            .extract()?;
+        Ok(Some(text))
+    };
+    match read() {
+        Ok(Some(stack)) => format!(
+            "wsgi: the app's thread was at:\n{}\nwhile reading response from application",
+            stack.trim_end()
+        ),
+        Ok(None) => "wsgi: the app's thread was at: no Python frame (it is in C code) \
+                     while reading response from application"
+            .into(),
+        Err(e) => format!(
+            "wsgi: cannot read the app's stack: {} while reading response from application",
+            wsgi::describe_error(py, &e)
+        ),
     }
 }
 

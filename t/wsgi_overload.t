@@ -15,14 +15,14 @@ use Test::More;
 use Time::HiRes qw/ time sleep /;
 
 use Test::Nginx qw/ :DEFAULT http_end http_content /;
-use Test::WSGI qw/ slurp poll state_dir wsgi_status /;
+use Test::WSGI qw/ slurp poll state_dir wait_log wsgi_status /;
 
 ###############################################################################
 
 select STDERR; $| = 1;
 select STDOUT; $| = 1;
 
-my $t = Test::Nginx->new()->has(qw/http/)->plan(34);
+my $t = Test::Nginx->new()->has(qw/http/)->plan(37);
 
 sub conf {
 	my ($pool) = @_;
@@ -84,6 +84,9 @@ def spin(name):
         touch(name, type(e).__name__)
         raise
 
+def doze(secs):
+    time.sleep(secs)
+
 def application(environ, start_response):
     path = environ['PATH_INFO']
     q = environ['QUERY_STRING']
@@ -105,7 +108,7 @@ def application(environ, start_response):
     if path == '/t/sleep':
         # blocked in C: the interrupt lands when sleep returns
         try:
-            time.sleep(4)
+            doze(4)
         except BaseException as e:
             touch('sleep-exc', type(e).__name__)
             raise
@@ -204,6 +207,18 @@ is(slurp("$d/state/partial-exc"), 'RequestTimeout', 'partial: app got RequestTim
 
 $r = http_get('/t/sleep');
 like($r, qr/^HTTP\/1\.1 504 /, 'sleeping app: 504');
+
+# the log says where the app was when the timeout fired: its thread's
+# Python stack, innermost last, in one [error] entry with the request
+
+ok(wait_log("$d/error.log", qr/the app's thread was at:.*request: "GET \/t\/sleep /s),
+	'sleeping app: stack logged');
+my ($entry) = grep { /wsgi: the app's thread was at:\n/ && /request: "GET \/t\/sleep / }
+	split /^(?=\d{4}\/\d\d\/\d\d )/m, slurp("$d/error.log");
+like($entry, qr/^\S+ \S+ \[error\] \d+#\d+: \*\d+ wsgi: the app's thread was at:\n/,
+	'stack: [error], with the connection');
+like($entry, qr/^  File "[^"]*app\.py", line \d+, in application\n    doze\(4\)\n  File "[^"]*app\.py", line 23, in doze\n    time\.sleep\(secs\)\nwhile reading response from application, client: 127\.0\.0\.1, server: localhost, request: "GET \/t\/sleep HTTP\/1\.0"/m,
+	'stack: the sleeping function and line, innermost last, then the request');
 like(http_get('/fast'), qr/^HTTP\/1\.1 200 .*fast\z/s,
 	'request while the app sleeps served');
 like(http_get('/fast'), qr/^HTTP\/1\.1 200 .*fast\z/s,
