@@ -221,10 +221,11 @@ fn handle(c: Completion) {
         }
         Completion::AppStack { id, text } => {
             if !app_stack::report(id, &text) {
-                // Reported after the wait for it ended: as a plain line.
+                // Reported after the wait for it ended (already logged as
+                // unknown, and the request is gone): for the curious.
                 handle(Completion::Log {
                     id: Some(id),
-                    level: crate::message::LogLevel::Err,
+                    level: crate::message::LogLevel::Info,
                     text,
                 });
             }

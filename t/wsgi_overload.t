@@ -22,7 +22,7 @@ use Test::WSGI qw/ slurp poll state_dir wait_log wsgi_status /;
 select STDERR; $| = 1;
 select STDOUT; $| = 1;
 
-my $t = Test::Nginx->new()->has(qw/http/)->plan(37);
+my $t = Test::Nginx->new()->has(qw/http/)->plan(40);
 
 sub conf {
 	my ($pool) = @_;
@@ -113,6 +113,11 @@ def application(environ, start_response):
             touch('sleep-exc', type(e).__name__)
             raise
         touch('sleep-exc', 'none')
+
+    if path == '/t/gil':
+        # in C with the GIL held (ctypes.PyDLL does not release it)
+        import ctypes
+        ctypes.PyDLL(None).sleep(3)
 
     if path == '/t/partial':
         def gen():
@@ -233,5 +238,14 @@ like(http_get('/fast'), qr/^HTTP\/1\.1 200 .*fast\z/s, 'pool still serves');
 
 my $st = wsgi_status();
 like($st, qr/"rejected_503":1,"timeouts_504":3,/, 'status counts 503s and 504s');
+
+# an app in C code that holds the GIL: no stack can be read while it does;
+# after a bounded wait the log says so, with the request
+
+like(http_get('/t/gil'), qr/^HTTP\/1\.1 504 /, 'app holding the GIL: 504');
+ok(wait_log("$d/error.log", qr/\[error\] .*wsgi: the app's thread was at: unknown, no stack within 1000 ms: the GIL was not released .*\nwhile reading response from application, client: .*request: "GET \/t\/gil /),
+	'app holding the GIL: no stack, said so with the request');
+like(http_get('/fast'), qr/^HTTP\/1\.1 200 .*fast\z/s,
+	'served after the app released the GIL');
 
 ###############################################################################
