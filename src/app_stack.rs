@@ -17,7 +17,7 @@ use nginx_sys::{ngx_event_t, ngx_log_t, u_char, NGX_LOG_ERR};
 
 use crate::fields::{self, event};
 use crate::message::RequestId;
-use crate::notify;
+use crate::{notify, request};
 
 /// How long the stack may take: the watchdog needs the GIL, which a thread
 /// in C code that does not release it holds until it returns.
@@ -128,20 +128,26 @@ unsafe fn forget_timer(ev: *mut ngx_event_t) {
 extern "C" fn on_wait_expired(ev: *mut ngx_event_t) {
     // SAFETY: `ev` is the first member of a boxed `Pending` (repr(C)) that
     // is still in PENDING: its timer is deleted whenever it leaves.
-    let id = unsafe { (*(ev as *mut Pending)).id };
-    let Some(mut p) = PENDING.with(|m| m.borrow_mut().remove(&id)) else {
-        return;
-    };
-    let text = format!(
-        "wsgi: the app's thread was at: unknown, no stack within {WAIT_MS} ms: \
-         the GIL was not released (the thread may be in C code that holds it)\n\
-         while reading response from application"
-    );
-    notify::log_lines(&mut p.log, NGX_LOG_ERR as usize, &text);
+    let (id, log) = unsafe { ((*(ev as *mut Pending)).id, (*ev).log) };
+    request::guard(log, "stack wait timer", || {
+        let Some(mut p) = PENDING.with(|m| m.borrow_mut().remove(&id)) else {
+            return;
+        };
+        let text = format!(
+            "wsgi: the app's thread was at: unknown, no stack within {WAIT_MS} ms: \
+             the GIL was not released (the thread may be in C code that holds it)\n\
+             while reading response from application"
+        );
+        notify::log_lines(&mut p.log, NGX_LOG_ERR as usize, &text);
+    });
 }
 
 /// The kept log's handler: appends the context rendered at the timeout,
 /// as the request's own handler did then.
+///
+/// # Safety
+/// Called by nginx's logging only, with `log` the `log` member of a live
+/// [`Pending`] and `len` writable bytes at `buf`.
 unsafe extern "C" fn write_context(
     log: *mut ngx_log_t,
     buf: *mut u_char,

@@ -243,7 +243,9 @@ pub unsafe extern "C" fn merge_loc_conf(
     // proxy_pass), not to the static file handler under `root`.
     // SAFETY: cf's context is this location's during the merge.
     let clcf = unsafe { core_loc_conf(cf) };
-    if core_loc_conf::noname(clcf) != 0 && conf.app.is_none() && prev.app.is_some() {
+    // SAFETY: the location's own conf, being merged on this thread.
+    let noname = unsafe { core_loc_conf::noname(clcf) } != 0;
+    if noname && conf.app.is_none() && prev.app.is_some() {
         conf.app = prev.app;
         if conf.script_name.is_none() {
             conf.script_name = prev.script_name.clone();
@@ -270,6 +272,10 @@ fn lossy(b: &[u8]) -> String {
 /// Shared "is duplicate" check: nginx says `"x" directive is duplicate`.
 const DUPLICATE: *mut c_char = c"is duplicate".as_ptr() as *mut c_char;
 
+/// The module's main conf of the configuration being parsed.
+///
+/// # Safety
+/// `cf` is the configuration being parsed inside an `http` block.
 unsafe fn main_conf<'a>(cf: *mut ngx_conf_t) -> &'a mut MainConf {
     // SAFETY: the http block created our main conf before any directive in it.
     HttpWsgiModule::main_conf_mut(unsafe { &*cf }).expect("wsgi main conf")
@@ -370,6 +376,9 @@ fn check_python_home(dir: &str, version: &str) -> Result<(), String> {
 }
 
 /// Parses a positive integer argument, naming the directive on failure.
+///
+/// # Safety
+/// `cf` is the configuration passed to a directive handler.
 unsafe fn positive_arg(cf: *mut ngx_conf_t, max: usize) -> Result<usize, ()> {
     // SAFETY: called from a directive handler.
     let args = unsafe { conf_args(cf) };
@@ -395,9 +404,13 @@ unsafe fn positive_arg(cf: *mut ngx_conf_t, max: usize) -> Result<usize, ()> {
 }
 
 /// Parses a time argument (`30s`, `500ms`) of the current directive.
+///
+/// # Safety
+/// `cf` is the configuration passed to a directive handler.
 unsafe fn time_arg(cf: *mut ngx_conf_t) -> Result<u64, ()> {
     // SAFETY: directive handler context; arguments live in the conf pool.
     let args = unsafe { conf_args(cf) };
+    // SAFETY: as above.
     let (name, value) = unsafe { (ngx_bytes(&args[0]), ngx_bytes(&args[1])) };
     match parse_msec(value) {
         Some(ms) if ms > 0 => Ok(ms),
@@ -415,6 +428,9 @@ unsafe fn time_arg(cf: *mut ngx_conf_t) -> Result<u64, ()> {
 }
 
 /// `wsgi_max_requests number [jitter=number]`.
+///
+/// # Safety
+/// `cf` is the configuration passed to a directive handler.
 unsafe fn max_requests_arg(cf: *mut ngx_conf_t) -> Result<(u64, u64), ()> {
     // SAFETY: directive handler context; arguments live in the conf pool.
     let args = unsafe { conf_args(cf) };
@@ -425,6 +441,7 @@ unsafe fn max_requests_arg(cf: *mut ngx_conf_t) -> Result<(u64, u64), ()> {
             .ok()
             .and_then(|s| s.parse::<u64>().ok())
     };
+    // SAFETY: directive handler context; arguments live in the conf pool.
     let value = unsafe { ngx_bytes(&args[1]) };
     let Some(limit) = number(value) else {
         ngx_conf_log_error!(
@@ -438,6 +455,7 @@ unsafe fn max_requests_arg(cf: *mut ngx_conf_t) -> Result<(u64, u64), ()> {
     };
     let mut jitter = 0;
     if let Some(arg) = args.get(2) {
+        // SAFETY: as above.
         let arg = unsafe { ngx_bytes(arg) };
         match arg.strip_prefix(b"jitter=").and_then(number) {
             Some(j) => jitter = j,
@@ -457,9 +475,13 @@ unsafe fn max_requests_arg(cf: *mut ngx_conf_t) -> Result<(u64, u64), ()> {
 }
 
 /// Parses `on`/`off` of the current directive.
+///
+/// # Safety
+/// `cf` is the configuration passed to a directive handler.
 unsafe fn flag_arg(cf: *mut ngx_conf_t) -> Result<bool, ()> {
     // SAFETY: directive handler context; arguments live in the conf pool.
     let args = unsafe { conf_args(cf) };
+    // SAFETY: as above.
     let (name, value) = unsafe { (ngx_bytes(&args[0]), ngx_bytes(&args[1])) };
     if value.eq_ignore_ascii_case(b"on") {
         Ok(true)
@@ -540,6 +562,7 @@ extern "C" fn set_pass(
     }
     // SAFETY: directive handler context; arguments live in the conf pool.
     let (args, mcf) = unsafe { (conf_args(cf), main_conf(cf)) };
+    // SAFETY: as above.
     let spec = unsafe { ngx_bytes(&args[1]) };
     let Ok(spec) = std::str::from_utf8(spec) else {
         conf_err!(cf, "\"wsgi_pass\" target is not valid UTF-8");
@@ -606,16 +629,19 @@ extern "C" fn set_param(
     let lcf = unsafe { &mut *(conf as *mut LocConf) };
     // SAFETY: directive handler context.
     let args = unsafe { conf_args(cf) };
+    // SAFETY: as above.
     let name = unsafe { ngx_bytes(&args[1]) };
     if name.is_empty() {
         conf_err!(cf, "empty name in \"wsgi_param\" directive");
     }
     let if_not_empty = match args.get(3) {
         None => false,
+        // SAFETY: as above.
         Some(a) if unsafe { ngx_bytes(a) } == b"if_not_empty" => true,
         Some(a) => conf_err!(
             cf,
             "invalid parameter \"{}\" in \"wsgi_param\" directive",
+            // SAFETY: as above.
             lossy(unsafe { ngx_bytes(a) })
         ),
     };
@@ -627,6 +653,7 @@ extern "C" fn set_param(
     if cv.is_null() {
         return CONF_ERROR;
     }
+    // SAFETY: a plain C struct; all-zero is what nginx expects before filling it.
     let mut ccv: ngx_http_compile_complex_value_t = unsafe { core::mem::zeroed() };
     ccv.cf = cf;
     ccv.value = &args[2] as *const ngx_str_t as *mut ngx_str_t;
@@ -678,6 +705,9 @@ extern "C" fn set_status(
 }
 
 /// The core module's conf for the location being parsed.
+///
+/// # Safety
+/// `cf` is the configuration passed to a location-level directive handler (or a location merge).
 unsafe fn core_loc_conf<'a>(cf: *mut ngx_conf_t) -> &'a mut ngx_http_core_loc_conf_t {
     // SAFETY: called from a location-level directive handler.
     unsafe {
@@ -731,6 +761,7 @@ extern "C" fn set_ignore_headers(
     let mut bits = 0;
     // SAFETY: directive handler context.
     for a in unsafe { &conf_args(cf)[1..] } {
+        // SAFETY: as above.
         let v = unsafe { ngx_bytes(a) };
         let bit = match v.to_ascii_lowercase().as_slice() {
             b"x-accel-redirect" => IGNORE_XA_REDIRECT,

@@ -6,7 +6,7 @@
 //! worker took a fully read body for a streaming one and crashed). So:
 //!
 //! * every bitfield the module reads or writes goes through a C accessor
-//!   compiled with nginx's own headers: `fields::request::reading_body(r)`,
+//!   compiled with nginx's own headers: `fields::req::reading_body(r)`,
 //!   `fields::buf::set_last_buf(b, 1)`. bindgen's bitfield methods and
 //!   nginx-sys's Rust copies of nginx's inline event helpers are refused by
 //!   clippy (`clippy.toml`);

@@ -5,103 +5,31 @@
 
 use core::ffi::c_void;
 use core::ptr;
-use std::collections::VecDeque;
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use nginx_sys::{
-    ngx_chain_t, ngx_connection_local_sockaddr, ngx_current_msec, ngx_event_t,
-    ngx_http_complex_value, ngx_http_core_module, ngx_http_core_srv_conf_t,
-    ngx_http_finalize_request, ngx_http_read_client_request_body, ngx_http_request_t,
-    ngx_inet_get_port, ngx_int_t, ngx_list_push, ngx_msec_t, ngx_str_t, NGX_DECLINED, NGX_DONE,
-    NGX_ERROR, NGX_HTTP_CLIENT_CLOSED_REQUEST, NGX_HTTP_GATEWAY_TIME_OUT,
-    NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_SERVICE_UNAVAILABLE, NGX_HTTP_SPECIAL_RESPONSE,
-    NGX_LOG_ERR, NGX_LOG_INFO, NGX_OK,
+    ngx_connection_local_sockaddr, ngx_current_msec, ngx_event_t, ngx_http_complex_value,
+    ngx_http_core_module, ngx_http_core_srv_conf_t, ngx_http_finalize_request,
+    ngx_http_read_client_request_body, ngx_http_request_t, ngx_inet_get_port, ngx_int_t,
+    ngx_list_push, ngx_msec_t, ngx_str_t, NGX_DECLINED, NGX_DONE, NGX_ERROR,
+    NGX_HTTP_CLIENT_CLOSED_REQUEST, NGX_HTTP_GATEWAY_TIME_OUT, NGX_HTTP_INTERNAL_SERVER_ERROR,
+    NGX_HTTP_SERVICE_UNAVAILABLE, NGX_HTTP_SPECIAL_RESPONSE, NGX_LOG_ERR, NGX_LOG_INFO, NGX_OK,
 };
 use ngx::core::Pool;
-use ngx::http::{HttpModule, HttpModuleLocationConf};
+use ngx::http::HttpModuleLocationConf;
 use ngx::ngx_log_error;
 
 use crate::conf::{LocConf, Param};
-use crate::fields::{self, buf, connection, event, headers_in, request, Client};
-use crate::message::{
-    Body, BodySegment, BodyStream, Exchange, Job, MallocBlock, Reply, RequestEnv, RequestId,
-};
+use crate::fields::{self, buf, connection, event, headers_in, req, Client};
+use crate::message::{Body, BodySegment, BodyStream, Exchange, Job, MallocBlock, RequestEnv};
+use crate::request::{self, NewRequest, RequestCtx};
 use crate::util::{for_each_header, ngx_bytes};
 use crate::{app_stack, notify, output, worker, HttpWsgiModule};
 
-/// Per-request state, allocated in the request pool; dropped (with all the
-/// clean-up that implies) when nginx frees the request, whatever the path.
-pub struct RequestCtx {
-    pub r: *mut ngx_http_request_t,
-    /// The location's settings (cycle memory, outlives the request).
-    pub lcf: *const LocConf,
-    pub id: RequestId,
-    pub exchange: Arc<Exchange>,
-    pub done: bool,
-    pub head_sent: bool,
-    pub header_only: bool,
-    /// Replies taken from the exchange and not yet handed to nginx.
-    pub replies: VecDeque<Reply>,
-    /// Memory and files that nginx's buffers point at until written.
-    pub held: VecDeque<output::Held>,
-    pub free: *mut ngx_chain_t,
-    pub busy: *mut ngx_chain_t,
-    /// Posted by the notifier when the pool has replies for us.
-    pub wake: ngx_event_t,
-    /// Queue and read timeouts.
-    pub timer: ngx_event_t,
-    pub buffer_size: usize,
-    pub read_timeout: ngx_msec_t,
-    pub queue_timeout: ngx_msec_t,
-    pub dispatched_at: ngx_msec_t,
-    pub last_activity: ngx_msec_t,
-    pub first_reply_at: Option<ngx_msec_t>,
-    pub waiting_on_client: bool,
-    pub bytes_out: u64,
-    /// The rest of the request body, while it streams to the app.
-    pub stream: Option<Arc<BodyStream>>,
-}
-
-impl Drop for RequestCtx {
-    fn drop(&mut self) {
-        // Runs on the nginx thread from the request pool's cleanup.
-        if !self.done {
-            self.exchange.cancel();
-        }
-        if let Some(s) = self.stream.take() {
-            s.fail("request ended");
-        }
-        // SAFETY: both events are ours and live inside this ctx.
-        unsafe {
-            if event::timer_set(&self.timer) != 0 {
-                fields::del_timer(&mut self.timer);
-            }
-            if event::posted(&self.wake) != 0 {
-                fields::delete_posted_event(&mut self.wake);
-            }
-        }
-        notify::unregister(self.id);
-        worker::request_finished();
-    }
-}
-
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-
-/// Returns the request's ctx if the module set one.
-///
-/// # Safety
-/// `r` must be a live request.
-pub unsafe fn ctx_of<'a>(r: *mut ngx_http_request_t) -> Option<&'a mut RequestCtx> {
-    // SAFETY: ctx slots are NULL or what `dispatch` stored.
-    unsafe {
-        let p = *(*r).ctx.add(HttpWsgiModule::module().ctx_index) as *mut RequestCtx;
-        p.as_mut()
-    }
-}
 
 fn loc_conf<'a>(r: *mut ngx_http_request_t) -> &'a LocConf {
     // SAFETY: a request always has location confs for every module.
@@ -110,10 +38,21 @@ fn loc_conf<'a>(r: *mut ngx_http_request_t) -> &'a LocConf {
 
 /// The content handler installed by `wsgi_pass`.
 pub extern "C" fn content_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
-    catch_unwind(AssertUnwindSafe(|| unsafe { start(r) }))
-        .unwrap_or(NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t)
+    // SAFETY: nginx calls content handlers with a live request.
+    let log = unsafe { (*(*r).connection).log };
+    request::guard(log, "content handler", || {
+        #[cfg(feature = "panic-inject")]
+        request::inject::maybe_panic(r, "content handler");
+        // SAFETY: as above.
+        unsafe { start(r) }
+    })
+    .unwrap_or(NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t)
 }
 
+/// Starts a request for the app: reads its body with nginx's machinery.
+///
+/// # Safety
+/// nginx thread; `r` is the live request of a content handler.
 unsafe fn start(r: *mut ngx_http_request_t) -> ngx_int_t {
     let lcf = loc_conf(r);
     let Some(app) = lcf.app else {
@@ -143,7 +82,7 @@ unsafe fn start(r: *mut ngx_http_request_t) -> ngx_int_t {
     }
     if lcf.request_buffering == Some(false) {
         // SAFETY: r is live; set before reading starts, as proxy does.
-        unsafe { request::set_request_body_no_buffering(r, 1) };
+        unsafe { req::set_request_body_no_buffering(r, 1) };
     }
     // SAFETY: standard nginx body reading; it takes a request reference
     // that the final ngx_http_finalize_request releases.
@@ -155,20 +94,30 @@ unsafe fn start(r: *mut ngx_http_request_t) -> ngx_int_t {
 }
 
 extern "C" fn body_ready(r: *mut ngx_http_request_t) {
-    let ok = catch_unwind(AssertUnwindSafe(|| unsafe { dispatch(r) }));
-    if ok.is_err() {
+    // SAFETY: nginx calls the body handler with a live request.
+    let log = unsafe { (*(*r).connection).log };
+    let ok = request::guard(log, "request body handler", || {
+        #[cfg(feature = "panic-inject")]
+        request::inject::maybe_panic(r, "request body handler");
+        // SAFETY: as above.
+        unsafe { dispatch(r) }
+    });
+    if ok.is_none() {
         // SAFETY: r is live; finalizing releases the body-reading reference.
         unsafe { ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t) };
     }
 }
 
 /// Builds the job and hands it to the pool (nginx thread, body complete).
+///
+/// # Safety
+/// nginx thread; `r` is a live request whose body nginx has read (or, unbuffered, started to).
 unsafe fn dispatch(r: *mut ngx_http_request_t) {
     let lcf = loc_conf(r);
     let rt = worker::runtime().expect("checked in start");
     let app = lcf.app.expect("checked in start");
     // SAFETY: r is live for the whole function.
-    let (c, log) = unsafe { ((*r).connection, (*(*r).connection).log) };
+    let log = unsafe { (*(*r).connection).log };
 
     // SAFETY: the body was read completely by nginx.
     let body = match unsafe { collect_body(r) } {
@@ -180,6 +129,7 @@ unsafe fn dispatch(r: *mut ngx_http_request_t) {
                 "wsgi: cannot keep the request body: {} while sending request to application",
                 e
             );
+            // SAFETY: r is live; releases the body-reading reference.
             unsafe { ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t) };
             return;
         }
@@ -189,7 +139,7 @@ unsafe fn dispatch(r: *mut ngx_http_request_t) {
     // SAFETY: r is live; with no buffering the rest of the body arrives
     // while the app runs.
     let stream = unsafe {
-        if request::reading_body(r) != 0 {
+        if req::reading_body(r) != 0 {
             take_body_bufs(r, None);
             let s = Arc::new(BodyStream::new(id, lcf.buffer_size(), rt.hub.clone()));
             body.segments.push_back(BodySegment::Stream(s.clone()));
@@ -202,62 +152,36 @@ unsafe fn dispatch(r: *mut ngx_http_request_t) {
     let env = unsafe { collect_env(r, lcf, &body, stream.is_some()) };
 
     let exchange = Arc::new(Exchange::new(id, lcf.buffer_size()));
-    // SAFETY: ngx_current_msec is only written by this (the nginx) thread.
-    let now = unsafe { ngx_current_msec };
-    let ctx = RequestCtx {
-        r,
+    let new = NewRequest {
         lcf: lcf as *const LocConf,
         id,
         exchange: exchange.clone(),
-        done: false,
-        head_sent: false,
-        header_only: false,
-        replies: VecDeque::new(),
-        held: VecDeque::new(),
-        free: ptr::null_mut(),
-        busy: ptr::null_mut(),
-        // SAFETY: ngx_event_t is a plain C struct; all-zero is its idle state.
-        wake: unsafe { core::mem::zeroed() },
-        timer: unsafe { core::mem::zeroed() },
         buffer_size: lcf.buffer_size(),
         read_timeout: lcf.read_timeout_ms(),
         queue_timeout: rt.queue_timeout_ms as ngx_msec_t,
-        dispatched_at: now,
-        last_activity: now,
-        first_reply_at: None,
-        waiting_on_client: false,
-        bytes_out: 0,
+        // SAFETY: ngx_current_msec is only written by this (the nginx) thread.
+        now: unsafe { ngx_current_msec },
         stream,
     };
-    // SAFETY: the request pool outlives every use of the ctx; Pool::allocate
-    // registers a cleanup that drops it when the request is freed.
-    let pool = unsafe { Pool::from_ngx_pool((*r).pool) };
-    let ctx = pool.allocate(ctx);
-    if ctx.is_null() {
+    // SAFETY: r is live and has no state of ours yet.
+    let Some(events) = (unsafe { request::create(r, new) }) else {
+        // SAFETY: r is live; releases the body-reading reference.
         unsafe { ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t) };
         return;
-    }
+    };
     worker::request_started();
-    // SAFETY: ctx is a fresh, pool-owned allocation; r is live.
+    // SAFETY: the slot's events, fresh; r is live.
     unsafe {
-        *(*r).ctx.add(HttpWsgiModule::module().ctx_index) = ctx as *mut c_void;
-        let cx = &mut *ctx;
-        cx.wake.handler = Some(output::wake_handler);
-        cx.wake.data = r as *mut c_void;
-        cx.wake.log = log;
-        cx.timer.handler = Some(timer_handler);
-        cx.timer.data = r as *mut c_void;
-        cx.timer.log = log;
-        // Non-cancelable: a graceful quit waits for requests in Python.
-        fields::add_timer(&mut cx.timer, cx.queue_timeout.min(cx.read_timeout));
-        (*r).read_event_handler = if cx.stream.is_some() {
-            Some(read_body_handler)
-        } else {
-            Some(check_broken_connection)
-        };
-        (*r).write_event_handler = Some(output::write_handler);
+        let wake = &mut *events.wake;
+        wake.handler = Some(output::wake_handler);
+        wake.data = r as *mut c_void;
+        wake.log = log;
+        let timer = &mut *events.timer;
+        timer.handler = Some(timer_handler);
+        timer.data = r as *mut c_void;
+        timer.log = log;
     }
-    notify::register(id, ctx);
+    notify::register(id, r, events.wake);
 
     let job = Job {
         id,
@@ -267,50 +191,64 @@ unsafe fn dispatch(r: *mut ngx_http_request_t) {
         exchange,
         queued_at: Instant::now(),
     };
+    // SAFETY: r is live; no `enter` for it is running (its state is new).
+    unsafe { request::enter(r, "request body handler", |cx| submit(cx, job)) };
+}
+
+/// Arms the request's timer and watchers and queues its job.
+fn submit(cx: &mut RequestCtx, job: Job) {
+    let r = cx.r;
+    let rt = worker::runtime().expect("checked in start");
+    // SAFETY: r and the slot's timer are live (nginx thread).
+    unsafe {
+        // Non-cancelable: a graceful quit waits for requests in Python.
+        fields::add_timer(cx.timer, cx.queue_timeout.min(cx.read_timeout));
+        (*r).read_event_handler = if cx.stream.is_some() {
+            Some(read_body_handler)
+        } else {
+            Some(check_broken_connection)
+        };
+        (*r).write_event_handler = Some(output::write_handler);
+    }
     let counters = &rt.hub.counters;
     counters.requests.fetch_add(1, Ordering::Relaxed);
     match rt.submit(job) {
         Ok(()) => {
             notify::job_submitted();
-            // SAFETY: r, its connection and ctx are live (nginx thread).
+            // SAFETY: r and its connection are live (nginx thread).
             unsafe {
                 // nginx may have stopped reading on a full body buffer with
                 // more bytes in the socket and no event left to announce
                 // them (edge-triggered): read on from the posted queue.
-                let rev = (*c).read;
-                if (*ctx).stream.is_some() && event::ready(rev) != 0 && event::posted(rev) == 0 {
+                let rev = (*(*r).connection).read;
+                if cx.stream.is_some() && event::ready(rev) != 0 && event::posted(rev) == 0 {
                     fields::post_event(rev);
                 }
             }
         }
         Err(waiting) => {
-            // Ended here without reaching the pool: still one response, so
-            // that `requests == responses` once nothing is in flight.
             counters.rejected_503.fetch_add(1, Ordering::Relaxed);
-            counters.responses.fetch_add(1, Ordering::Relaxed);
             ngx_log_error!(
                 NGX_LOG_ERR,
-                log,
+                // SAFETY: r is live.
+                unsafe { (*(*r).connection).log },
                 "wsgi: all {} threads are busy and the queue is full ({} waiting, wsgi_queue_size) while sending request to application",
                 rt.threads,
                 waiting
             );
             // SAFETY: r is live; the header list is initialised.
-            unsafe {
-                add_retry_after(r);
-                let cx = ctx_of(r).expect("just set");
-                cx.done = true;
-                if event::timer_set(&cx.timer) != 0 {
-                    fields::del_timer(&mut cx.timer);
-                }
-                ngx_http_finalize_request(r, NGX_HTTP_SERVICE_UNAVAILABLE as ngx_int_t);
-            }
+            unsafe { add_retry_after(r) };
+            // Still one response, so that `requests == responses` once
+            // nothing is in flight.
+            cx.end(NGX_HTTP_SERVICE_UNAVAILABLE as ngx_int_t, true);
         }
     }
-    let _ = c;
 }
 
 /// `Retry-After: 1` on 503s, so well-behaved clients back off briefly.
+///
+/// # Safety
+/// nginx thread; `r` is a live request whose response header is not sent yet.
 unsafe fn add_retry_after(r: *mut ngx_http_request_t) {
     // SAFETY: pushing onto the live request's header list.
     unsafe {
@@ -342,6 +280,9 @@ const DETACH_MIN: usize = 16 * 1024;
 /// Temp-file ranges are read later through our own duplicate descriptor;
 /// memory in a large body buffer is taken over (`detach_block`), the rest
 /// copied.
+///
+/// # Safety
+/// nginx thread; `r` is a live request whose body is read (or being read).
 unsafe fn collect_body(r: *mut ngx_http_request_t) -> std::io::Result<Body> {
     let mut body = Body::default();
     // SAFETY: r is live; request_body and its chain are nginx's.
@@ -355,7 +296,7 @@ unsafe fn collect_body(r: *mut ngx_http_request_t) -> std::io::Result<Body> {
         // pieces become ranges of it. While the body still streams in,
         // nginx reads the rest into the same buffer: then it is copied.
         let buf = (*rb).buf;
-        let block = if request::reading_body(r) == 0
+        let block = if req::reading_body(r) == 0
             && !buf.is_null()
             && (*buf).end.offset_from((*buf).start) as usize >= DETACH_MIN
         {
@@ -411,6 +352,9 @@ unsafe fn collect_body(r: *mut ngx_http_request_t) -> std::io::Result<Body> {
 /// body chain stays valid for error_page redirects and logging), and the
 /// block is freed when both that and the app's `wsgi.input` let go.
 /// `None` (copy instead) when `start` is not such a block.
+///
+/// # Safety
+/// nginx thread; `r` is a live request and `start` the start of its body buffer (or NULL).
 unsafe fn detach_block(r: *mut ngx_http_request_t, start: *mut u8) -> Option<Arc<MallocBlock>> {
     // SAFETY: r and its pool are live; the large list is the pool's own
     // singly linked list of (next, alloc) entries.
@@ -447,6 +391,9 @@ fn port_of(sa: *mut nginx_sys::sockaddr) -> u64 {
 }
 
 /// Copies what environ needs out of the request.
+///
+/// # Safety
+/// nginx thread; `r` is a live request.
 unsafe fn collect_env(
     r: *mut ngx_http_request_t,
     lcf: &LocConf,
@@ -555,6 +502,9 @@ unsafe fn collect_env(
 
 /// Evaluates a `wsgi_param` value (in request pool memory); `None` if
 /// empty and `if_not_empty`.
+///
+/// # Safety
+/// nginx thread; `r` is a live request; the result lives in its pool (`'a` must not outlive it).
 unsafe fn eval_param<'a>(r: *mut ngx_http_request_t, p: &Param) -> Option<&'a [u8]> {
     let mut out = ngx_str_t {
         len: 0,
@@ -591,19 +541,23 @@ pub fn split_script_name<'a>(uri: &'a [u8], prefix: Option<&'a [u8]>) -> (&'a [u
 
 /// Read-event handler while the app runs: notices a client that went away.
 extern "C" fn check_broken_connection(r: *mut ngx_http_request_t) {
-    // SAFETY: nginx calls this with a live request on its thread.
+    // SAFETY: nginx calls this with a live request on its thread (from
+    // ngx_http_request_handler, which runs posted requests after it).
     unsafe {
-        match fields::client_gone(r) {
+        request::enter(r, "read event handler", |cx| match fields::client_gone(r) {
             Client::Here => {}
-            Client::ClosedConnection => abort_request(r, "client prematurely closed connection"),
-            Client::ClosedStream => abort_request(r, "client prematurely closed stream"),
-        }
-    }
+            Client::ClosedConnection => abort_request(cx, "client prematurely closed connection"),
+            Client::ClosedStream => abort_request(cx, "client prematurely closed stream"),
+        })
+    };
 }
 
 /// Moves what nginx has read of the body into the stream (or drops it
 /// when `stream` is None: it was copied already) and frees nginx's buffers.
 /// Returns whether any data moved.
+///
+/// # Safety
+/// nginx thread; `r` is a live request.
 unsafe fn take_body_bufs(r: *mut ngx_http_request_t, stream: Option<&BodyStream>) -> bool {
     let mut moved = false;
     // SAFETY: r is live; the chain is nginx's request body chain.
@@ -633,18 +587,14 @@ unsafe fn take_body_bufs(r: *mut ngx_http_request_t, stream: Option<&BodyStream>
 /// Read-event handler while the body streams to the app.
 extern "C" fn read_body_handler(r: *mut ngx_http_request_t) {
     // SAFETY: nginx calls this on its thread with a live request.
-    unsafe {
-        if let Some(cx) = ctx_of(r) {
-            pull_body(cx);
-        }
-    }
+    unsafe { request::enter(r, "request body reader", pull_body) };
 }
 
 /// Reads more of the body from the client while the app has room for it.
 ///
 /// # Safety
 /// nginx thread; `cx` belongs to a live request.
-pub unsafe fn pull_body(cx: &mut RequestCtx) {
+pub fn pull_body(cx: &mut RequestCtx) {
     let Some(stream) = cx.stream.clone() else {
         return;
     };
@@ -663,7 +613,7 @@ pub unsafe fn pull_body(cx: &mut RequestCtx) {
                     fields::del_timer(rev);
                 }
                 if left_mid_body(r) {
-                    abort_request(r, "client prematurely closed connection");
+                    abort_request(cx, "client prematurely closed connection");
                 }
                 return;
             }
@@ -679,10 +629,10 @@ pub unsafe fn pull_body(cx: &mut RequestCtx) {
                 } else {
                     rc
                 };
-                output::finish(cx, code, true);
+                cx.end(code, true);
                 return;
             }
-            if rc == NGX_OK as ngx_int_t && request::reading_body(r) == 0 {
+            if rc == NGX_OK as ngx_int_t && req::reading_body(r) == 0 {
                 stream.finish();
                 cx.stream = None;
                 (*r).read_event_handler = Some(check_broken_connection);
@@ -700,6 +650,9 @@ pub unsafe fn pull_body(cx: &mut RequestCtx) {
 /// ended short of the body it announced. Data the client sent before it
 /// left stays readable, so the socket's error and what is left to read
 /// tell, not a read.
+///
+/// # Safety
+/// nginx thread; `r` is a live request.
 unsafe fn left_mid_body(r: *mut ngx_http_request_t) -> bool {
     // SAFETY: r is live (we are in one of its event handlers).
     unsafe {
@@ -731,6 +684,9 @@ unsafe fn left_mid_body(r: *mut ngx_http_request_t) -> bool {
 /// After the client's end of stream: whether what is left in the socket is
 /// less than the rest of the body it announced (unknown for a chunked body:
 /// the app's read timeout decides then).
+///
+/// # Safety
+/// nginx thread; `r` is a live request and `fd` its connection's socket.
 unsafe fn short_of_body(r: *mut ngx_http_request_t, fd: libc::c_int) -> bool {
     // SAFETY: r is live; its request body and buffer are nginx's.
     unsafe {
@@ -748,111 +704,117 @@ unsafe fn short_of_body(r: *mut ngx_http_request_t, fd: libc::c_int) -> bool {
 }
 
 /// Ends a request whose client is gone; the app is told at its next write.
-unsafe fn abort_request(r: *mut ngx_http_request_t, why: &str) {
-    // SAFETY: r is live (we are in one of its event handlers).
-    unsafe {
-        let Some(cx) = ctx_of(r) else { return };
-        if cx.done {
-            return;
-        }
-        let when = if cx.head_sent {
-            "sending response to client"
-        } else {
-            "waiting for application"
-        };
-        ngx_log_error!(
-            NGX_LOG_INFO,
-            (*(*r).connection).log,
-            "wsgi: {} while {}",
-            why,
-            when
-        );
-        if let Some(rt) = worker::runtime() {
-            rt.hub
-                .counters
-                .client_aborts
-                .fetch_add(1, Ordering::Relaxed);
-        }
-        output::finish(cx, NGX_HTTP_CLIENT_CLOSED_REQUEST as ngx_int_t, true);
+fn abort_request(cx: &mut RequestCtx, why: &str) {
+    if cx.done {
+        return;
     }
+    let when = if cx.head_sent {
+        "sending response to client"
+    } else {
+        "waiting for application"
+    };
+    ngx_log_error!(
+        NGX_LOG_INFO,
+        // SAFETY: the request is live while its state is borrowed.
+        unsafe { (*(*cx.r).connection).log },
+        "wsgi: {} while {}",
+        why,
+        when
+    );
+    if let Some(rt) = worker::runtime() {
+        rt.hub
+            .counters
+            .client_aborts
+            .fetch_add(1, Ordering::Relaxed);
+    }
+    cx.end(NGX_HTTP_CLIENT_CLOSED_REQUEST as ngx_int_t, true);
 }
 
 /// Queue and read timeouts, checked lazily: replies only move a timestamp,
 /// and this handler re-arms itself for what remains.
 extern "C" fn timer_handler(ev: *mut ngx_event_t) {
-    // SAFETY: ev is our ctx's timer; its data is the live request (the ctx
-    // deletes the timer before the request goes away).
+    // SAFETY: ev is the timer of a request's slot; its data is the live
+    // request (the slot deletes the timer before the request goes away).
     unsafe {
         let r = (*ev).data as *mut ngx_http_request_t;
         let c = (*r).connection;
-        let Some(cx) = ctx_of(r) else { return };
         event::set_timedout(ev, 0);
-        if cx.done {
-            return;
-        }
-        let now = ngx_current_msec;
-        let log = (*c).log;
-        if !cx.exchange.started.load(Ordering::Acquire) {
-            let waited = now.wrapping_sub(cx.dispatched_at);
-            if waited >= cx.queue_timeout {
-                if let Some(rt) = worker::runtime() {
-                    rt.hub.counters.rejected_503.fetch_add(1, Ordering::Relaxed);
-                }
-                ngx_log_error!(
-                    NGX_LOG_ERR,
-                    log,
-                    "wsgi: request waited {} ms for a free thread (wsgi_queue_timeout) while sending request to application",
-                    waited
-                );
-                add_retry_after(r);
-                output::finish(cx, NGX_HTTP_SERVICE_UNAVAILABLE as ngx_int_t, true);
-                nginx_sys::ngx_http_run_posted_requests(c);
-                return;
-            }
-            let left = (cx.queue_timeout - waited).min(cx.read_timeout);
-            fields::add_timer(ev, left.max(1));
-            return;
-        }
-        if cx.waiting_on_client || cx.stream.as_ref().is_some_and(|s| s.has_room()) {
-            // The app waits on the client (backpressure, or a body still
-            // arriving): send_timeout / client_body_timeout guard that. A
-            // body paused because the app does not read it is the app's.
-            fields::add_timer(ev, cx.read_timeout);
-            return;
-        }
-        let queued_ms = cx.exchange.queue_time_us.load(Ordering::Relaxed) / 1000;
-        let started_at = cx.dispatched_at.wrapping_add(queued_ms as ngx_msec_t);
-        let last = if cx.last_activity.wrapping_sub(started_at) as i64 > 0 {
-            cx.last_activity
-        } else {
-            started_at
-        };
-        let idle = now.wrapping_sub(last);
-        if idle < cx.read_timeout {
-            fields::add_timer(ev, (cx.read_timeout - idle).max(1));
-            return;
-        }
-        ngx_log_error!(
-            NGX_LOG_ERR,
-            log,
-            "wsgi: application timed out after {} ms (wsgi_read_timeout) while reading response from application",
-            idle
-        );
-        if let Some(rt) = worker::runtime() {
-            rt.hub.counters.timeouts_504.fetch_add(1, Ordering::Relaxed);
-            // The watchdog reports where the app was; its line gets this
-            // request's context, kept past the request's end.
-            app_stack::expect(cx.id, log);
-            rt.interrupt(cx.id, cx.exchange.thread_ident.load(Ordering::Acquire));
-        }
-        let rc = if cx.head_sent {
-            NGX_ERROR as ngx_int_t
-        } else {
-            NGX_HTTP_GATEWAY_TIME_OUT as ngx_int_t
-        };
-        output::finish(cx, rc, true);
+        request::enter(r, "timer", on_timer);
         nginx_sys::ngx_http_run_posted_requests(c);
     }
+}
+
+fn on_timer(cx: &mut RequestCtx) {
+    if cx.done {
+        return;
+    }
+    let r = cx.r;
+    let ev = cx.timer;
+    // SAFETY: nginx thread; r is live while its state is borrowed.
+    let (now, log) = unsafe { (ngx_current_msec, (*(*r).connection).log) };
+    if !cx.exchange.started.load(Ordering::Acquire) {
+        let waited = now.wrapping_sub(cx.dispatched_at);
+        if waited >= cx.queue_timeout {
+            if let Some(rt) = worker::runtime() {
+                rt.hub.counters.rejected_503.fetch_add(1, Ordering::Relaxed);
+            }
+            ngx_log_error!(
+                NGX_LOG_ERR,
+                log,
+                "wsgi: request waited {} ms for a free thread (wsgi_queue_timeout) while sending request to application",
+                waited
+            );
+            // SAFETY: r is live; the header list is initialised.
+            unsafe { add_retry_after(r) };
+            cx.end(NGX_HTTP_SERVICE_UNAVAILABLE as ngx_int_t, true);
+            return;
+        }
+        let left = (cx.queue_timeout - waited).min(cx.read_timeout);
+        // SAFETY: the slot's timer; nginx thread.
+        unsafe { fields::add_timer(ev, left.max(1)) };
+        return;
+    }
+    if cx.waiting_on_client || cx.stream.as_ref().is_some_and(|s| s.has_room()) {
+        // The app waits on the client (backpressure, or a body still
+        // arriving): send_timeout / client_body_timeout guard that. A
+        // body paused because the app does not read it is the app's.
+        // SAFETY: as above.
+        unsafe { fields::add_timer(ev, cx.read_timeout) };
+        return;
+    }
+    let queued_ms = cx.exchange.queue_time_us.load(Ordering::Relaxed) / 1000;
+    let started_at = cx.dispatched_at.wrapping_add(queued_ms as ngx_msec_t);
+    let last = if cx.last_activity.wrapping_sub(started_at) as i64 > 0 {
+        cx.last_activity
+    } else {
+        started_at
+    };
+    let idle = now.wrapping_sub(last);
+    if idle < cx.read_timeout {
+        // SAFETY: as above.
+        unsafe { fields::add_timer(ev, (cx.read_timeout - idle).max(1)) };
+        return;
+    }
+    ngx_log_error!(
+        NGX_LOG_ERR,
+        log,
+        "wsgi: application timed out after {} ms (wsgi_read_timeout) while reading response from application",
+        idle
+    );
+    if let Some(rt) = worker::runtime() {
+        rt.hub.counters.timeouts_504.fetch_add(1, Ordering::Relaxed);
+        // The watchdog reports where the app was; its line gets this
+        // request's context, kept past the request's end.
+        // SAFETY: `log` is the live request's connection log.
+        unsafe { app_stack::expect(cx.id, log) };
+        rt.interrupt(cx.id, cx.exchange.thread_ident.load(Ordering::Acquire));
+    }
+    let rc = if cx.head_sent {
+        NGX_ERROR as ngx_int_t
+    } else {
+        NGX_HTTP_GATEWAY_TIME_OUT as ngx_int_t
+    };
+    cx.end(rc, true);
 }
 
 #[cfg(test)]

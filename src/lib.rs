@@ -31,6 +31,7 @@ mod notify;
 mod output;
 mod pool;
 mod python;
+mod request;
 mod status;
 mod target;
 mod util;

@@ -192,6 +192,7 @@ pub enum BodyBytes {
 // SAFETY: `ptr..ptr+len` lies inside `block`, which nobody writes to once
 // detached and which lives as long as this value: read-only shared memory.
 unsafe impl Send for BodyBytes {}
+// SAFETY: as for Send above.
 unsafe impl Sync for BodyBytes {}
 
 impl BodyBytes {
@@ -231,6 +232,7 @@ pub struct MallocBlock(*mut libc::c_void);
 // SAFETY: the block is plain memory, owned only by this value; free() may
 // be called from any thread.
 unsafe impl Send for MallocBlock {}
+// SAFETY: as for Send above (shared access only reads the pointer).
 unsafe impl Sync for MallocBlock {}
 
 impl MallocBlock {
@@ -1028,6 +1030,7 @@ mod tests {
 
     fn eventfd_count(hub: &Hub) -> u64 {
         let mut v: u64 = 0;
+        // SAFETY: reading 8 bytes into a local u64 from the hub's eventfd.
         let n = unsafe { libc::read(hub.eventfd(), &mut v as *mut u64 as *mut _, 8) };
         if n == 8 {
             v

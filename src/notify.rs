@@ -10,14 +10,14 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use nginx_sys::{
     ngx_close_connection, ngx_connection_t, ngx_cycle_t, ngx_event_t, ngx_get_connection,
-    ngx_handle_read_event, ngx_int_t, ngx_log_t, ngx_msec_t, NGX_OK,
+    ngx_handle_read_event, ngx_http_request_t, ngx_int_t, ngx_log_t, ngx_msec_t, NGX_OK,
 };
 use ngx::ngx_log_error;
 
 use crate::app_stack;
 use crate::fields::{self, event};
-use crate::handler::RequestCtx;
 use crate::message::{Completion, RequestId};
+use crate::request;
 use crate::worker;
 
 /// Hashes request ids: our own sequential numbers, not client input, so a
@@ -42,7 +42,15 @@ impl Hasher for IdHasher {
     }
 }
 
-type Waiting = HashMap<RequestId, *mut RequestCtx, BuildHasherDefault<IdHasher>>;
+/// A request waiting on the pool: its wake-up event (in its slot, outside
+/// the state that request handlers borrow) and the request, for its log.
+#[derive(Clone, Copy)]
+struct Waiter {
+    wake: *mut ngx_event_t,
+    r: *mut ngx_http_request_t,
+}
+
+type Waiting = HashMap<RequestId, Waiter, BuildHasherDefault<IdHasher>>;
 
 thread_local! {
     /// Requests with a job in the pool, by id. Only the nginx thread uses it.
@@ -58,8 +66,11 @@ thread_local! {
 /// busy (nginx timers have millisecond resolution; this is the smallest).
 const DEFER_MS: ngx_msec_t = 1;
 
-pub fn register(id: RequestId, ctx: *mut RequestCtx) {
-    WAITING.with(|w| w.borrow_mut().insert(id, ctx));
+/// Registers a request whose job is in the pool; `wake` is posted when
+/// replies arrive. Both stay valid until [`unregister`] (the request's
+/// state unregisters when it is dropped, before its slot is).
+pub fn register(id: RequestId, r: *mut ngx_http_request_t, wake: *mut ngx_event_t) {
+    WAITING.with(|w| w.borrow_mut().insert(id, Waiter { wake, r }));
 }
 
 pub fn unregister(id: RequestId) {
@@ -72,7 +83,7 @@ pub fn connection() -> *mut ngx_connection_t {
     CONNECTION.with(|c| c.get())
 }
 
-fn lookup(id: RequestId) -> Option<*mut RequestCtx> {
+fn lookup(id: RequestId) -> Option<Waiter> {
     WAITING.with(|w| w.borrow().get(&id).copied())
 }
 
@@ -141,14 +152,30 @@ pub fn job_submitted() {
 /// arriving (an idle pool, or one busy with a few long requests, gets a
 /// wake-up per response again and no timer).
 extern "C" fn on_tick(ev: *mut ngx_event_t) {
-    let Some(rt) = worker::runtime() else { return };
-    if SUBMITTED.with(|s| s.replace(false)) {
-        // SAFETY: `ev` is the tick event; nginx thread.
-        unsafe { fields::add_timer(ev, DEFER_MS) };
-    } else {
-        rt.hub.stop_deferring();
+    // SAFETY: `ev` is the tick event, whose log is the cycle's.
+    let log = unsafe { (*ev).log };
+    let ran = request::guard(log, "deferral timer", || {
+        #[cfg(feature = "panic-inject")]
+        crate::request::inject::maybe_panic_global("tick");
+        let Some(rt) = worker::runtime() else { return };
+        if SUBMITTED.with(|s| s.replace(false)) {
+            // SAFETY: `ev` is the tick event; nginx thread.
+            unsafe { fields::add_timer(ev, DEFER_MS) };
+        } else {
+            rt.hub.stop_deferring();
+        }
+        rt.hub.drain_quiet(handle);
+    });
+    if ran.is_none() {
+        // Without the timer nothing would bound held-back wake-ups: stop
+        // deferring, and pick up what is already done.
+        request::guard(log, "deferral timer", || {
+            if let Some(rt) = worker::runtime() {
+                rt.hub.stop_deferring();
+                rt.hub.drain_quiet(handle);
+            }
+        });
     }
-    rt.hub.drain_quiet(handle);
 }
 
 /// Closes the eventfd connection (exit_process), so nginx does not report
@@ -192,29 +219,39 @@ pub fn drain_before_end() {
     }
 }
 
-extern "C" fn on_wakeup(_ev: *mut ngx_event_t) {
-    let Some(rt) = worker::runtime() else { return };
-    rt.hub.drain(handle);
+extern "C" fn on_wakeup(ev: *mut ngx_event_t) {
+    // SAFETY: `ev` is the eventfd connection's read event (cycle's log).
+    let log = unsafe { (*ev).log };
+    let ran = request::guard(log, "wake-up handler", || {
+        #[cfg(feature = "panic-inject")]
+        crate::request::inject::maybe_panic_global("wakeup");
+        let Some(rt) = worker::runtime() else { return };
+        rt.hub.drain(handle);
+    });
+    if ran.is_none() {
+        // The eventfd is edge-triggered: what the failed drain left would
+        // wait for the next wake-up. The completion that failed is gone.
+        request::guard(log, "wake-up handler", || {
+            if let Some(rt) = worker::runtime() {
+                rt.hub.drain(handle);
+            }
+        });
+    }
 }
 
 fn handle(c: Completion) {
     match c {
         Completion::Ready(id) => {
-            if let Some(ctx) = lookup(id) {
-                // SAFETY: registered ctxs are live (they unregister on drop);
-                // posting defers the work to nginx's posted-event queue.
-                unsafe {
-                    let ev = &mut (*ctx).wake;
-                    if event::posted(ev) == 0 {
-                        fields::post_event(ev);
-                    }
-                }
+            if let Some(w) = lookup(id) {
+                // SAFETY: registered requests are live (they unregister on
+                // drop); posting defers the work to nginx's posted events.
+                unsafe { fields::post_event(w.wake) };
             }
         }
         Completion::Log { id, level, text } => {
             let log: *mut ngx_log_t = match id.and_then(lookup) {
                 // SAFETY: as above; the request's log carries its context.
-                Some(ctx) => unsafe { (*(*(*ctx).r).connection).log },
+                Some(w) => unsafe { (*(*w.r).connection).log },
                 None => ngx::log::ngx_cycle_log().as_ptr(),
             };
             log_lines(log, level as usize, &text);

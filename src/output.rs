@@ -6,16 +6,13 @@
 
 use core::ptr;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::Ordering;
 
 use nginx_sys::{
     ngx_buf_t, ngx_chain_get_free_buf, ngx_chain_t, ngx_chain_update_chains, ngx_current_msec,
     ngx_event_t, ngx_file_t, ngx_handle_write_event, ngx_http_core_loc_conf_t,
-    ngx_http_core_module, ngx_http_finalize_request, ngx_http_output_filter, ngx_http_request_t,
-    ngx_http_run_posted_requests, ngx_http_send_header, ngx_int_t, ngx_list_push, ngx_pcalloc,
-    ngx_pnalloc, ngx_table_elt_t, NGX_AGAIN, NGX_ERROR, NGX_HTTP_REQUEST_TIME_OUT, NGX_LOG_INFO,
-    NGX_OK,
+    ngx_http_core_module, ngx_http_output_filter, ngx_http_request_t, ngx_http_run_posted_requests,
+    ngx_http_send_header, ngx_int_t, ngx_list_push, ngx_pcalloc, ngx_pnalloc, ngx_table_elt_t,
+    NGX_AGAIN, NGX_ERROR, NGX_HTTP_REQUEST_TIME_OUT, NGX_LOG_INFO, NGX_OK,
 };
 use nginx_sys::{
     ngx_http_core_get_method, ngx_http_err_page_t, ngx_http_internal_redirect,
@@ -27,11 +24,11 @@ use ngx::http::HttpModule;
 use ngx::ngx_log_error;
 
 use crate::conf::{IGNORE_XA_CHARSET, IGNORE_XA_LIMIT_RATE, IGNORE_XA_REDIRECT};
-use crate::fields::{self, buf, connection, event, request};
-use crate::handler::{ctx_of, RequestCtx};
+use crate::fields::{self, buf, connection, event, req};
 use crate::message::{Chunk, FileReply, Reply, ResponseHead};
+use crate::request::{self, RequestCtx};
 use crate::util::{eq_ignore_case, ngx_bytes, pool_str};
-use crate::{notify, worker, HttpWsgiModule};
+use crate::HttpWsgiModule;
 
 /// What an nginx buffer points into, kept alive until nginx has sent it.
 pub struct Held {
@@ -52,40 +49,27 @@ fn buf_tag() -> nginx_sys::ngx_buf_tag_t {
 
 /// Posted by the notifier: the pool has replies for this request.
 pub extern "C" fn wake_handler(ev: *mut ngx_event_t) {
-    // SAFETY: ev is the ctx's wake event; data is its live request (the ctx
-    // removes a posted wake before the request is freed).
+    // SAFETY: ev is the wake event of a request's slot; data is its live
+    // request (the slot removes a posted wake before the request is freed).
     unsafe {
         let r = (*ev).data as *mut ngx_http_request_t;
         let c = (*r).connection;
-        if let Some(cx) = ctx_of(r) {
-            guarded(cx, |cx| {
-                // The app may have made room for more of the request body.
-                if cx.stream.is_some() {
-                    crate::handler::pull_body(cx);
-                }
-                pump(cx)
-            });
-        }
+        request::enter(r, "wake-up of the request", |cx| {
+            // The app may have made room for more of the request body.
+            if cx.stream.is_some() {
+                crate::handler::pull_body(cx);
+            }
+            pump(cx)
+        });
         ngx_http_run_posted_requests(c);
     }
 }
 
 /// The request's write handler while we stream: the client can take more.
 pub extern "C" fn write_handler(r: *mut ngx_http_request_t) {
-    // SAFETY: nginx calls this on its thread with a live request.
-    unsafe {
-        let Some(cx) = ctx_of(r) else { return };
-        guarded(cx, |cx| on_writable(cx));
-    }
-}
-
-/// A panic must not unwind into nginx: end the request instead.
-unsafe fn guarded(cx: &mut RequestCtx, f: impl FnOnce(&mut RequestCtx)) {
-    let cxp = cx as *mut RequestCtx;
-    if catch_unwind(AssertUnwindSafe(|| f(unsafe { &mut *cxp }))).is_err() {
-        // SAFETY: the ctx outlives this call; finish is idempotent.
-        unsafe { finish(&mut *cxp, NGX_ERROR as ngx_int_t, true) };
-    }
+    // SAFETY: nginx calls this on its thread with a live request (from
+    // ngx_http_request_handler, which runs posted requests after it).
+    unsafe { request::enter(r, "write event handler", on_writable) };
 }
 
 fn core_loc_conf<'a>(r: *mut ngx_http_request_t) -> &'a ngx_http_core_loc_conf_t {
@@ -95,7 +79,7 @@ fn core_loc_conf<'a>(r: *mut ngx_http_request_t) -> &'a ngx_http_core_loc_conf_t
     }
 }
 
-unsafe fn on_writable(cx: &mut RequestCtx) {
+fn on_writable(cx: &mut RequestCtx) {
     let r = cx.r;
     // SAFETY: r is live while its ctx is.
     unsafe {
@@ -108,13 +92,13 @@ unsafe fn on_writable(cx: &mut RequestCtx) {
                 "wsgi: client timed out while sending response to client"
             );
             connection::set_timedout(c, 1);
-            finish(cx, NGX_HTTP_REQUEST_TIME_OUT as ngx_int_t, true);
+            cx.end(NGX_HTTP_REQUEST_TIME_OUT as ngx_int_t, true);
             return;
         }
         if event::delayed(wev) != 0 {
             // limit_rate: nginx re-arms the event itself.
             if ngx_handle_write_event(wev, core_loc_conf(r).send_lowat) != NGX_OK as ngx_int_t {
-                finish(cx, NGX_ERROR as ngx_int_t, true);
+                cx.end(NGX_ERROR as ngx_int_t, true);
             }
             return;
         }
@@ -124,7 +108,7 @@ unsafe fn on_writable(cx: &mut RequestCtx) {
         let rc = ngx_http_output_filter(r, ptr::null_mut());
         settle(cx);
         if rc == NGX_ERROR as ngx_int_t {
-            finish(cx, NGX_ERROR as ngx_int_t, true);
+            cx.end(NGX_ERROR as ngx_int_t, true);
             return;
         }
         if !cx.busy.is_null() || rc == NGX_AGAIN as ngx_int_t {
@@ -152,6 +136,10 @@ fn unsent(cx: &RequestCtx) -> usize {
         .sum()
 }
 
+/// Bytes of buffer `b` not yet sent.
+///
+/// # Safety
+/// `b` is a live nginx buffer.
 unsafe fn buf_size(b: *const ngx_buf_t) -> usize {
     // SAFETY: b is one of our live buffers.
     unsafe {
@@ -166,7 +154,7 @@ unsafe fn buf_size(b: *const ngx_buf_t) -> usize {
 }
 
 /// Releases what nginx has finished sending and recycles its buffers.
-unsafe fn settle(cx: &mut RequestCtx) {
+fn settle(cx: &mut RequestCtx) {
     while let Some(h) = cx.held.front() {
         // SAFETY: as in `unsent`.
         if unsafe { buf_size(h.buf) } != 0 {
@@ -189,7 +177,7 @@ unsafe fn settle(cx: &mut RequestCtx) {
 
 /// Moves replies from the exchange to nginx until the exchange is empty,
 /// the response is complete, or the client must catch up first.
-pub unsafe fn pump(cx: &mut RequestCtx) {
+pub fn pump(cx: &mut RequestCtx) {
     let r = cx.r;
     loop {
         if cx.done {
@@ -208,8 +196,9 @@ pub unsafe fn pump(cx: &mut RequestCtx) {
         // SAFETY: only the nginx thread writes ngx_current_msec.
         let now = unsafe { ngx_current_msec };
         cx.last_activity = now;
-        if cx.first_reply_at.is_none() {
-            cx.first_reply_at = Some(now);
+        let first = &cx.shared().first_reply_at;
+        if first.get().is_none() {
+            first.set(Some(now));
         }
 
         let mut out: *mut ngx_chain_t = ptr::null_mut();
@@ -220,7 +209,7 @@ pub unsafe fn pump(cx: &mut RequestCtx) {
             match reply {
                 Reply::Head(head) => {
                     // SAFETY: r is live; headers go out before any body.
-                    if !unsafe { send_head(cx, head) } {
+                    if !send_head(cx, head) {
                         return;
                     }
                 }
@@ -237,17 +226,18 @@ pub unsafe fn pump(cx: &mut RequestCtx) {
                     // SAFETY: r is live; the Vec moves into `held` or is
                     // copied.
                     let cl = if copy {
-                        unsafe { copied_buf(cx, data.as_slice()) }
+                        copied_buf(cx, data.as_slice())
                     } else {
-                        unsafe { memory_buf(cx, data) }
+                        memory_buf(cx, data)
                     };
                     match cl {
+                        // SAFETY: `cl` is a fresh link of ours; `tail` points at the last `next`.
                         Some(cl) => unsafe {
                             *tail = cl;
                             tail = &mut (*cl).next;
                         },
                         None => {
-                            unsafe { finish(cx, NGX_ERROR as ngx_int_t, true) };
+                            cx.end(NGX_ERROR as ngx_int_t, true);
                             return;
                         }
                     }
@@ -258,13 +248,14 @@ pub unsafe fn pump(cx: &mut RequestCtx) {
                     }
                     batch += f.len as usize;
                     // SAFETY: as above; the fd moves into `held`.
-                    match unsafe { file_buf(cx, f) } {
+                    match file_buf(cx, f) {
+                        // SAFETY: as above.
                         Some(cl) => unsafe {
                             *tail = cl;
                             tail = &mut (*cl).next;
                         },
                         None => {
-                            unsafe { finish(cx, NGX_ERROR as ngx_int_t, true) };
+                            cx.end(NGX_ERROR as ngx_int_t, true);
                             return;
                         }
                     }
@@ -286,7 +277,7 @@ pub unsafe fn pump(cx: &mut RequestCtx) {
                         }
                     }
                     // SAFETY: r is live.
-                    unsafe { fail(cx, status) };
+                    fail(cx, status);
                     return;
                 }
             }
@@ -297,12 +288,13 @@ pub unsafe fn pump(cx: &mut RequestCtx) {
 
         if last && cx.header_only {
             // HEAD, 204, 304: the header is all there is.
-            unsafe { finish(cx, NGX_OK as ngx_int_t, false) };
+            cx.end(NGX_OK as ngx_int_t, false);
             return;
         }
         if last {
             // SAFETY: marks the end of the response on our chain.
-            match unsafe { last_buf(cx, out) } {
+            match last_buf(cx, out) {
+                // SAFETY: as above.
                 Some(cl) => unsafe {
                     if out.is_null() {
                         out = cl;
@@ -311,7 +303,7 @@ pub unsafe fn pump(cx: &mut RequestCtx) {
                     }
                 },
                 None => {
-                    unsafe { finish(cx, NGX_ERROR as ngx_int_t, true) };
+                    cx.end(NGX_ERROR as ngx_int_t, true);
                     return;
                 }
             }
@@ -326,23 +318,26 @@ pub unsafe fn pump(cx: &mut RequestCtx) {
         cx.bytes_out += batch as u64;
         // SAFETY: r is live; `out` holds our buffers only.
         let rc = unsafe { ngx_http_output_filter(r, out) };
-        unsafe { settle(cx) };
+        settle(cx);
         if rc == NGX_ERROR as ngx_int_t {
-            unsafe { finish(cx, NGX_ERROR as ngx_int_t, true) };
+            cx.end(NGX_ERROR as ngx_int_t, true);
             return;
         }
         if last {
-            unsafe { finish(cx, rc, false) };
+            cx.end(rc, false);
             return;
         }
         if rc == NGX_AGAIN as ngx_int_t || !cx.busy.is_null() {
-            unsafe { wait_for_client(cx) };
+            wait_for_client(cx);
             return;
         }
     }
 }
 
 /// Marks the last buffer of a non-empty chain of ours for flushing.
+///
+/// # Safety
+/// `out` is a non-empty chain of live links and buffers.
 unsafe fn flush_chain(out: *mut ngx_chain_t) {
     // SAFETY: walking our own chain of valid links.
     unsafe {
@@ -355,7 +350,7 @@ unsafe fn flush_chain(out: *mut ngx_chain_t) {
 }
 
 /// Arms the write event (with `send_timeout`) and waits for the client.
-unsafe fn wait_for_client(cx: &mut RequestCtx) {
+fn wait_for_client(cx: &mut RequestCtx) {
     cx.waiting_on_client = true;
     let r = cx.r;
     // SAFETY: r and its connection are live.
@@ -368,12 +363,12 @@ unsafe fn wait_for_client(cx: &mut RequestCtx) {
             fields::add_timer(wev, clcf.send_timeout);
         }
         if ngx_handle_write_event(wev, clcf.send_lowat) != NGX_OK as ngx_int_t {
-            finish(cx, NGX_ERROR as ngx_int_t, true);
+            cx.end(NGX_ERROR as ngx_int_t, true);
         }
     }
 }
 
-unsafe fn new_buf(cx: &mut RequestCtx) -> Option<*mut ngx_chain_t> {
+fn new_buf(cx: &mut RequestCtx) -> Option<*mut ngx_chain_t> {
     // SAFETY: reuses our free chain or allocates from the request pool.
     unsafe {
         let cl = ngx_chain_get_free_buf((*cx.r).pool, &mut cx.free);
@@ -391,6 +386,9 @@ unsafe fn new_buf(cx: &mut RequestCtx) -> Option<*mut ngx_chain_t> {
 
 /// A buffer over `len` bytes at `p`, which must stay valid until nginx has
 /// sent them.
+///
+/// # Safety
+/// `p..p + len` is readable memory that stays valid until nginx has sent it.
 unsafe fn memory_at(cx: &mut RequestCtx, p: *mut u8, len: usize) -> Option<*mut ngx_chain_t> {
     // SAFETY: a fresh buffer of ours; the caller keeps p..p+len alive.
     unsafe {
@@ -405,7 +403,7 @@ unsafe fn memory_at(cx: &mut RequestCtx, p: *mut u8, len: usize) -> Option<*mut 
     }
 }
 
-unsafe fn memory_buf(cx: &mut RequestCtx, data: Chunk) -> Option<*mut ngx_chain_t> {
+fn memory_buf(cx: &mut RequestCtx, data: Chunk) -> Option<*mut ngx_chain_t> {
     // SAFETY: the buffer points into `data`, which `held` keeps alive (a
     // Vec's heap memory, or a Python bytes buffer, does not move when the
     // Chunk itself moves).
@@ -425,7 +423,7 @@ const COPY_MAX: usize = 1024;
 /// A buffer holding a copy of `data` in the request pool, with no entry in
 /// `held`: for a response's last chunk only (see `pump`), so that copies
 /// the backpressure bound does not count cannot pile up.
-unsafe fn copied_buf(cx: &mut RequestCtx, data: &[u8]) -> Option<*mut ngx_chain_t> {
+fn copied_buf(cx: &mut RequestCtx, data: &[u8]) -> Option<*mut ngx_chain_t> {
     // SAFETY: new pool memory of data.len() bytes, filled before use; it
     // lives as long as the request.
     unsafe {
@@ -438,7 +436,7 @@ unsafe fn copied_buf(cx: &mut RequestCtx, data: &[u8]) -> Option<*mut ngx_chain_
     }
 }
 
-unsafe fn file_buf(cx: &mut RequestCtx, f: FileReply) -> Option<*mut ngx_chain_t> {
+fn file_buf(cx: &mut RequestCtx, f: FileReply) -> Option<*mut ngx_chain_t> {
     // SAFETY: pool allocations for the file description; the fd is kept in
     // `held` until nginx has sent the range.
     unsafe {
@@ -464,7 +462,7 @@ unsafe fn file_buf(cx: &mut RequestCtx, f: FileReply) -> Option<*mut ngx_chain_t
     }
 }
 
-unsafe fn last_buf(cx: &mut RequestCtx, out: *mut ngx_chain_t) -> Option<*mut ngx_chain_t> {
+fn last_buf(cx: &mut RequestCtx, out: *mut ngx_chain_t) -> Option<*mut ngx_chain_t> {
     let _ = out;
     // SAFETY: a zero-length special buffer that ends the response.
     unsafe {
@@ -519,7 +517,7 @@ fn has_error_page(r: *mut ngx_http_request_t, status: u16) -> bool {
 /// `wsgi_intercept_errors`: the app's status goes to the location's
 /// `error_page` instead of its own body, as with `proxy_intercept_errors`.
 /// A 401 keeps the app's `WWW-Authenticate`. True if intercepted.
-unsafe fn intercept(cx: &mut RequestCtx, head: &ResponseHead) -> bool {
+fn intercept(cx: &mut RequestCtx, head: &ResponseHead) -> bool {
     let r = cx.r;
     // SAFETY: the location conf lives as long as the cycle.
     let lcf = unsafe { &*cx.lcf };
@@ -536,7 +534,7 @@ unsafe fn intercept(cx: &mut RequestCtx, head: &ResponseHead) -> bool {
                 // SAFETY: as above.
                 Some(h) => unsafe { link_www_authenticate(r, h) },
                 None => {
-                    unsafe { finish(cx, NGX_ERROR as ngx_int_t, true) };
+                    cx.end(NGX_ERROR as ngx_int_t, true);
                     return true;
                 }
             }
@@ -544,19 +542,19 @@ unsafe fn intercept(cx: &mut RequestCtx, head: &ResponseHead) -> bool {
     }
     // The app's body is not wanted: the pool thread closes its iterable.
     // SAFETY: r is live; nginx runs the error_page from here.
-    unsafe { finish(cx, head.status as ngx_int_t, true) };
+    cx.end(head.status as ngx_int_t, true);
     true
 }
 
 /// Sets status and headers and sends them; false if the request ended
 /// (or was handed to another location by `X-Accel-Redirect` or an
 /// intercepted error).
-unsafe fn send_head(cx: &mut RequestCtx, head: ResponseHead) -> bool {
+fn send_head(cx: &mut RequestCtx, head: ResponseHead) -> bool {
     let r = cx.r;
     // SAFETY: the location conf lives as long as the cycle.
     let lcf = unsafe { &*cx.lcf };
     // SAFETY: r and its ctx are live.
-    if unsafe { intercept(cx, &head) } {
+    if intercept(cx, &head) {
         return false;
     }
     // SAFETY: r is live; every string is copied into its pool.
@@ -577,7 +575,7 @@ unsafe fn send_head(cx: &mut RequestCtx, head: ResponseHead) -> bool {
                     .and_then(|v| v.trim().parse::<usize>().ok())
                 {
                     (*r).limit_rate = n;
-                    request::set_limit_rate_set(r, 1);
+                    req::set_limit_rate_set(r, 1);
                 }
             } else if what.eq_ignore_ascii_case(b"charset") && !lcf.ignores(IGNORE_XA_CHARSET) {
                 let s = ngx_pcalloc((*r).pool, core::mem::size_of::<ngx_str_t>()) as *mut ngx_str_t;
@@ -604,7 +602,7 @@ unsafe fn send_head(cx: &mut RequestCtx, head: ResponseHead) -> bool {
             match pool_str(pool, &head.status_line) {
                 Some(s) => ho.status_line = s,
                 None => {
-                    finish(cx, NGX_ERROR as ngx_int_t, true);
+                    cx.end(NGX_ERROR as ngx_int_t, true);
                     return false;
                 }
             }
@@ -612,7 +610,7 @@ unsafe fn send_head(cx: &mut RequestCtx, head: ResponseHead) -> bool {
         for (name, value) in &head.headers {
             if eq_ignore_case(name, b"content-type") {
                 if !set_content_type(r, value) {
-                    finish(cx, NGX_ERROR as ngx_int_t, true);
+                    cx.end(NGX_ERROR as ngx_int_t, true);
                     return false;
                 }
                 continue;
@@ -629,7 +627,7 @@ unsafe fn send_head(cx: &mut RequestCtx, head: ResponseHead) -> bool {
                 continue;
             }
             let Some(h) = push_header(r, name, value) else {
-                finish(cx, NGX_ERROR as ngx_int_t, true);
+                cx.end(NGX_ERROR as ngx_int_t, true);
                 return false;
             };
             if eq_ignore_case(name, b"server") {
@@ -645,14 +643,14 @@ unsafe fn send_head(cx: &mut RequestCtx, head: ResponseHead) -> bool {
             }
         }
         // The app decides about conditional requests, as behind proxy_pass.
-        request::set_disable_not_modified(r, 1);
+        req::set_disable_not_modified(r, 1);
 
         // nginx marks 204 and 304 header-only only when it writes the
         // status line itself; with the app's own reason phrase the body
         // the app still returned would follow the header and be read as
         // the start of the next response on a keepalive connection.
         if matches!(head.status, 204 | 304) {
-            request::set_header_only(r, 1);
+            req::set_header_only(r, 1);
         }
         // RFC 9110 8.6: no Content-Length on a 204 (Django sets one, 0).
         if head.status == 204 {
@@ -661,16 +659,20 @@ unsafe fn send_head(cx: &mut RequestCtx, head: ResponseHead) -> bool {
         cx.head_sent = true;
         let rc = ngx_http_send_header(r);
         if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t {
-            finish(cx, rc, true);
+            cx.end(rc, true);
             return false;
         }
-        if request::header_only(r) != 0 {
+        if req::header_only(r) != 0 {
             cx.header_only = true;
         }
         true
     }
 }
 
+/// Sets the response's Content-Type (copied into the request pool); false if out of memory.
+///
+/// # Safety
+/// nginx thread; `r` is a live request whose header is not sent yet.
 unsafe fn set_content_type(r: *mut ngx_http_request_t, value: &[u8]) -> bool {
     // SAFETY: r is live; the value is copied into its pool.
     unsafe {
@@ -685,6 +687,10 @@ unsafe fn set_content_type(r: *mut ngx_http_request_t, value: &[u8]) -> bool {
     }
 }
 
+/// Adds a response header (copied into the request pool); `None` if out of memory.
+///
+/// # Safety
+/// nginx thread; `r` is a live request whose header is not sent yet.
 unsafe fn push_header(
     r: *mut ngx_http_request_t,
     name: &[u8],
@@ -711,6 +717,9 @@ unsafe fn push_header(
 
 /// Records a `WWW-Authenticate` header already in the list where nginx's
 /// modules look for it (since 1.23 a chain of them).
+///
+/// # Safety
+/// nginx thread; `r` is a live request and `h` an entry of its response header list.
 unsafe fn link_www_authenticate(r: *mut ngx_http_request_t, h: *mut ngx_table_elt_t) {
     // SAFETY: r is live; `h` is in its header list, `next` was cleared.
     unsafe {
@@ -733,7 +742,7 @@ unsafe fn link_www_authenticate(r: *mut ngx_http_request_t, h: *mut ngx_table_el
 /// `X-Accel-Redirect`: the app hands the request to another location (a
 /// protected file, a named location). The app's body is not sent; the
 /// headers nginx keeps on such a redirect behind proxy_pass are kept.
-unsafe fn redirect_to(cx: &mut RequestCtx, uri: &[u8], head: &ResponseHead) {
+fn redirect_to(cx: &mut RequestCtx, uri: &[u8], head: &ResponseHead) {
     const KEPT: [&[u8]; 5] = [
         b"set-cookie",
         b"content-disposition",
@@ -741,29 +750,25 @@ unsafe fn redirect_to(cx: &mut RequestCtx, uri: &[u8], head: &ResponseHead) {
         b"expires",
         b"accept-ranges",
     ];
-    cx.done = true;
-    cx.exchange.cancel();
-    if let Some(rt) = worker::runtime() {
-        rt.hub.counters.responses.fetch_add(1, Ordering::Relaxed);
-    }
+    // The app's part is over; finalizing with NGX_DONE (once control is
+    // back in `request::enter`) releases the reference taken when the
+    // body was read, after the redirect took its own.
+    cx.end(NGX_DONE as ngx_int_t, true);
     let r = cx.r;
-    // SAFETY: r is live; our timer lives in the ctx.
+    // SAFETY: r is live while its state is borrowed.
     unsafe {
-        if event::timer_set(&cx.timer) != 0 {
-            fields::del_timer(&mut cx.timer);
-        }
         for (name, value) in &head.headers {
             if eq_ignore_case(name, b"content-type") {
                 set_content_type(r, value);
             } else if KEPT.iter().any(|k| eq_ignore_case(name, k))
                 && push_header(r, name, value).is_none()
             {
-                ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t);
+                cx.end_with(NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t);
                 return;
             }
         }
         let Some(mut uri) = pool_str((*r).pool, uri) else {
-            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t);
+            cx.end_with(NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t);
             return;
         };
         if ngx_bytes(&uri).starts_with(b"@") {
@@ -776,7 +781,7 @@ unsafe fn redirect_to(cx: &mut RequestCtx, uri: &[u8], head: &ResponseHead) {
             let mut flags: ngx_uint_t = NGX_HTTP_LOG_UNSAFE as ngx_uint_t;
             if ngx_http_parse_unsafe_uri(r, &mut uri, &mut args, &mut flags) != NGX_OK as ngx_int_t
             {
-                ngx_http_finalize_request(r, NGX_HTTP_NOT_FOUND as ngx_int_t);
+                cx.end_with(NGX_HTTP_NOT_FOUND as ngx_int_t);
                 return;
             }
             if (*r).method != NGX_HTTP_HEAD as ngx_uint_t {
@@ -785,51 +790,17 @@ unsafe fn redirect_to(cx: &mut RequestCtx, uri: &[u8], head: &ResponseHead) {
             }
             ngx_http_internal_redirect(r, &mut uri, &mut args);
         }
-        // Releases the reference taken when the body was read.
-        ngx_http_finalize_request(r, NGX_DONE as ngx_int_t);
     }
 }
 
 /// The app failed: a 500 if nothing went out yet, else cut the connection
 /// so the client cannot take a truncated body for a whole one.
-unsafe fn fail(cx: &mut RequestCtx, status: u16) {
+fn fail(cx: &mut RequestCtx, status: u16) {
     let rc = if cx.head_sent {
         NGX_ERROR as ngx_int_t
     } else {
         status as ngx_int_t
     };
     // SAFETY: r is live.
-    unsafe { finish(cx, rc, true) };
-}
-
-/// Ends the request once: stops the timer, cancels the pool side when the
-/// app has not finished, and finalizes with `rc`.
-pub unsafe fn finish(cx: &mut RequestCtx, rc: ngx_int_t, cancel: bool) {
-    if cx.done {
-        return;
-    }
-    cx.done = true;
-    if cancel {
-        cx.exchange.cancel();
-    }
-    notify::drain_before_end();
-    if let Some(s) = cx.stream.take() {
-        s.fail("request ended");
-    }
-    cx.replies.clear();
-    if let Some(rt) = worker::runtime() {
-        rt.hub.counters.responses.fetch_add(1, Ordering::Relaxed);
-        rt.hub
-            .counters
-            .bytes_out
-            .fetch_add(cx.bytes_out, Ordering::Relaxed);
-    }
-    // SAFETY: our timer lives in the ctx; r is live until finalized.
-    unsafe {
-        if event::timer_set(&cx.timer) != 0 {
-            fields::del_timer(&mut cx.timer);
-        }
-        let r = cx.r;
-        ngx_http_finalize_request(r, rc);
-    }
+    cx.end(rc, true);
 }

@@ -224,6 +224,7 @@ fn thread_main(shared: &Shared, slot: &Slot) {
     // waiting for work and held for each app call.
     Python::attach(|py| {
         slot.ident.store(
+            // SAFETY: a plain query of the current thread's id.
             unsafe { pyo3::ffi::PyThread_get_thread_ident() } as u64,
             Ordering::Release,
         );

@@ -12,9 +12,9 @@ use nginx_sys::{
     NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_ALLOWED, NGX_OK,
 };
 
-use crate::fields::{buf, request};
+use crate::fields::{buf, req};
 use crate::util::ngx_bytes;
-use crate::worker;
+use crate::{request, worker};
 
 /// A snapshot of one worker's counters.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -173,6 +173,22 @@ fn wants_prometheus(args: &[u8]) -> bool {
 /// The content handler installed by `wsgi_status`.
 pub extern "C" fn status_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls content handlers with a live request.
+    let log = unsafe { (*(*r).connection).log };
+    request::guard(log, "status handler", || {
+        #[cfg(feature = "panic-inject")]
+        request::inject::maybe_panic(r, "status handler");
+        // SAFETY: as above.
+        unsafe { status_response(r) }
+    })
+    .unwrap_or(NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t)
+}
+
+/// The status page's response.
+///
+/// # Safety
+/// nginx thread; `r` is the live request of a content handler.
+unsafe fn status_response(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: r is live (a content handler's request).
     unsafe {
         let method = (*r).method as u32;
         if method & (NGX_HTTP_GET | NGX_HTTP_HEAD) == 0 {
@@ -193,6 +209,9 @@ pub extern "C" fn status_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
 }
 
 /// Sends a small complete response from memory.
+///
+/// # Safety
+/// nginx thread; `r` is a live request whose header is not sent yet.
 unsafe fn send_simple(r: *mut ngx_http_request_t, ctype: &'static str, body: &[u8]) -> ngx_int_t {
     // SAFETY: r is live; the buffer is allocated from its pool.
     unsafe {
@@ -205,8 +224,7 @@ unsafe fn send_simple(r: *mut ngx_http_request_t, ctype: &'static str, body: &[u
         (*r).headers_out.content_type_len = ctype.len();
         (*r).headers_out.content_type_lowcase = ptr::null_mut();
         let rc = ngx_http_send_header(r);
-        if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t || request::header_only(r) != 0
-        {
+        if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t || req::header_only(r) != 0 {
             return rc;
         }
         let b = ngx_create_temp_buf((*r).pool, body.len().max(1));

@@ -10,7 +10,7 @@ use nginx_sys::{
 };
 
 use crate::fields::variable_value;
-use crate::handler::ctx_of;
+use crate::request;
 use crate::util::pool_str;
 
 type Getter =
@@ -51,6 +51,10 @@ pub fn format_msec(ms: u64) -> String {
     format!("{}.{:03}", ms / 1000, ms % 1000)
 }
 
+/// Sets a variable's value (copied into the request pool), or marks it not found.
+///
+/// # Safety
+/// nginx thread; `r` is a live request and `v` the value nginx asked for.
 unsafe fn set(
     r: *mut ngx_http_request_t,
     v: *mut ngx_variable_value_t,
@@ -81,47 +85,62 @@ unsafe fn set(
     NGX_OK as ngx_int_t
 }
 
+/// `$wsgi_queue_time`.
+///
+/// # Safety
+/// nginx calls variable getters on its thread with a live request and value.
 unsafe extern "C" fn queue_time(
     r: *mut ngx_http_request_t,
     v: *mut ngx_variable_value_t,
     _: usize,
 ) -> ngx_int_t {
     // SAFETY: nginx calls getters with a live request.
-    let value = unsafe { ctx_of(r) }.and_then(|cx| {
+    let value = unsafe { request::shared(r) }.and_then(|cx| {
         cx.exchange
             .started
             .load(Ordering::Acquire)
             .then(|| format_msec(cx.exchange.queue_time_us.load(Ordering::Relaxed) / 1000))
     });
+    // SAFETY: nginx gave us a live request and value.
     unsafe { set(r, v, value) }
 }
 
+/// `$wsgi_app_time`.
+///
+/// # Safety
+/// nginx calls variable getters on its thread with a live request and value.
 unsafe extern "C" fn app_time(
     r: *mut ngx_http_request_t,
     v: *mut ngx_variable_value_t,
     _: usize,
 ) -> ngx_int_t {
     // SAFETY: as above.
-    let value = unsafe { ctx_of(r) }.and_then(|cx| {
-        let first = cx.first_reply_at?;
+    let value = unsafe { request::shared(r) }.and_then(|cx| {
+        let first = cx.first_reply_at.get()?;
         let queued_ms = cx.exchange.queue_time_us.load(Ordering::Relaxed) / 1000;
         let started = cx.dispatched_at.wrapping_add(queued_ms as _);
         let ms = first.wrapping_sub(started) as i64;
         Some(format_msec(ms.max(0) as u64))
     });
+    // SAFETY: as above.
     unsafe { set(r, v, value) }
 }
 
+/// `$wsgi_thread`.
+///
+/// # Safety
+/// nginx calls variable getters on its thread with a live request and value.
 unsafe extern "C" fn thread(
     r: *mut ngx_http_request_t,
     v: *mut ngx_variable_value_t,
     _: usize,
 ) -> ngx_int_t {
     // SAFETY: as above.
-    let value = unsafe { ctx_of(r) }.and_then(|cx| {
+    let value = unsafe { request::shared(r) }.and_then(|cx| {
         let n = cx.exchange.thread_no.load(Ordering::Relaxed);
         (n > 0).then(|| (n - 1).to_string())
     });
+    // SAFETY: as above.
     unsafe { set(r, v, value) }
 }
 

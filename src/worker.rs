@@ -17,7 +17,7 @@ use ngx::ngx_log_error;
 use crate::message::{Hub, Job};
 use crate::pool::{Pool, PoolConfig};
 use crate::python::{self, Interpreter};
-use crate::{notify, HttpWsgiModule};
+use crate::{notify, request, HttpWsgiModule};
 
 /// The worker's Python side as the nginx thread sees it.
 pub struct Runtime {
@@ -134,6 +134,14 @@ fn worker_processes(cycle: *mut ngx_cycle_t) -> usize {
 }
 
 pub extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
+    request::install_panic_hook();
+    // SAFETY: nginx calls this with the live cycle.
+    let log = unsafe { (*cycle).log };
+    // A panic here is logged; the worker serves what does not need Python.
+    request::guard(log, "worker start", || start_worker(cycle)).unwrap_or(NGX_OK as ngx_int_t)
+}
+
+fn start_worker(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     // Cache manager and loader processes run this hook too: no Python there.
     // SAFETY: ngx_process is set before init_process hooks run.
     let process = unsafe { nginx_sys::ngx_process } as u32;
@@ -275,6 +283,12 @@ fn flush_logs() {
 }
 
 pub extern "C" fn exit_process(cycle: *mut ngx_cycle_t) {
+    // SAFETY: nginx calls this with the live cycle.
+    let log = unsafe { (*cycle).log };
+    request::guard(log, "worker exit", || stop_worker(cycle));
+}
+
+fn stop_worker(cycle: *mut ngx_cycle_t) {
     let Some(rt) = runtime() else { return };
     // SAFETY: exit_process runs on the nginx thread.
     unsafe { notify::stop() };

@@ -84,6 +84,7 @@ impl FileWrapper {
         };
         // SAFETY: fstat on a descriptor the app owns, into a local struct.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fstat on a descriptor the app owns, into a local struct.
         if unsafe { libc::fstat(fd, &mut st) } != 0 || (st.st_mode & libc::S_IFMT) != libc::S_IFREG
         {
             return Ok(None);

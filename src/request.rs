@@ -1,0 +1,435 @@
+//! nginx thread: one request's state while the app works on it, and the one
+//! way in and out of it.
+//!
+//! # Ownership
+//!
+//! A [`RequestSlot`] lives in the request's pool (dropped by the pool's
+//! clean-up, whatever ends the request) and is found through `r->ctx`. Its
+//! mutable part, [`RequestCtx`], is reached only through [`enter`], which
+//! every function nginx calls for a request (content and body handlers,
+//! event handlers, timers, the wake-up) uses: it makes the one `&mut
+//! RequestCtx` of that call, catches panics, and when the request is to end
+//! ([`RequestCtx::end`] only records that) finalizes it *after* that borrow
+//! is over — `ngx_http_finalize_request` may free the pool, and with it the
+//! slot, so nothing reads the slot after it. Code below `enter` never looks
+//! the state up again; it is handed `&mut RequestCtx`. What nginx may read
+//! while that borrow is live (`$wsgi_*` variables, evaluated by filters
+//! inside `send_head`) lives in [`Shared`], outside the borrowed part.
+
+use core::cell::{Cell, UnsafeCell};
+use core::ffi::c_void;
+use std::any::Any;
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use nginx_sys::{
+    ngx_chain_t, ngx_event_t, ngx_http_finalize_request, ngx_http_request_t, ngx_int_t, ngx_log_t,
+    ngx_msec_t, NGX_ERROR, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_LOG_ALERT,
+};
+use ngx::core::Pool;
+use ngx::http::HttpModule;
+use ngx::ngx_log_error;
+
+use crate::conf::LocConf;
+use crate::fields::{self, event};
+use crate::message::{BodyStream, Exchange, Reply, RequestId};
+use crate::{notify, output, worker, HttpWsgiModule};
+
+/// What `r->ctx` points at for a request the module serves.
+pub struct RequestSlot {
+    shared: Shared,
+    /// nginx's event code writes these (timer tree rotations, posting)
+    /// whenever it likes: they are not part of the borrowed state, which
+    /// reaches them through raw pointers.
+    wake: UnsafeCell<ngx_event_t>,
+    timer: UnsafeCell<ngx_event_t>,
+    state: UnsafeCell<RequestCtx>,
+}
+
+impl Drop for RequestSlot {
+    fn drop(&mut self) {
+        // Runs on the nginx thread from the request pool's cleanup, after
+        // nothing borrows the state any more.
+        // SAFETY: both events are ours and live in this slot.
+        unsafe {
+            if event::timer_set(self.timer.get()) != 0 {
+                fields::del_timer(self.timer.get());
+            }
+            if event::posted(self.wake.get()) != 0 {
+                fields::delete_posted_event(self.wake.get());
+            }
+        }
+    }
+}
+
+/// What may be read at any time, even while [`RequestCtx`] is borrowed.
+pub struct Shared {
+    pub exchange: Arc<Exchange>,
+    /// When the job went to the pool.
+    pub dispatched_at: ngx_msec_t,
+    /// When the first reply came back (`$wsgi_app_time`).
+    pub first_reply_at: Cell<Option<ngx_msec_t>>,
+}
+
+/// The request's mutable state; see the module comment for who may touch it.
+pub struct RequestCtx {
+    pub r: *mut ngx_http_request_t,
+    /// The location's settings (cycle memory, outlives the request).
+    pub lcf: *const LocConf,
+    pub id: RequestId,
+    pub exchange: Arc<Exchange>,
+    /// The slot's shared part (same allocation, never borrowed mutably).
+    shared: *const Shared,
+    pub done: bool,
+    /// The rc to finalize with once control is back in [`enter`].
+    ending: Option<ngx_int_t>,
+    pub head_sent: bool,
+    pub header_only: bool,
+    /// Replies taken from the exchange and not yet handed to nginx.
+    pub replies: VecDeque<Reply>,
+    /// Memory and files that nginx's buffers point at until written.
+    pub held: VecDeque<output::Held>,
+    pub free: *mut ngx_chain_t,
+    pub busy: *mut ngx_chain_t,
+    /// Queue and read timeouts (the slot's event).
+    pub timer: *mut ngx_event_t,
+    pub buffer_size: usize,
+    pub read_timeout: ngx_msec_t,
+    pub queue_timeout: ngx_msec_t,
+    pub dispatched_at: ngx_msec_t,
+    pub last_activity: ngx_msec_t,
+    pub waiting_on_client: bool,
+    pub bytes_out: u64,
+    /// The rest of the request body, while it streams to the app.
+    pub stream: Option<Arc<BodyStream>>,
+}
+
+/// What [`create`] needs besides the request.
+pub struct NewRequest {
+    pub lcf: *const LocConf,
+    pub id: RequestId,
+    pub exchange: Arc<Exchange>,
+    pub buffer_size: usize,
+    pub read_timeout: ngx_msec_t,
+    pub queue_timeout: ngx_msec_t,
+    pub now: ngx_msec_t,
+    pub stream: Option<Arc<BodyStream>>,
+}
+
+impl Drop for RequestCtx {
+    fn drop(&mut self) {
+        // Runs on the nginx thread from the request pool's cleanup.
+        if !self.done {
+            self.exchange.cancel();
+        }
+        if let Some(s) = self.stream.take() {
+            s.fail("request ended");
+        }
+        notify::unregister(self.id);
+        worker::request_finished();
+    }
+}
+
+impl RequestCtx {
+    /// The part of the slot that `$wsgi_*` variables read.
+    pub fn shared(&self) -> &Shared {
+        // SAFETY: `shared` points into the same pool allocation as `self`,
+        // outside the UnsafeCell, and is only ever borrowed shared.
+        unsafe { &*self.shared }
+    }
+
+    /// Ends the request, once: stops the timer, cancels the pool side when
+    /// the app has not finished (`cancel`), counts the response, and has
+    /// [`enter`] finalize with `rc` when the current call returns to it.
+    pub fn end(&mut self, rc: ngx_int_t, cancel: bool) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        self.ending = Some(rc);
+        if cancel {
+            self.exchange.cancel();
+        }
+        notify::drain_before_end();
+        if let Some(s) = self.stream.take() {
+            s.fail("request ended");
+        }
+        self.replies.clear();
+        if let Some(rt) = worker::runtime() {
+            rt.hub.counters.responses.fetch_add(1, Ordering::Relaxed);
+            rt.hub
+                .counters
+                .bytes_out
+                .fetch_add(self.bytes_out, Ordering::Relaxed);
+        }
+        // SAFETY: our timer lives in the slot; nginx thread.
+        unsafe {
+            if event::timer_set(self.timer) != 0 {
+                fields::del_timer(self.timer);
+            }
+        }
+    }
+
+    /// After [`end`](Self::end): finalize with `rc` instead.
+    pub fn end_with(&mut self, rc: ngx_int_t) {
+        if self.ending.is_some() {
+            self.ending = Some(rc);
+        }
+    }
+}
+
+/// The slot nginx keeps for the module, if this request has one.
+///
+/// # Safety
+/// `r` is a live request.
+unsafe fn slot_of(r: *mut ngx_http_request_t) -> *const RequestSlot {
+    // SAFETY: r->ctx has a slot for every module; ours is NULL or what
+    // `create` stored.
+    unsafe { *(*r).ctx.add(HttpWsgiModule::module().ctx_index) as *const RequestSlot }
+}
+
+/// The shared part of the request's state, for nginx's variable getters.
+///
+/// # Safety
+/// `r` is a live request.
+pub unsafe fn shared<'a>(r: *mut ngx_http_request_t) -> Option<&'a Shared> {
+    // SAFETY: a slot lives as long as its request; `shared` is never
+    // borrowed mutably.
+    unsafe { slot_of(r).as_ref().map(|s| &s.shared) }
+}
+
+/// The slot's events, for the caller to set up: the wake-up (posted by
+/// the notifier when the pool has replies) and the timer.
+pub struct Events {
+    pub wake: *mut ngx_event_t,
+    pub timer: *mut ngx_event_t,
+}
+
+/// Allocates the request's state in its pool and records it in `r->ctx`.
+/// `None` if the pool is out of memory.
+///
+/// # Safety
+/// nginx thread; `r` is a live request without a slot of ours.
+pub unsafe fn create(r: *mut ngx_http_request_t, new: NewRequest) -> Option<Events> {
+    let shared = Shared {
+        exchange: new.exchange.clone(),
+        dispatched_at: new.now,
+        first_reply_at: Cell::new(None),
+    };
+    let ctx = RequestCtx {
+        r,
+        lcf: new.lcf,
+        id: new.id,
+        exchange: new.exchange,
+        shared: core::ptr::null(),
+        done: false,
+        ending: None,
+        head_sent: false,
+        header_only: false,
+        replies: VecDeque::new(),
+        held: VecDeque::new(),
+        free: core::ptr::null_mut(),
+        busy: core::ptr::null_mut(),
+        timer: core::ptr::null_mut(),
+        buffer_size: new.buffer_size,
+        read_timeout: new.read_timeout,
+        queue_timeout: new.queue_timeout,
+        dispatched_at: new.now,
+        last_activity: new.now,
+        waiting_on_client: false,
+        bytes_out: 0,
+        stream: new.stream,
+    };
+    // SAFETY: the request pool outlives every use of the slot; allocate
+    // registers a cleanup that drops it when the request is freed.
+    let pool = unsafe { Pool::from_ngx_pool((*r).pool) };
+    let slot = pool.allocate(RequestSlot {
+        shared,
+        // SAFETY: ngx_event_t is a plain C struct; all-zero is its idle state.
+        wake: UnsafeCell::new(unsafe { core::mem::zeroed() }),
+        // SAFETY: as above.
+        timer: UnsafeCell::new(unsafe { core::mem::zeroed() }),
+        state: UnsafeCell::new(ctx),
+    });
+    if slot.is_null() {
+        return None;
+    }
+    // SAFETY: a fresh allocation nobody else has seen yet; r is live.
+    unsafe {
+        let ctx = &mut *(*slot).state.get();
+        ctx.shared = &raw const (*slot).shared;
+        ctx.timer = (*slot).timer.get();
+        *(*r).ctx.add(HttpWsgiModule::module().ctx_index) = slot as *mut c_void;
+        Some(Events {
+            wake: (*slot).wake.get(),
+            timer: (*slot).timer.get(),
+        })
+    }
+}
+
+/// Runs `f` on the request's state: the entry of every function nginx
+/// calls for a request the module serves (`what` names it in logs). A
+/// panic in `f` is logged at `alert` and ends the request (500, or a
+/// closed connection once the header is out); the worker goes on. An end
+/// that `f` asked for is carried out here, after `f`'s borrow is over.
+/// Returns false if the request has no state of ours.
+///
+/// # Safety
+/// nginx thread; `r` is a live request, and no call of `enter` for it is
+/// running further up the stack.
+pub unsafe fn enter(
+    r: *mut ngx_http_request_t,
+    what: &'static str,
+    f: impl FnOnce(&mut RequestCtx),
+) -> bool {
+    // SAFETY: the caller's promise.
+    let slot = unsafe { slot_of(r) };
+    if slot.is_null() {
+        return false;
+    }
+    // SAFETY: the slot is live until the request is finalized below, and
+    // this is the only `&mut` to its state (the caller's promise).
+    let state = unsafe { (*slot).state.get() };
+    let ran = catch_unwind(AssertUnwindSafe(|| {
+        #[cfg(feature = "panic-inject")]
+        inject::maybe_panic(r, what);
+        // SAFETY: as above.
+        f(unsafe { &mut *state })
+    }));
+    if let Err(payload) = ran {
+        // SAFETY: r is live (nothing finalized it: ends wait for us).
+        let log = unsafe { (*(*r).connection).log };
+        log_panic(log, what, payload.as_ref());
+        // SAFETY: as above; `f`'s borrow is gone.
+        let cx = unsafe { &mut *state };
+        let rc = if cx.head_sent {
+            NGX_ERROR as ngx_int_t
+        } else {
+            NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t
+        };
+        if catch_unwind(AssertUnwindSafe(|| cx.end(rc, true))).is_err() {
+            cx.ending = Some(rc);
+        }
+    }
+    // SAFETY: the last use of the slot: finalizing may free it.
+    let ending = unsafe { (*state).ending.take() };
+    if let Some(rc) = ending {
+        // SAFETY: r is live until this call.
+        unsafe { ngx_http_finalize_request(r, rc) };
+    }
+    true
+}
+
+/// For entry points without a request (the wake-up eventfd, the deferral
+/// timer, the status page): a panic is logged at `alert` instead of
+/// unwinding into nginx. Returns `None` if `f` panicked.
+pub fn guard<T>(log: *mut ngx_log_t, what: &'static str, f: impl FnOnce() -> T) -> Option<T> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(v) => Some(v),
+        Err(payload) => {
+            log_panic(log, what, payload.as_ref());
+            None
+        }
+    }
+}
+
+thread_local! {
+    /// The last panic's message and place on this thread (see
+    /// [`install_panic_hook`]).
+    static LAST_PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
+    static NGINX_THREAD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Called once on nginx's thread in each worker: a panic there is recorded
+/// for [`enter`]/[`guard`] to log through nginx's log (with the request's
+/// context) instead of Rust's default hook printing to stderr; other
+/// threads keep the default hook.
+pub fn install_panic_hook() {
+    NGINX_THREAD.with(|t| t.set(true));
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if NGINX_THREAD.with(Cell::get) {
+            let place = info
+                .location()
+                .map(|l| format!(" at {}:{}", l.file(), l.line()))
+                .unwrap_or_default();
+            let text = format!("{}{place}", message(info.payload()));
+            LAST_PANIC.with(|p| *p.borrow_mut() = Some(text));
+        } else {
+            default(info);
+        }
+    }));
+}
+
+fn message(payload: &(dyn Any + Send)) -> &str {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s
+    } else {
+        "(no message)"
+    }
+}
+
+fn log_panic(log: *mut ngx_log_t, what: &str, payload: &(dyn Any + Send)) {
+    let text = LAST_PANIC
+        .with(|p| p.borrow_mut().take())
+        .unwrap_or_else(|| message(payload).to_string());
+    ngx_log_error!(
+        NGX_LOG_ALERT,
+        log,
+        "wsgi: panic in {}: {} while handling request",
+        what,
+        text
+    );
+}
+
+/// Test builds only (`--features panic-inject`): a request with the header
+/// `X-Wsgi-Panic: NAME` panics in the entry point named NAME; with
+/// `X-Wsgi-Panic: wakeup` (or `tick`) the next wake-up (or deferral timer)
+/// panics, whatever request it is for.
+#[cfg(feature = "panic-inject")]
+pub mod inject {
+    use core::sync::atomic::{AtomicBool, Ordering};
+
+    use nginx_sys::ngx_http_request_t;
+
+    use crate::util::{for_each_header, ngx_bytes};
+
+    static WAKEUP: AtomicBool = AtomicBool::new(false);
+    static TICK: AtomicBool = AtomicBool::new(false);
+
+    /// Panics if the request asks for a panic in `what`.
+    pub fn maybe_panic(r: *mut ngx_http_request_t, what: &str) {
+        let mut wanted = None;
+        // SAFETY: r is live; its header list is initialised.
+        unsafe {
+            for_each_header(&(*r).headers_in.headers, |h| {
+                if ngx_bytes(&h.key).eq_ignore_ascii_case(b"x-wsgi-panic") {
+                    wanted = Some(ngx_bytes(&h.value).to_vec());
+                }
+            });
+        }
+        match wanted.as_deref() {
+            Some(b"wakeup") => WAKEUP.store(true, Ordering::Relaxed),
+            Some(b"tick") => TICK.store(true, Ordering::Relaxed),
+            Some(w) if w == what.as_bytes() => panic!("injected panic in {what}"),
+            _ => {}
+        }
+    }
+
+    /// Panics once after a request asked for it (`wakeup`, `tick`).
+    pub fn maybe_panic_global(what: &str) {
+        let flag = match what {
+            "wakeup" => &WAKEUP,
+            "tick" => &TICK,
+            _ => return,
+        };
+        if flag.swap(false, Ordering::Relaxed) {
+            panic!("injected panic in {what}");
+        }
+    }
+}
