@@ -194,7 +194,8 @@ is(slurp("$d/state/atexit-$old_pid"), 'v1', 'old worker ran atexit');
 # graceful quit waits for a request in the app
 
 $s = http_get('/block?r2', start => 1);
-ok(poll(sub { -e "$state/started-r2" }), 'request in the app before quit');
+ok(poll(sub { slurp("$state/started-r2") =~ /^\d+$/ }),
+	'request in the app before quit');
 my $busy_pid = slurp("$d/state/started-r2");
 ok((grep { $_ == $busy_pid } @workers), 'request on a new worker');
 
@@ -229,7 +230,8 @@ conf(1, 'three');
 $t->run();
 
 $s = http_get('/stuck', start => 1);
-ok(poll(sub { -e "$state/stuck-started" }), 'request stuck in the app');
+ok(poll(sub { slurp("$state/stuck-started") =~ /^\d+$/ }),
+	'request stuck in the app');
 my $stuck_pid = slurp("$d/state/stuck-started");
 $master = master_pid();
 
