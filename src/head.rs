@@ -200,6 +200,16 @@ pub fn send_head(cx: &mut RequestCtx, head: ResponseHead) -> bool {
             ho.content_length_n = -1;
         }
         cx.head_sent = true;
+        wsgi_trace!(
+            r,
+            "job #{} status and headers back from thread {}: {}",
+            cx.id,
+            cx.exchange
+                .thread_no
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .saturating_sub(1),
+            head.status
+        );
         let rc = ngx_http_send_header(r);
         if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t {
             cx.end(rc, true);

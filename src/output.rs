@@ -114,6 +114,9 @@ fn on_writable(cx: &mut RequestCtx) {
         if event::timer_set(wev) != 0 && event::delayed(wev) == 0 {
             fields::del_timer(wev);
         }
+        if cx.waiting_on_client {
+            wsgi_trace!(r, "job #{} resumed: the client took what was sent", cx.id);
+        }
         cx.waiting_on_client = false;
         cx.last_activity = ngx_current_msec;
         pump(cx);
@@ -185,6 +188,7 @@ pub fn pump(cx: &mut RequestCtx) {
             if cx.replies.is_empty() {
                 return;
             }
+            wsgi_trace!(r, "job #{} took {} replies", cx.id, cx.replies.len());
         }
         // SAFETY: only the nginx thread writes ngx_current_msec.
         let now = unsafe { ngx_current_msec };
@@ -344,6 +348,14 @@ unsafe fn flush_chain(out: *mut ngx_chain_t) {
 
 /// Arms the write event (with `send_timeout`) and waits for the client.
 fn wait_for_client(cx: &mut RequestCtx) {
+    if !cx.waiting_on_client {
+        wsgi_trace!(
+            cx.r,
+            "job #{} paused for backpressure ({} bytes not yet sent)",
+            cx.id,
+            unsent(cx)
+        );
+    }
     cx.waiting_on_client = true;
     let r = cx.r;
     // SAFETY: r and its connection are live.

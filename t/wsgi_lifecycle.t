@@ -17,7 +17,7 @@ use Test::More;
 use Time::HiRes qw/ time sleep /;
 
 use Test::Nginx qw/ :DEFAULT http_end http_content /;
-use Test::WSGI qw/ slurp poll state_dir reload_wait /;
+use Test::WSGI qw/ slurp poll state_dir reload_wait worker_shutting_down /;
 
 ###############################################################################
 
@@ -122,15 +122,6 @@ EOF
 my $d = $t->testdir();
 my $state = state_dir($t);
 
-sub cmdline {
-	my ($pid) = @_;
-	open my $fh, '<', "/proc/$pid/cmdline" or return '';
-	local $/;
-	my $s = <$fh> // '';
-	$s =~ tr/\0/ /;
-	return $s;
-}
-
 sub alive {
 	my ($pid) = @_;
 	open my $fh, '<', "/proc/$pid/stat" or return 0;
@@ -197,7 +188,7 @@ ok(!$new{$old_pid}, 'old worker takes no new requests');
 my @workers = grep { $_ != $old_pid } children(master_pid($t));
 is(scalar @workers, 2, 'two new workers');
 
-ok(alive($old_pid) && cmdline($old_pid) =~ /shutting down/,
+ok(alive($old_pid) && worker_shutting_down($t, $old_pid),
 	'old worker shutting down, request still in the app');
 
 $t->write_file('state/release-r1', '');
@@ -211,13 +202,14 @@ is(slurp("$d/state/atexit-$old_pid"), 'v1', 'old worker ran atexit');
 # graceful quit waits for a request in the app
 
 $s = http_get('/block?r2', start => 1);
-ok(poll(sub { -e "$state/started-r2" }), 'request in the app before quit');
+ok(poll(sub { slurp("$state/started-r2") =~ /^\d+$/ }),
+	'request in the app before quit');
 my $busy_pid = slurp("$d/state/started-r2");
 ok((grep { $_ == $busy_pid } @workers), 'request on a new worker');
 
 my $master = master_pid($t);
 kill 'QUIT', $master;
-ok(poll(sub { cmdline($busy_pid) =~ /shutting down/ }),
+ok(poll(sub { worker_shutting_down($t, $busy_pid) }),
 	'worker shutting down with a request in the app');
 ok(alive($master), 'master waits for the request');
 
@@ -246,7 +238,8 @@ conf($t, 1, 'three');
 $t->run();
 
 $s = http_get('/stuck', start => 1);
-ok(poll(sub { -e "$state/stuck-started" }), 'request stuck in the app');
+ok(poll(sub { slurp("$state/stuck-started") =~ /^\d+$/ }),
+	'request stuck in the app');
 my $stuck_pid = slurp("$d/state/stuck-started");
 $master = master_pid($t);
 

@@ -18,6 +18,9 @@ pub struct Job {
     pub body: Body,
     pub exchange: Arc<Exchange>,
     pub queued_at: Instant,
+    /// The request's log takes debug lines: the pool thread reports its
+    /// steps (started, finished) as `LogLevel::Debug` lines for it.
+    pub trace: bool,
 }
 
 /// Request data for environ, copied out of nginx's request on its thread.
