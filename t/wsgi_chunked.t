@@ -183,14 +183,25 @@ is($e->{CONTENT_LENGTH}, '11', 'Content-Length unbuffered: CONTENT_LENGTH');
 is($e->{body}, 'hello world', 'Content-Length unbuffered: body');
 
 # HTTP/2: a request without content-length but with a transfer-encoding
-# header (malformed in HTTP/2, passed on by nginx); the body in DATA frames
+# header (malformed in HTTP/2; nginx 1.28 passes it on, later versions
+# answer 400 themselves); the body in DATA frames
 
 SKIP: {
 skip $h2, 13 if $h2;
 
+my ($status, $body);
 my @te = ('transfer-encoding' => 'chunked');
 
-my ($status, $body) = h2c('POST', '/', [@te], 'hello', ' world');
+SKIP: {
+($status, $body) = h2c('POST', '/', [@te], 'hello', ' world');
+
+if (defined $status && $status == 400) {
+	like($t->read_file('error.log'),
+		qr/\[info\].*client sent "Transfer-Encoding" header/,
+		'HTTP/2 with transfer-encoding: nginx refuses it itself');
+	skip 'this nginx refuses transfer-encoding in HTTP/2 (400)', 8;
+}
+
 is($status, 200, 'HTTP/2 buffered: status');
 $e = eval { decode_json($body) } || {};
 is($e->{SERVER_PROTOCOL}, 'HTTP/2.0', 'HTTP/2 buffered: HTTP/2');
@@ -211,6 +222,8 @@ is($e->{CONTENT_LENGTH}, undef, 'HTTP/2 unbuffered: no CONTENT_LENGTH');
 is($e->{HTTP_TRANSFER_ENCODING}, undef,
 	'HTTP/2 unbuffered: no HTTP_TRANSFER_ENCODING');
 ok($e->{'wsgi.input_terminated'}, 'HTTP/2 unbuffered: wsgi.input_terminated');
+
+}
 
 # without the header, as HTTP/2 clients send it
 
