@@ -11,40 +11,30 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::conf::MainConf;
-use crate::target::{AppSource, AppTarget};
+use crate::python::LOAD_APP;
+use crate::target::AppTarget;
 
 /// How long an import may take before the check gives up.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(60);
 
-const CHECK_SCRIPT: &str = r#"
-import sys, os, importlib, importlib.util, traceback
+/// Loads every app the way the workers do (`LOAD_APP`), reporting each
+/// failure with its traceback.
+const CHECK_DRIVER: &str = r#"
+import sys, os, traceback
 if sys.path and sys.path[0] in ('', os.getcwd()):
     del sys.path[0]
 paths = [p for p in os.environ.get('NGX_WSGI_CHECK_PATH', '').split('\x1f') if p]
 sys.path[0:0] = paths
 failed = 0
 for arg in sys.argv[1:]:
-    kind, src, attr, shown = arg.split('\x1f')
+    kind, src, attr, name, shown = arg.split('\x1f')
     try:
-        if kind == 'module':
-            obj = importlib.import_module(src)
-        else:
-            d = os.path.dirname(src)
-            if d and d not in sys.path:
-                sys.path.append(d)
-            spec = importlib.util.spec_from_file_location('_wsgi_check_app', src)
-            if spec is None:
-                raise ImportError('cannot load %r: not a Python file' % src)
-            obj = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(obj)
-        for part in attr.split('.'):
-            obj = getattr(obj, part)
-        if not callable(obj):
-            raise TypeError('%r is not callable' % attr)
-    except BaseException:
+        load_app(kind, src, attr, name)
+    except BaseException as e:
         failed += 1
         sys.stderr.write('wsgi: cannot load application "%s":\n' % shown)
-        traceback.print_exc()
+        strip_loader_frames(e)
+        traceback.print_exception(type(e), e, e.__traceback__)
 sys.stderr.flush()
 os._exit(1 if failed else 0)
 "#;
@@ -75,12 +65,9 @@ fn home_without_interpreter<'a>(mcf: &'a MainConf, python: &str) -> Option<&'a s
 }
 
 fn target_arg(t: &AppTarget) -> String {
-    let (kind, src) = match &t.source {
-        AppSource::Module(m) => ("module", m.as_str()),
-        AppSource::File(f) => ("file", f.as_str()),
-    };
+    let [kind, src, attr] = t.load_args();
     // Unit separators: arguments and environment cannot hold NUL.
-    format!("{kind}\x1f{src}\x1f{}\x1f{t}", t.callable)
+    format!("{kind}\x1f{src}\x1f{attr}\x1f{}\x1f{t}", t.module_name())
 }
 
 /// The environment nginx gives its workers: only what the main context's
@@ -156,7 +143,7 @@ pub fn check_imports(mcf: &MainConf, environment: &[(OsString, OsString)]) -> Re
     cmd.env_clear()
         .envs(environment.iter().map(|(k, v)| (k, v)))
         .arg("-c")
-        .arg(CHECK_SCRIPT)
+        .arg(format!("{LOAD_APP}\n{CHECK_DRIVER}"))
         .args(mcf.apps.iter().map(target_arg))
         .env("NGX_WSGI_CHECK_PATH", mcf.python_path.join("\x1f"))
         .env("PYTHONDONTWRITEBYTECODE", "1")
@@ -205,9 +192,94 @@ pub fn check_imports(mcf: &MainConf, environment: &[(OsString, OsString)]) -> Re
     }
 }
 
+/// The user nginx's workers run as: `user` (or nginx's default when the
+/// master runs as root), with its groups.
+pub struct WorkerUser {
+    pub name: String,
+    pub uid: u32,
+    pub gids: Vec<u32>,
+}
+
+/// `nginx -t`: can the workers' user read the Python they will start? The
+/// standard library of the embedded Python (`WSGI_PYTHON_STDLIB`, from
+/// build.rs), or of a `wsgi_python_home` prefix, and a venv's `pyvenv.cfg`.
+/// A Python under a private home (pyenv's `~/.pyenv` in a 0700 `/root`)
+/// would otherwise fail in every worker, with Python's own "failed to get
+/// the Python codec of the filesystem encoding". Mode bits only (no ACLs).
+pub fn check_python_readable(mcf: &MainConf, user: &WorkerUser) -> Result<(), String> {
+    let Some(mut stdlib) = option_env!("WSGI_PYTHON_STDLIB")
+        .filter(|s| !s.is_empty())
+        .map(std::path::PathBuf::from)
+    else {
+        return Ok(());
+    };
+    let mut paths = Vec::new();
+    if let Some(home) = &mcf.python_home {
+        let home = std::path::Path::new(home);
+        if home.join("pyvenv.cfg").exists() {
+            paths.push(home.join("pyvenv.cfg"));
+        } else if let Some(lib) = stdlib.file_name() {
+            // a prefix as home: its own lib/python3.X
+            stdlib = home.join("lib").join(lib);
+        }
+    }
+    paths.push(stdlib.join("encodings/__init__.py"));
+    for path in &paths {
+        if let Some(why) = unreadable(path, user) {
+            return Err(format!(
+                "wsgi: the Python at \"{}\" is not readable by the worker user \"{}\": {why}; \
+                 install Python where the workers can read it (not under a private home \
+                 directory), or set \"user\" to a user who can read it",
+                stdlib.display(),
+                user.name
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Why `user` cannot read `path` (search every directory on the way, read
+/// the file), or `None` if it can.
+fn unreadable(path: &std::path::Path, user: &WorkerUser) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    if user.uid == 0 {
+        return None;
+    }
+    let mut ancestors: Vec<_> = path.ancestors().collect();
+    ancestors.reverse();
+    for p in ancestors {
+        let Ok(meta) = std::fs::metadata(p) else {
+            // missing: Python's own error says so later
+            return None;
+        };
+        let mode = meta.mode();
+        let bits = if meta.uid() == user.uid {
+            mode >> 6
+        } else if user.gids.contains(&meta.gid()) {
+            mode >> 3
+        } else {
+            mode
+        } & 0o7;
+        let (need, what) = if p == path {
+            (0o4, "read")
+        } else {
+            (0o1, "search")
+        };
+        if bits & need == 0 {
+            return Some(format!(
+                "it cannot {what} \"{}\" (owner uid {}, mode {:04o})",
+                p.display(),
+                meta.uid(),
+                mode & 0o7777
+            ));
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{signal_option, worker_environment};
+    use super::{signal_option, unreadable, worker_environment, WorkerUser};
 
     #[test]
     fn signal_as_nginx_parses_it() {
@@ -265,5 +337,45 @@ mod tests {
         assert_eq!(get(&env, "WSGI_UNIT_TWICE").as_deref(), Some("2"));
         assert_eq!(get(&env, "TZ").as_deref(), Some("UTC"));
         assert_eq!(env.iter().filter(|(n, _)| n == "TZ").count(), 1);
+    }
+    #[test]
+    fn unreadable_names_the_directory_in_the_way() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("wsgi-unit-readable-{}", std::process::id()));
+        let file = dir.join("private/lib/os.py");
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, "").unwrap();
+        let set = |p: &std::path::Path, m| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        set(&dir, 0o755);
+        set(&file, 0o644);
+        // a user who owns nothing here, in no group of the files
+        let other = WorkerUser {
+            name: "other".into(),
+            uid: 4_000_000,
+            gids: vec![4_000_000],
+        };
+        set(&dir.join("private"), 0o755);
+        assert_eq!(unreadable(&file, &other), None);
+        set(&dir.join("private"), 0o700);
+        let why = unreadable(&file, &other).expect("0700 directory of another user");
+        assert!(
+            why.contains(&format!("search \"{}\"", dir.join("private").display())),
+            "{why}"
+        );
+        assert!(why.contains("mode 0700"), "{why}");
+        set(&dir.join("private"), 0o755);
+        set(&file, 0o600);
+        let why = unreadable(&file, &other).expect("0600 file of another user");
+        assert!(why.contains("cannot read"), "{why}");
+        // root reads everything
+        let root = WorkerUser {
+            name: "root".into(),
+            uid: 0,
+            gids: vec![0],
+        };
+        assert_eq!(unreadable(&file, &root), None);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -24,10 +24,15 @@ use core::ptr::addr_of;
 use nginx_sys::{ngx_http_module_t, ngx_module_t, NGX_HTTP_MODULE};
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf};
 
+#[macro_use]
+mod trace;
+
+mod app_stack;
 mod check;
 mod conf;
 mod fields;
 mod handler;
+mod head;
 mod notify;
 mod output;
 mod request;
@@ -42,6 +47,7 @@ use wsgi_pool::{message, pool, python, target};
 /// Buffers move between threads on every request (a body chunk made on a
 /// pool thread is freed on nginx's); glibc's malloc serialises such frees on
 /// the allocating thread's arena lock, mimalloc frees them without locking.
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -37,10 +37,19 @@ my ($openssl) = grep { -x } map { "$_/openssl" } split /:/, $ENV{PATH} // '';
 my $t = Test::Nginx->new()->has(qw/http http_ssl http_v2 realip/)->plan(66);
 my $d = $t->testdir();
 
+# the examples run their workers as www-data (or this user): they must reach
+# the files below, and upstream's Test::Nginx makes its directory 0700
+chmod 0755, $d;
+
 my ($module) = ($ENV{TEST_NGINX_GLOBALS} // '')
 	=~ /load_module\s+(\S*ngx_http_wsgi_module\.so)\s*;/;
 
-my $user = getpwnam('www-data') ? 'www-data' : (getpwuid($>))[0];
+# scripts/test runs the workers as root when nobody cannot read the Python
+# (a pyenv one under /root): so do the examples, which nginx -t would
+# otherwise refuse for that reason
+my $root_workers = ($ENV{TEST_NGINX_GLOBALS} // '') =~ /\buser\s+root\s*;/;
+my $user = $root_workers ? 'root'
+	: getpwnam('www-data') ? 'www-data' : (getpwuid($>))[0];
 
 ###############################################################################
 
@@ -150,7 +159,7 @@ EOF
 # (example port => test port), upstream servers pointed at $upstream
 
 sub rewrite {
-	my ($conf, $root, $ports, $upstream) = @_;
+	my ($t, $conf, $root, $ports, $upstream) = @_;
 
 	if ($module) {
 		$conf =~ s!^load_module\s+\S+ngx_http_wsgi_module\.so;!load_module $module;!m;
@@ -159,6 +168,7 @@ sub rewrite {
 	}
 	$conf =~ s!(?<=\s)/(etc|srv|var|run)/!$root/$1/!g;
 	$conf =~ s!^(\s*user\s+)www-data;!$1$user;!m;
+	$conf = "user root;\n$conf" if $root_workers && $conf !~ /^\s*user\s/m;
 	$conf =~ s{^(\s*listen\s+)(\d+)\b}{
 		$1 . '127.0.0.1:' . ($ports->{$2} // die "no test port for $2\n")
 	}gme;
@@ -202,7 +212,7 @@ for my $name (@names) {
 	my $node = $name eq 'scale-out'
 		? '127.0.0.1:' . $ports{'scale-out-node'}{8080} : undef;
 	wf("$root{$name}/conf/nginx.conf",
-		rewrite(delete $root{"$name.conf"}, $root{$name}, $ports{$name},
+		rewrite($t, delete $root{"$name.conf"}, $root{$name}, $ports{$name},
 			$node));
 }
 
@@ -408,5 +418,14 @@ stop('scale-out');
 stop('scale-out-node');
 ok(log_clean('scale-out'), 'scale-out: error log');
 ok(log_clean('scale-out-node'), 'scale-out-node: error log');
+
+# the library's own end-of-test check reads error.log in the test
+# directory (upstream's dies without one): the examples' logs, together
+
+$t->write_file('error.log', join '', map {
+	open my $fh, '<', $_ or die "Can't open $_: $!";
+	local $/;
+	scalar <$fh>;
+} sort glob("$d/*/var/log/nginx/error.log"));
 
 ###############################################################################

@@ -65,7 +65,8 @@ fn syntax_error_location(py: Python<'_>, err: &PyErr) -> Option<String> {
     let lines = py
         .import("traceback")
         .ok()?
-        .call_method1("format_exception_only", (err.value(py),))
+        // (type, value): the one-argument form is Python 3.10+.
+        .call_method1("format_exception_only", (err.get_type(py), err.value(py)))
         .ok()?;
     let text: String = lines.extract::<Vec<String>>().ok()?.concat();
     // The last line repeats "SyntaxError: message".
@@ -135,7 +136,7 @@ fn call_app(
     mut job: Job,
     responder: &Arc<Responder>,
 ) -> Result<(), Failure> {
-    let id = job.id;
+    let (id, trace) = (job.id, job.trace);
     let environ = tctx.environ(py, &mut job, hub).map_err(Failure::App)?;
     drop(job);
     let start_response =
@@ -157,6 +158,15 @@ fn call_app(
             hub,
             id,
             app_error_line(py, &e, "while closing the response iterable"),
+        );
+    }
+    if trace {
+        // Before the last reply: the request is still registered on the
+        // nginx side, so the line carries its context.
+        hub.log(
+            Some(id),
+            LogLevel::Debug,
+            format!("wsgi: job #{id} iterable closed"),
         );
     }
     sent?;
