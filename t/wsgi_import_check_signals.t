@@ -60,13 +60,15 @@ EOF
 $t->run();
 
 my $d = $t->testdir();
+# (copied: a named sub that used $t would keep it alive past the plan)
+my @globals = $t->_globals_args();
 
 # nginx -s SIGNAL with the same prefix, configuration and globals as the
 # running instance; returns the exit status and the output
 sub signal {
 	my ($sig) = @_;
 	my @cmd = ($Test::Nginx::NGINX, '-p', "$d/", '-c', 'nginx.conf',
-		'-e', 'signal.log', $t->_globals_args(), '-s', $sig);
+		'-e', 'signal.log', @globals, '-s', $sig);
 	my $pid = open(my $fh, '-|') // die "Can't fork: $!";
 	if ($pid == 0) {
 		open STDERR, '>&', \*STDOUT;
