@@ -292,8 +292,8 @@ sub h2c {
 	};
 	$send->();
 
-	# frames until the stream ends; :status is nginx's indexed "200" or a
-	# literal with the :status name index
+	# frames until the stream ends; :status is one of HPACK's indexed
+	# statuses or a literal with the :status name index
 	my ($buf, $status, $body, $end) = ('', undef, '', time + 8);
 	my $sel = IO::Select->new($s);
 	while (1) {
@@ -312,7 +312,10 @@ sub h2c {
 				$payload = substr($payload, 1 + ord $payload)
 					if $flags & 0x8;	# PADDED
 				$payload = substr($payload, 5) if $flags & 0x20; # PRIORITY
-				$status = 200 if $payload =~ /^\x88/;
+				# HPACK's static table: :status 200 204 206 304 400 404 500
+				my %indexed = (0x88 => 200, 0x89 => 204, 0x8a => 206,
+					0x8b => 304, 0x8c => 400, 0x8d => 404, 0x8e => 500);
+				$status = $indexed{ord $payload} if exists $indexed{ord $payload};
 				$status = $1 if $payload =~ /^\x48\x03(\d{3})/;
 			} elsif ($type == 0) {
 				$payload = substr($payload, 1, $len - 1 - ord $payload)
