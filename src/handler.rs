@@ -27,7 +27,7 @@ use crate::fields::{self, buf, connection, event, headers_in, req, Client};
 use crate::message::{Body, BodySegment, BodyStream, Exchange, Job, MallocBlock, RequestEnv};
 use crate::request::{self, NewRequest, RequestCtx};
 use crate::util::{for_each_header, ngx_bytes};
-use crate::{app_stack, notify, output, worker, HttpWsgiModule};
+use crate::{app_stack, notify, output, trace, worker, HttpWsgiModule};
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -190,6 +190,7 @@ unsafe fn dispatch(r: *mut ngx_http_request_t) {
         body,
         exchange,
         queued_at: Instant::now(),
+        trace: trace::enabled(log),
     };
     // SAFETY: r is live; no `enter` for it is running (its state is new).
     unsafe { request::enter(r, "request body handler", |cx| submit(cx, job)) };
@@ -212,8 +213,17 @@ fn submit(cx: &mut RequestCtx, job: Job) {
     }
     let counters = &rt.hub.counters;
     counters.requests.fetch_add(1, Ordering::Relaxed);
+    let id = job.id;
     match rt.submit(job) {
         Ok(()) => {
+            wsgi_trace!(
+                r,
+                "job #{} queued for the app ({} waiting, {} of {} threads busy)",
+                id,
+                counters.queued.load(Ordering::Relaxed),
+                counters.busy_threads.load(Ordering::Relaxed),
+                rt.threads
+            );
             notify::job_submitted();
             // SAFETY: r and its connection are live (nginx thread).
             unsafe {
@@ -475,6 +485,11 @@ unsafe fn collect_env(
                 declared_length = std::str::from_utf8(value)
                     .ok()
                     .and_then(|v| v.trim().parse().ok());
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                // nginx has taken the chunk framing off (HTTP/1.1 "chunked"
+                // is the only coding it accepts, HTTP/2 and 3 have none):
+                // wsgi.input is the decoded body, and an app that trusts
+                // this header would parse chunk sizes out of it.
             } else {
                 let name = env.push(name);
                 let value = env.push(value);
@@ -727,6 +742,7 @@ fn abort_request(cx: &mut RequestCtx, why: &str) {
             .client_aborts
             .fetch_add(1, Ordering::Relaxed);
     }
+    wsgi_trace!(cx.r, "job #{} client gone", cx.id);
     cx.end(NGX_HTTP_CLIENT_CLOSED_REQUEST as ngx_int_t, true);
 }
 

@@ -2,16 +2,19 @@
 //!
 //! The nginx event loop never waits for Python. Where code runs:
 //!
-//! * nginx thread — [`conf`] (directives), [`handler`] (content handler,
-//!   request body, dispatch), [`output`] (response to nginx's filters,
-//!   backpressure, finalisation), [`notify`] (the eventfd that wakes the
-//!   event loop), [`worker`] (per-worker start and exit), [`variables`].
-//!   None of these take the GIL.
-//! * pool threads — [`pool`] (threads, signal masks, thread states) and
-//!   [`wsgi`] (environ, `start_response`, `wsgi.input`, iteration), plus
-//!   [`python`] (interpreter start-up and app import). None of these see an
-//!   `ngx_*` pointer.
-//! * between them — [`message`]: owned jobs and replies only.
+//! * nginx thread — this crate: [`conf`] (directives), [`request`] (a
+//!   request's state, the guarded entry of every handler, its one end),
+//!   [`handler`] (content handler, request body, dispatch), [`output`]
+//!   (response to nginx's filters, backpressure), [`notify`] (the eventfd
+//!   that wakes the event loop), [`worker`] (per-worker start and exit),
+//!   [`variables`], [`status`], [`fields`] (nginx's structs as C lays them
+//!   out). None of these take the GIL.
+//! * pool threads — the `wsgi-pool` crate (`crates/wsgi-pool`): `pool`
+//!   (threads, signal masks, thread states), `wsgi` (environ,
+//!   `start_response`, `wsgi.input`, iteration), `python` (interpreter
+//!   start-up and app import). It does not depend on nginx's bindings, so
+//!   no `ngx_*` type can reach a pool thread.
+//! * between them — `wsgi_pool::message`: owned jobs and replies only.
 
 // The bench-only `transport-floor` build skips the WSGI call, leaving it unused.
 #![cfg_attr(feature = "transport-floor", allow(dead_code))]
@@ -21,23 +24,25 @@ use core::ptr::addr_of;
 use nginx_sys::{ngx_http_module_t, ngx_module_t, NGX_HTTP_MODULE};
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf};
 
+#[macro_use]
+mod trace;
+
 mod app_stack;
 mod check;
 mod conf;
 mod fields;
 mod handler;
-mod message;
+mod head;
 mod notify;
 mod output;
-mod pool;
-mod python;
 mod request;
 mod status;
-mod target;
 mod util;
 mod variables;
 mod worker;
-mod wsgi;
+
+// The pool side lives in its own crate, which has no nginx dependency.
+use wsgi_pool::{message, pool, python, target};
 
 /// Buffers move between threads on every request (a body chunk made on a
 /// pool thread is freed on nginx's); glibc's malloc serialises such frees on

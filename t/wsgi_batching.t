@@ -7,7 +7,7 @@
 # every short response must go out while the blocking one still runs
 # (nothing waits for a slow neighbour), none lost or doubled.  With the
 # timer's drain taken out, this fails (checked: 3 runs out of 3).  The
-# hand-off protocol itself is unit-tested in src/message.rs.
+# hand-off protocol itself is unit-tested in crates/wsgi-pool/src/message.rs.
 
 ###############################################################################
 
@@ -30,6 +30,8 @@ my $t = Test::Nginx->new()->has(qw/http/)->plan(3)
 	->write_file_expand('nginx.conf', <<'EOF');
 
 %%TEST_GLOBALS%%
+
+daemon off;
 
 worker_processes 1;
 

@@ -25,10 +25,12 @@ select STDOUT; $| = 1;
 my $t = Test::Nginx->new()->has(qw/http/)->plan(41);
 
 sub conf {
-	my ($pool) = @_;
+	my ($t, $pool) = @_;
 	$t->write_file_expand('nginx.conf', <<"EOF");
 
 %%TEST_GLOBALS%%
+
+daemon off;
 
 worker_processes 1;
 
@@ -138,7 +140,7 @@ my $state = state_dir($t);
 
 # one thread, one queue slot: the third request is refused at once
 
-conf("wsgi_threads 1;\n    wsgi_queue_size 1;");
+conf($t, "wsgi_threads 1;\n    wsgi_queue_size 1;");
 $t->run();
 
 my $s1 = http_get('/block?a1', start => 1);
@@ -162,7 +164,7 @@ $t->stop();
 
 # wsgi_queue_timeout: a queued request gives up after 1s
 
-conf("wsgi_threads 1;\n    wsgi_queue_size 4;\n    wsgi_queue_timeout 1s;");
+conf($t, "wsgi_threads 1;\n    wsgi_queue_size 4;\n    wsgi_queue_timeout 1s;");
 $t->run();
 
 $s1 = http_get('/block?b1', start => 1);

@@ -17,7 +17,7 @@ use Test::Nginx qw/ http http_get http_content /;
 
 our @EXPORT_OK = qw/ slurp poll wait_file wait_glob wait_log read_until
 	state_dir worker_pid rss_kb fd_count wsgi_status http_post
-	http_post_chunked pattern_body /;
+	http_post_chunked pattern_body reload_wait worker_shutting_down /;
 
 # TEST_WSGI_TIME_FACTOR (default 1) stretches every wait below, for runs
 # where nginx is slow on purpose (scripts/memcheck runs it under valgrind)
@@ -99,6 +99,63 @@ sub worker_pid {
 		return $pid if $cmd =~ /worker process/ || $cmd !~ /nginx: /;
 	}
 	return;
+}
+
+# live (non-zombie) children of $ppid
+sub _children {
+	my ($ppid) = @_;
+	opendir my $d, '/proc' or return;
+	return grep {
+		slurp("/proc/$_/stat") =~ /^\d+ \(.*\) ([^Z]) (\d+)/s && $2 == $ppid
+	} grep { /^\d+$/ } readdir $d;
+}
+
+# $t->reload() (upstream's sends SIGHUP and returns), then wait up to 30
+# seconds until the new configuration serves: new workers exist and every
+# old one has exited or is "shutting down" (its listening sockets are
+# closed by then).  True once so; false if nginx refused the reload
+# ([emerg] in the log: the old workers go on) or on the time limit.
+sub reload_wait {
+	my ($t) = @_;
+	my $dir = $t->testdir();
+	my ($master) = slurp("$dir/nginx.pid") =~ /(\d+)/ or return 0;
+	my %old = map { $_ => 1 } _children($master);
+	my $offset = -s "$dir/error.log" || 0;
+	my $refused;
+
+	$t->reload();
+
+	my $done = poll(sub {
+		return $refused = 1
+			if substr(slurp("$dir/error.log"), $offset) =~ /\[emerg\]/;
+		my @new = grep { !$old{$_} } _children($master);
+		my @serving = grep {
+			_is_worker($_) && !worker_shutting_down($t, $_)
+		} _children($master);
+		return @new && !grep { $old{$_} } @serving;
+	}, 30);
+	return $done && !$refused;
+}
+
+# Is worker $pid of $t's nginx leaving (its listening sockets closed,
+# finishing what it holds)? nginx says so in its process title, which it
+# writes over its argv; under valgrind (scripts/memcheck) that argv is a
+# copy and /proc/PID/cmdline keeps valgrind's command line, so the error
+# log's "gracefully shutting down" notice from that pid is read instead.
+sub worker_shutting_down {
+	my ($t, $pid) = @_;
+	my $cmd = slurp("/proc/$pid/cmdline");
+	return $cmd =~ /worker process is shutting/ ? 1 : 0 if $cmd =~ /nginx: /;
+	return slurp($t->testdir() . '/error.log')
+		=~ /\[notice\] $pid#\d+: gracefully shutting down/ ? 1 : 0;
+}
+
+# is $pid a worker process (not a cache manager or loader)? Without
+# process titles (see above) every child of the master counts
+sub _is_worker {
+	my ($pid) = @_;
+	my $cmd = slurp("/proc/$pid/cmdline");
+	return $cmd =~ /worker process/ || $cmd !~ /nginx: /;
 }
 
 # resident set size of $pid in kB, or -1 if it cannot be read; with

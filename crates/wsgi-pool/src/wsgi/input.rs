@@ -25,13 +25,9 @@ const RELEASE_AFTER: usize = 16 << 20;
 /// Returns this thread's free mimalloc pages to the system.
 #[cfg(not(feature = "system-alloc"))]
 fn release_free_memory() {
-    extern "C" {
-        // mimalloc's own API (linked in by the mimalloc crate, which does
-        // not re-export it): collect and purge free memory now.
-        fn mi_collect(force: bool);
-    }
-    // SAFETY: a plain call into the allocator; no pointers cross.
-    unsafe { mi_collect(true) };
+    // SAFETY: a plain call into the allocator (mimalloc's own API: collect
+    // and purge free memory now); no pointers cross.
+    unsafe { libmimalloc_sys::mi_collect(true) };
 }
 
 /// The system allocator (`--features system-alloc`) keeps its own policy.

@@ -1,0 +1,22 @@
+//! The pool side of ngx_http_wsgi_module: everything that runs on the
+//! Rust threads that call the WSGI app, and the interpreter's start-up.
+//!
+//! This crate has no nginx dependency at all: the compiler, not a comment,
+//! keeps nginx's data out of the pool threads. It talks to the nginx side
+//! only through [`message`]: owned jobs in, replies and completions out,
+//! and an eventfd to wake nginx's event loop.
+//!
+//! * [`message`] — what crosses threads: jobs, bodies, replies, the hub;
+//! * [`pool`] — the threads: signal masks, thread states, the job loop;
+//! * [`wsgi`] — environ, `start_response`, `wsgi.input`, iteration;
+//! * [`python`] — interpreter start-up per worker, app import;
+//! * [`target`] — what `wsgi_pass` names (module:callable or a file).
+
+// The bench-only `transport-floor` build skips the WSGI call, leaving it unused.
+#![cfg_attr(feature = "transport-floor", allow(dead_code))]
+
+pub mod message;
+pub mod pool;
+pub mod python;
+pub mod target;
+pub mod wsgi;
