@@ -45,7 +45,12 @@ fn nginx_cfgs() {
         }
     }
     println!("cargo::rerun-if-env-changed=DEP_NGINX_BUILD_DIR");
+    python_paths();
 }
+
+// `python_paths()`: the rpath to libpython and WSGI_PYTHON_STDLIB (shared
+// with crates/wsgi-pool, whose test binaries link libpython too).
+include!("python_paths.rs");
 
 fn nginx_version() -> Option<u64> {
     env::var("DEP_NGINX_VERSION_NUMBER").ok()?.parse().ok()

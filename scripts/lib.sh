@@ -57,3 +57,81 @@ worker_readable_dir() {
         echo "/var/tmp/ngx-wsgi-$(printf %s "$ROOT" | md5sum | cut -c1-8)/$name"
     fi
 }
+
+# --- choosing the Python and the nginx of a build --------------------------
+
+# nginx's configure options in the vendored build (the nginx-src crate's
+# NGINX_CONFIGURE_BASE, see `build/sbin/nginx -V`); scripts/build
+# --nginx-source configures other versions with the same.
+NGINX_CONFIGURE_FLAGS=(--with-compat --with-http_realip_module --with-http_ssl_module
+                       --with-http_v2_module --with-stream --with-stream_realip_module
+                       --with-stream_ssl_module --with-threads)
+
+# The nginx version of the nginx-src crate the vendored build uses (1.28.3).
+vendored_nginx_version() {
+    sed -n '/^name = "nginx-src"/{n;s/^version = ".*+\(.*\)"/\1/p}' "$ROOT/Cargo.lock"
+}
+
+pyenv_root() {
+    if command -v pyenv >/dev/null; then pyenv root
+    elif [ -x "$HOME/.pyenv/bin/pyenv" ]; then "$HOME/.pyenv/bin/pyenv" root
+    else echo "${PYENV_ROOT:-$HOME/.pyenv}"; fi
+}
+
+# resolve_python SPEC: the interpreter for a path or a version ("3.13"):
+# /usr/bin/python3.X (as /usr/bin/python3 when that is the same), else the
+# newest pyenv 3.X.*, else python3.X on PATH. Prints nothing if not found.
+resolve_python() {
+    local spec=$1 p=""
+    case "$spec" in
+        */*)
+            [ -x "$spec" ] && p=$(cd "$(dirname "$spec")" && echo "$PWD/$(basename "$spec")") ;;
+        3.[0-9]*)
+            if [ -x "/usr/bin/python$spec" ]; then
+                p=/usr/bin/python$spec
+                [ "$(readlink -f /usr/bin/python3)" = "$(readlink -f "$p")" ] && p=/usr/bin/python3
+            else
+                local d
+                d=$(ls -d "$(pyenv_root)/versions/$spec".* 2>/dev/null | sort -V | tail -1)
+                if [ -n "$d" ] && [ -x "$d/bin/python$spec" ]; then
+                    p=$d/bin/python$spec
+                elif command -v "python$spec" >/dev/null; then
+                    p=$(command -v "python$spec")
+                fi
+            fi ;;
+    esac
+    [ -n "$p" ] && echo "$p"
+    return 0
+}
+
+# python_version PY: "3.13" (with full=1: "3.13.0").
+python_version() {
+    "$1" -c 'import sys; print("%d.%d" % sys.version_info[:2] if len(sys.argv) < 2 else "%d.%d.%d" % sys.version_info[:3])' \
+        ${2:+full}
+}
+
+# The directory a pair's build goes to: build/ for the default pair (Debian's
+# python3 and the vendored nginx), build/system for Debian's python3 with
+# --system-nginx, else build/matrix/py<X.Y>-nginx<version>[-system].
+pair_dir() {
+    local python=$1 nginx_version=$2 kind=$3   # kind: vendored, source, system
+    local default=no
+    [ "$(readlink -f "$python")" = "$(readlink -f /usr/bin/python3)" ] && default=yes
+    if [ $default = yes ] && [ "$kind" = vendored ]; then
+        echo "$BUILD"
+    elif [ $default = yes ] && [ "$kind" = system ]; then
+        echo "$BUILD/system"
+    else
+        local suffix=""
+        [ "$kind" = system ] && suffix=-system
+        echo "$BUILD/matrix/py$(python_version "$python")-nginx$nginx_version$suffix"
+    fi
+}
+
+# Can nginx's workers (nobody, when run as root) read this Python's standard
+# library? A pyenv Python under /root (0700) cannot be.
+python_readable_by_workers() {
+    local stdlib
+    stdlib=$("$1" -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')
+    nobody_can_read "$stdlib/encodings/__init__.py"
+}

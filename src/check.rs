@@ -164,9 +164,94 @@ pub fn check_imports(mcf: &MainConf, environment: &[(OsString, OsString)]) -> Re
     }
 }
 
+/// The user nginx's workers run as: `user` (or nginx's default when the
+/// master runs as root), with its groups.
+pub struct WorkerUser {
+    pub name: String,
+    pub uid: u32,
+    pub gids: Vec<u32>,
+}
+
+/// `nginx -t`: can the workers' user read the Python they will start? The
+/// standard library of the embedded Python (`WSGI_PYTHON_STDLIB`, from
+/// build.rs), or of a `wsgi_python_home` prefix, and a venv's `pyvenv.cfg`.
+/// A Python under a private home (pyenv's `~/.pyenv` in a 0700 `/root`)
+/// would otherwise fail in every worker, with Python's own "failed to get
+/// the Python codec of the filesystem encoding". Mode bits only (no ACLs).
+pub fn check_python_readable(mcf: &MainConf, user: &WorkerUser) -> Result<(), String> {
+    let Some(mut stdlib) = option_env!("WSGI_PYTHON_STDLIB")
+        .filter(|s| !s.is_empty())
+        .map(std::path::PathBuf::from)
+    else {
+        return Ok(());
+    };
+    let mut paths = Vec::new();
+    if let Some(home) = &mcf.python_home {
+        let home = std::path::Path::new(home);
+        if home.join("pyvenv.cfg").exists() {
+            paths.push(home.join("pyvenv.cfg"));
+        } else if let Some(lib) = stdlib.file_name() {
+            // a prefix as home: its own lib/python3.X
+            stdlib = home.join("lib").join(lib);
+        }
+    }
+    paths.push(stdlib.join("encodings/__init__.py"));
+    for path in &paths {
+        if let Some(why) = unreadable(path, user) {
+            return Err(format!(
+                "wsgi: the Python at \"{}\" is not readable by the worker user \"{}\": {why}; \
+                 install Python where the workers can read it (not under a private home \
+                 directory), or set \"user\" to a user who can read it",
+                stdlib.display(),
+                user.name
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Why `user` cannot read `path` (search every directory on the way, read
+/// the file), or `None` if it can.
+fn unreadable(path: &std::path::Path, user: &WorkerUser) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    if user.uid == 0 {
+        return None;
+    }
+    let mut ancestors: Vec<_> = path.ancestors().collect();
+    ancestors.reverse();
+    for p in ancestors {
+        let Ok(meta) = std::fs::metadata(p) else {
+            // missing: Python's own error says so later
+            return None;
+        };
+        let mode = meta.mode();
+        let bits = if meta.uid() == user.uid {
+            mode >> 6
+        } else if user.gids.contains(&meta.gid()) {
+            mode >> 3
+        } else {
+            mode
+        } & 0o7;
+        let (need, what) = if p == path {
+            (0o4, "read")
+        } else {
+            (0o1, "search")
+        };
+        if bits & need == 0 {
+            return Some(format!(
+                "it cannot {what} \"{}\" (owner uid {}, mode {:04o})",
+                p.display(),
+                meta.uid(),
+                mode & 0o7777
+            ));
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
-    use super::worker_environment;
+    use super::{unreadable, worker_environment, WorkerUser};
     use std::ffi::OsString;
 
     fn get(env: &[(OsString, OsString)], name: &str) -> Option<String> {
@@ -202,5 +287,45 @@ mod tests {
         assert_eq!(get(&env, "WSGI_UNIT_TWICE").as_deref(), Some("2"));
         assert_eq!(get(&env, "TZ").as_deref(), Some("UTC"));
         assert_eq!(env.iter().filter(|(n, _)| n == "TZ").count(), 1);
+    }
+    #[test]
+    fn unreadable_names_the_directory_in_the_way() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("wsgi-unit-readable-{}", std::process::id()));
+        let file = dir.join("private/lib/os.py");
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, "").unwrap();
+        let set = |p: &std::path::Path, m| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        set(&dir, 0o755);
+        set(&file, 0o644);
+        // a user who owns nothing here, in no group of the files
+        let other = WorkerUser {
+            name: "other".into(),
+            uid: 4_000_000,
+            gids: vec![4_000_000],
+        };
+        set(&dir.join("private"), 0o755);
+        assert_eq!(unreadable(&file, &other), None);
+        set(&dir.join("private"), 0o700);
+        let why = unreadable(&file, &other).expect("0700 directory of another user");
+        assert!(
+            why.contains(&format!("search \"{}\"", dir.join("private").display())),
+            "{why}"
+        );
+        assert!(why.contains("mode 0700"), "{why}");
+        set(&dir.join("private"), 0o755);
+        set(&file, 0o600);
+        let why = unreadable(&file, &other).expect("0600 file of another user");
+        assert!(why.contains("cannot read"), "{why}");
+        // root reads everything
+        let root = WorkerUser {
+            name: "root".into(),
+            uid: 0,
+            gids: vec![0],
+        };
+        assert_eq!(unreadable(&file, &root), None);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

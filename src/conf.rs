@@ -141,6 +141,17 @@ impl LocConf {
 pub unsafe fn postconfiguration(cf: *mut ngx_conf_t) -> nginx_sys::ngx_int_t {
     // SAFETY: the http block created our main conf.
     let mcf = unsafe { main_conf(cf) };
+    if !mcf.apps.is_empty() {
+        // SAFETY: cf is the configuration being parsed.
+        if let Some(user) = unsafe { worker_user(cf) } {
+            if let Err(msg) = crate::check::check_python_readable(mcf, &user) {
+                // SAFETY: cf->log is the configuration log.
+                let log = unsafe { (*cf).log };
+                ngx::ngx_log_error!(NGX_LOG_EMERG, log, "{msg}");
+                return nginx_sys::NGX_ERROR as nginx_sys::ngx_int_t;
+            }
+        }
+    }
     if !mcf.import_check.unwrap_or(true) {
         return NGX_OK as nginx_sys::ngx_int_t;
     }
@@ -160,6 +171,52 @@ pub unsafe fn postconfiguration(cf: *mut ngx_conf_t) -> nginx_sys::ngx_int_t {
             nginx_sys::NGX_ERROR as nginx_sys::ngx_int_t
         }
     }
+}
+
+/// The user the workers will run as: `user`, or nginx's default
+/// (`nobody`) when the master runs as root, also when `user` comes after
+/// the http block (not read yet); `None` when they keep the master's user.
+///
+/// # Safety
+/// `cf` must be the configuration being parsed.
+unsafe fn worker_user(cf: *mut ngx_conf_t) -> Option<crate::check::WorkerUser> {
+    use std::ffi::{CStr, CString};
+    // SAFETY: the core module's conf exists before the http block is parsed.
+    let ccf = unsafe { core_conf((*cf).cycle) }?;
+    let (name, uid, gid) = if ccf.user != nginx_sys::ngx_uid_t::MAX && !ccf.username.is_null() {
+        // SAFETY: `user` keeps the name NUL-terminated in the cycle's pool.
+        let name = unsafe { CStr::from_ptr(ccf.username) };
+        (name.to_owned(), ccf.user, ccf.group)
+    } else {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return None;
+        }
+        // SAFETY: NUL-terminated names; the entries returned are read at
+        // once, before any other getpw*/getgr* call.
+        unsafe {
+            let pw = libc::getpwnam(nginx_sys::NGX_USER.as_ptr());
+            let gr = libc::getgrnam(nginx_sys::NGX_GROUP.as_ptr());
+            let pw = pw.as_ref()?;
+            let gid = gr.as_ref().map_or(pw.pw_gid, |g| g.gr_gid);
+            (CString::from(nginx_sys::NGX_USER), pw.pw_uid, gid)
+        }
+    };
+    // initgroups() gives the workers the user's supplementary groups too.
+    let mut gids = vec![0 as libc::gid_t; 256];
+    let mut n = gids.len() as libc::c_int;
+    // SAFETY: `gids` has room for `n` entries; getgrouplist writes at most
+    // that many and sets `n` to the count.
+    let rc = unsafe { libc::getgrouplist(name.as_ptr(), gid, gids.as_mut_ptr(), &mut n) };
+    gids.truncate(if rc < 0 { 0 } else { n.max(0) as usize });
+    if !gids.contains(&gid) {
+        gids.push(gid);
+    }
+    Some(crate::check::WorkerUser {
+        name: name.to_string_lossy().into_owned(),
+        uid,
+        gids,
+    })
 }
 
 /// The main context's `env` directives read so far (nginx keeps them in the

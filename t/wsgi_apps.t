@@ -190,7 +190,8 @@ like($log, qr/$load "\Q$d\E\/syntax_error\.py:application": SyntaxError: /,
 like($log, qr/SyntaxError: .* \(syntax_error\.py, line 1\)\n  File "\Q$d\E\/syntax_error\.py", line 1\n    def application\(environ, start_response\)\n +\^/,
 	'syntax error: full path, line and caret, no loader frames');
 
-like($log, qr/$load "syntax_mod:application": SyntaxError: .*\n  File "\Q$d\E\/lib\/syntax_mod\.py", line 1\n    def application\(environ, start_response:\n +\^/,
+# Python 3.10+ points at the unclosed "(" on line 1, 3.9 at line 2
+like($log, qr/$load "syntax_mod:application": SyntaxError: .*\n  File "\Q$d\E\/lib\/syntax_mod\.py", line (?:1\n    def application\(environ, start_response:|2\n    return \[b'not reached'\])\n +\^/,
 	'syntax error in a module: full path, line and caret');
 like(http_get('/syntax-module/'), qr/^HTTP\/1\.1 500 /, 'syntax error in a module: 500');
 

@@ -183,14 +183,25 @@ is($e->{CONTENT_LENGTH}, '11', 'Content-Length unbuffered: CONTENT_LENGTH');
 is($e->{body}, 'hello world', 'Content-Length unbuffered: body');
 
 # HTTP/2: a request without content-length but with a transfer-encoding
-# header (malformed in HTTP/2, passed on by nginx); the body in DATA frames
+# header (malformed in HTTP/2; nginx 1.28 passes it on, later versions
+# answer 400 themselves); the body in DATA frames
 
 SKIP: {
 skip $h2, 13 if $h2;
 
+my ($status, $body);
 my @te = ('transfer-encoding' => 'chunked');
 
-my ($status, $body) = h2c('POST', '/', [@te], 'hello', ' world');
+SKIP: {
+($status, $body) = h2c('POST', '/', [@te], 'hello', ' world');
+
+if (defined $status && $status == 400) {
+	like($t->read_file('error.log'),
+		qr/\[info\].*client sent "Transfer-Encoding" header/,
+		'HTTP/2 with transfer-encoding: nginx refuses it itself');
+	skip 'this nginx refuses transfer-encoding in HTTP/2 (400)', 8;
+}
+
 is($status, 200, 'HTTP/2 buffered: status');
 $e = eval { decode_json($body) } || {};
 is($e->{SERVER_PROTOCOL}, 'HTTP/2.0', 'HTTP/2 buffered: HTTP/2');
@@ -211,6 +222,8 @@ is($e->{CONTENT_LENGTH}, undef, 'HTTP/2 unbuffered: no CONTENT_LENGTH');
 is($e->{HTTP_TRANSFER_ENCODING}, undef,
 	'HTTP/2 unbuffered: no HTTP_TRANSFER_ENCODING');
 ok($e->{'wsgi.input_terminated'}, 'HTTP/2 unbuffered: wsgi.input_terminated');
+
+}
 
 # without the header, as HTTP/2 clients send it
 
@@ -279,8 +292,8 @@ sub h2c {
 	};
 	$send->();
 
-	# frames until the stream ends; :status is nginx's indexed "200" or a
-	# literal with the :status name index
+	# frames until the stream ends; :status is one of HPACK's indexed
+	# statuses or a literal with the :status name index
 	my ($buf, $status, $body, $end) = ('', undef, '', time + 8);
 	my $sel = IO::Select->new($s);
 	while (1) {
@@ -299,7 +312,10 @@ sub h2c {
 				$payload = substr($payload, 1 + ord $payload)
 					if $flags & 0x8;	# PADDED
 				$payload = substr($payload, 5) if $flags & 0x20; # PRIORITY
-				$status = 200 if $payload =~ /^\x88/;
+				# HPACK's static table: :status 200 204 206 304 400 404 500
+				my %indexed = (0x88 => 200, 0x89 => 204, 0x8a => 206,
+					0x8b => 304, 0x8c => 400, 0x8d => 404, 0x8e => 500);
+				$status = $indexed{ord $payload} if exists $indexed{ord $payload};
 				$status = $1 if $payload =~ /^\x48\x03(\d{3})/;
 			} elsif ($type == 0) {
 				$payload = substr($payload, 1, $len - 1 - ord $payload)

@@ -44,7 +44,12 @@ chmod 0755, $d;
 my ($module) = ($ENV{TEST_NGINX_GLOBALS} // '')
 	=~ /load_module\s+(\S*ngx_http_wsgi_module\.so)\s*;/;
 
-my $user = getpwnam('www-data') ? 'www-data' : (getpwuid($>))[0];
+# scripts/test runs the workers as root when nobody cannot read the Python
+# (a pyenv one under /root): so do the examples, which nginx -t would
+# otherwise refuse for that reason
+my $root_workers = ($ENV{TEST_NGINX_GLOBALS} // '') =~ /\buser\s+root\s*;/;
+my $user = $root_workers ? 'root'
+	: getpwnam('www-data') ? 'www-data' : (getpwuid($>))[0];
 
 ###############################################################################
 
@@ -163,6 +168,7 @@ sub rewrite {
 	}
 	$conf =~ s!(?<=\s)/(etc|srv|var|run)/!$root/$1/!g;
 	$conf =~ s!^(\s*user\s+)www-data;!$1$user;!m;
+	$conf = "user root;\n$conf" if $root_workers && $conf !~ /^\s*user\s/m;
 	$conf =~ s{^(\s*listen\s+)(\d+)\b}{
 		$1 . '127.0.0.1:' . ($ports->{$2} // die "no test port for $2\n")
 	}gme;

@@ -33,8 +33,18 @@ $venv = realpath($venv);
 # the venv's package must not be importable by the system python itself,
 # or "without wsgi_python_home it fails" proves nothing
 
+# the Python the venv was made from (the one the module embeds): its own
+# prefix, wherever it is installed (/usr, pyenv, /opt ...), and its
+# interpreter, asked rather than assumed
+
+my $base_prefix = `"$venv/bin/python" -c 'import sys; print(sys.base_prefix)'`;
+chomp $base_prefix;
+my $base_python = `"$venv/bin/python" -c 'import sys, os; print(os.path.join(sys.base_prefix, "bin", "python%d.%d" % sys.version_info[:2]))'`;
+chomp $base_python;
+$base_python = '/usr/bin/python3' unless -x $base_python;
+
 my $sys_has_flask =
-	system("/usr/bin/python3 -c 'import flask' 2>/dev/null") == 0;
+	system("'$base_python' -c 'import flask' 2>/dev/null") == 0;
 
 my $t = Test::Nginx->new()->has(qw/http/)->plan(26);
 my $d = $t->testdir();
@@ -61,6 +71,8 @@ def application(environ, start_response):
         'flask_version': flask_version,
         'system_site': any(p.startswith('/usr/lib/python3/dist-packages')
                            or p.startswith('/usr/local/lib/python3')
+                           or (p.startswith(sys.base_prefix + '/')
+                               and p.endswith('-packages'))
                            for p in sys.path),
         'venv_site': [os.path.realpath(p) for p in sys.path
                       if p.endswith('site-packages')],
@@ -189,7 +201,7 @@ $t->write_file_expand('nginx.conf', conf(1, 'on'))->run();
 my $info = http_get('/info');
 like($info, qr/^HTTP\/1\.1 200 /, 'venv: info');
 like($info, qr/"prefix": "\Q$venv\E"/, 'venv: sys.prefix is the venv');
-like($info, qr/"base_prefix": "\/usr"/, 'venv: sys.base_prefix');
+like($info, qr/"base_prefix": "\Q$base_prefix\E"/, 'venv: sys.base_prefix');
 like($info, qr/"executable": "[^"]*\/bin\/python3?"/,
 	'venv: sys.executable is bin/python');
 like($info, qr/"executable": "\Q$ENV{TEST_WSGI_VENV}\E|"executable": "\Q$venv\E/,
@@ -212,7 +224,7 @@ $t->write_file_expand('nginx.conf', conf(0, 'off'))->run();
 
 $info = http_get('/info');
 like($info, qr/^HTTP\/1\.1 200 /, 'no venv: info');
-like($info, qr/"prefix": "\/usr"/, 'no venv: sys.prefix');
+like($info, qr/"prefix": "\Q${\ realpath($base_prefix)}\E"/, 'no venv: sys.prefix');
 unlike($info, qr/"prefix": "\Q$venv\E"/, 'no venv: prefix not the venv');
 unlike($info, qr/"venv_site": \[[^\]]*\Q$venv\E/,
 	'no venv: venv site-packages not on sys.path');

@@ -15,9 +15,9 @@ use Time::HiRes qw/ time sleep /;
 
 use Test::Nginx qw/ http http_get http_content /;
 
-our @EXPORT_OK = qw/ slurp poll wait_file wait_glob wait_log read_until
+our @EXPORT_OK = qw/ worker_shutting_down slurp poll wait_file wait_glob wait_log read_until
 	state_dir worker_pid rss_kb fd_count wsgi_status http_post
-	http_post_chunked pattern_body reload_wait worker_shutting_down /;
+	http_post_chunked pattern_body reload_wait /;
 
 # TEST_WSGI_TIME_FACTOR (default 1) stretches every wait below, for runs
 # where nginx is slow on purpose (scripts/memcheck runs it under valgrind)
@@ -129,15 +129,13 @@ sub reload_wait {
 		return $refused = 1
 			if substr(slurp("$dir/error.log"), $offset) =~ /\[emerg\]/;
 		my @new = grep { !$old{$_} } _children($master);
-		my @serving = grep {
-			_is_worker($_) && !worker_shutting_down($t, $_)
-		} _children($master);
+		my @serving = grep { !worker_shutting_down($t, $_) } _children($master);
 		return @new && !grep { $old{$_} } @serving;
 	}, 30);
 	return $done && !$refused;
 }
 
-# Is worker $pid of $t's nginx leaving (its listening sockets closed,
+# Is worker $pid of $t's nginx leaving (closed its listening sockets,
 # finishing what it holds)? nginx says so in its process title, which it
 # writes over its argv; under valgrind (scripts/memcheck) that argv is a
 # copy and /proc/PID/cmdline keeps valgrind's command line, so the error
@@ -148,14 +146,6 @@ sub worker_shutting_down {
 	return $cmd =~ /worker process is shutting/ ? 1 : 0 if $cmd =~ /nginx: /;
 	return slurp($t->testdir() . '/error.log')
 		=~ /\[notice\] $pid#\d+: gracefully shutting down/ ? 1 : 0;
-}
-
-# is $pid a worker process (not a cache manager or loader)? Without
-# process titles (see above) every child of the master counts
-sub _is_worker {
-	my ($pid) = @_;
-	my $cmd = slurp("/proc/$pid/cmdline");
-	return $cmd =~ /worker process/ || $cmd !~ /nginx: /;
 }
 
 # resident set size of $pid in kB, or -1 if it cannot be read; with

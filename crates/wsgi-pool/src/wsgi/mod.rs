@@ -65,7 +65,8 @@ fn syntax_error_location(py: Python<'_>, err: &PyErr) -> Option<String> {
     let lines = py
         .import("traceback")
         .ok()?
-        .call_method1("format_exception_only", (err.value(py),))
+        // (type, value): the one-argument form is Python 3.10+.
+        .call_method1("format_exception_only", (err.get_type(py), err.value(py)))
         .ok()?;
     let text: String = lines.extract::<Vec<String>>().ok()?.concat();
     // The last line repeats "SyntaxError: message".
