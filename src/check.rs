@@ -11,40 +11,30 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::conf::MainConf;
-use crate::target::{AppSource, AppTarget};
+use crate::python::LOAD_APP;
+use crate::target::AppTarget;
 
 /// How long an import may take before the check gives up.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(60);
 
-const CHECK_SCRIPT: &str = r#"
-import sys, os, importlib, importlib.util, traceback
+/// Loads every app the way the workers do (`LOAD_APP`), reporting each
+/// failure with its traceback.
+const CHECK_DRIVER: &str = r#"
+import sys, os, traceback
 if sys.path and sys.path[0] in ('', os.getcwd()):
     del sys.path[0]
 paths = [p for p in os.environ.get('NGX_WSGI_CHECK_PATH', '').split('\x1f') if p]
 sys.path[0:0] = paths
 failed = 0
 for arg in sys.argv[1:]:
-    kind, src, attr, shown = arg.split('\x1f')
+    kind, src, attr, name, shown = arg.split('\x1f')
     try:
-        if kind == 'module':
-            obj = importlib.import_module(src)
-        else:
-            d = os.path.dirname(src)
-            if d and d not in sys.path:
-                sys.path.append(d)
-            spec = importlib.util.spec_from_file_location('_wsgi_check_app', src)
-            if spec is None:
-                raise ImportError('cannot load %r: not a Python file' % src)
-            obj = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(obj)
-        for part in attr.split('.'):
-            obj = getattr(obj, part)
-        if not callable(obj):
-            raise TypeError('%r is not callable' % attr)
-    except BaseException:
+        load_app(kind, src, attr, name)
+    except BaseException as e:
         failed += 1
         sys.stderr.write('wsgi: cannot load application "%s":\n' % shown)
-        traceback.print_exc()
+        strip_loader_frames(e)
+        traceback.print_exception(type(e), e, e.__traceback__)
 sys.stderr.flush()
 os._exit(1 if failed else 0)
 "#;
@@ -75,12 +65,9 @@ fn home_without_interpreter<'a>(mcf: &'a MainConf, python: &str) -> Option<&'a s
 }
 
 fn target_arg(t: &AppTarget) -> String {
-    let (kind, src) = match &t.source {
-        AppSource::Module(m) => ("module", m.as_str()),
-        AppSource::File(f) => ("file", f.as_str()),
-    };
+    let [kind, src, attr] = t.load_args();
     // Unit separators: arguments and environment cannot hold NUL.
-    format!("{kind}\x1f{src}\x1f{}\x1f{t}", t.callable)
+    format!("{kind}\x1f{src}\x1f{attr}\x1f{}\x1f{t}", t.module_name())
 }
 
 /// The environment nginx gives its workers: only what the main context's
@@ -128,7 +115,7 @@ pub fn check_imports(mcf: &MainConf, environment: &[(OsString, OsString)]) -> Re
     cmd.env_clear()
         .envs(environment.iter().map(|(k, v)| (k, v)))
         .arg("-c")
-        .arg(CHECK_SCRIPT)
+        .arg(format!("{LOAD_APP}\n{CHECK_DRIVER}"))
         .args(mcf.apps.iter().map(target_arg))
         .env("NGX_WSGI_CHECK_PATH", mcf.python_path.join("\x1f"))
         .env("PYTHONDONTWRITEBYTECODE", "1")

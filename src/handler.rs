@@ -27,7 +27,7 @@ use crate::fields::{self, buf, connection, event, headers_in, req, Client};
 use crate::message::{Body, BodySegment, BodyStream, Exchange, Job, MallocBlock, RequestEnv};
 use crate::request::{self, NewRequest, RequestCtx};
 use crate::util::{for_each_header, ngx_bytes};
-use crate::{notify, output, worker, HttpWsgiModule};
+use crate::{notify, output, trace, worker, HttpWsgiModule};
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -190,6 +190,7 @@ unsafe fn dispatch(r: *mut ngx_http_request_t) {
         body,
         exchange,
         queued_at: Instant::now(),
+        trace: trace::enabled(log),
     };
     // SAFETY: r is live; no `enter` for it is running (its state is new).
     unsafe { request::enter(r, "request body handler", |cx| submit(cx, job)) };
@@ -212,8 +213,17 @@ fn submit(cx: &mut RequestCtx, job: Job) {
     }
     let counters = &rt.hub.counters;
     counters.requests.fetch_add(1, Ordering::Relaxed);
+    let id = job.id;
     match rt.submit(job) {
         Ok(()) => {
+            wsgi_trace!(
+                r,
+                "job #{} queued for the app ({} waiting, {} of {} threads busy)",
+                id,
+                counters.queued.load(Ordering::Relaxed),
+                counters.busy_threads.load(Ordering::Relaxed),
+                rt.threads
+            );
             notify::job_submitted();
             // SAFETY: r and its connection are live (nginx thread).
             unsafe {
@@ -727,6 +737,7 @@ fn abort_request(cx: &mut RequestCtx, why: &str) {
             .client_aborts
             .fetch_add(1, Ordering::Relaxed);
     }
+    wsgi_trace!(cx.r, "job #{} client gone", cx.id);
     cx.end(NGX_HTTP_CLIENT_CLOSED_REQUEST as ngx_int_t, true);
 }
 

@@ -24,10 +24,14 @@ use core::ptr::addr_of;
 use nginx_sys::{ngx_http_module_t, ngx_module_t, NGX_HTTP_MODULE};
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf};
 
+#[macro_use]
+mod trace;
+
 mod check;
 mod conf;
 mod fields;
 mod handler;
+mod head;
 mod notify;
 mod output;
 mod request;

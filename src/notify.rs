@@ -15,7 +15,7 @@ use nginx_sys::{
 use ngx::ngx_log_error;
 
 use crate::fields::{self, event};
-use crate::message::{Completion, RequestId};
+use crate::message::{Completion, LogLevel, RequestId};
 use crate::request;
 use crate::worker;
 
@@ -211,7 +211,12 @@ extern "C" fn on_wakeup(ev: *mut ngx_event_t) {
         #[cfg(feature = "panic-inject")]
         crate::request::inject::maybe_panic_global("wakeup");
         let Some(rt) = worker::runtime() else { return };
-        rt.hub.drain(handle);
+        let mut drained = 0usize;
+        rt.hub.drain(|c| {
+            drained += 1;
+            handle(c)
+        });
+        wsgi_debug!(log, "wake-up: {} completions drained", drained);
     });
     if ran.is_none() {
         // The eventfd is edge-triggered: what the failed drain left would
@@ -234,12 +239,22 @@ fn handle(c: Completion) {
             }
         }
         Completion::Log { id, level, text } => {
-            let log: *mut ngx_log_t = match id.and_then(lookup) {
+            let waiter = id.and_then(lookup);
+            let log: *mut ngx_log_t = match waiter {
                 // SAFETY: as above; the request's log carries its context.
                 Some(w) => unsafe { (*(*w.r).connection).log },
                 None => ngx::log::ngx_cycle_log().as_ptr(),
             };
-            log_lines(log, level as usize, &text);
+            match waiter {
+                // nginx adds no request context to debug lines: the trace
+                // (a pool thread's steps) names the request itself.
+                Some(w) if level == LogLevel::Debug => log_lines(
+                    log,
+                    level as usize,
+                    &format!("{text}, request: \"{}\"", crate::trace::RequestLine(w.r)),
+                ),
+                _ => log_lines(log, level as usize, &text),
+            }
         }
     }
 }

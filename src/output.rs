@@ -1,6 +1,6 @@
 //! nginx thread: turns replies from the pool into nginx's response — the
-//! status and headers, body buffers through the output filters, files as
-//! file buffers — with backpressure: when the client cannot take more,
+//! head (through [`crate::head`]), body buffers through the output filters,
+//! files as file buffers — with backpressure: when the client cannot take more,
 //! we stop taking replies, the pool thread blocks on the full exchange, and
 //! the connection's write event resumes us. Never takes the GIL.
 
@@ -11,24 +11,17 @@ use nginx_sys::{
     ngx_buf_t, ngx_chain_get_free_buf, ngx_chain_t, ngx_chain_update_chains, ngx_current_msec,
     ngx_event_t, ngx_file_t, ngx_handle_write_event, ngx_http_core_loc_conf_t,
     ngx_http_core_module, ngx_http_output_filter, ngx_http_request_t, ngx_http_run_posted_requests,
-    ngx_http_send_header, ngx_int_t, ngx_list_push, ngx_pcalloc, ngx_pnalloc, ngx_table_elt_t,
-    NGX_AGAIN, NGX_ERROR, NGX_HTTP_REQUEST_TIME_OUT, NGX_LOG_INFO, NGX_OK,
-};
-use nginx_sys::{
-    ngx_http_core_get_method, ngx_http_err_page_t, ngx_http_internal_redirect,
-    ngx_http_named_location, ngx_http_parse_unsafe_uri, ngx_str_t, ngx_uint_t, NGX_DONE,
-    NGX_HTTP_GET, NGX_HTTP_HEAD, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_LOG_UNSAFE,
-    NGX_HTTP_NOT_FOUND,
+    ngx_int_t, ngx_pcalloc, ngx_pnalloc, NGX_AGAIN, NGX_ERROR, NGX_HTTP_REQUEST_TIME_OUT,
+    NGX_LOG_INFO, NGX_OK,
 };
 use ngx::http::HttpModule;
 use ngx::ngx_log_error;
 
-use crate::conf::{IGNORE_XA_CHARSET, IGNORE_XA_LIMIT_RATE, IGNORE_XA_REDIRECT};
-use crate::fields::{self, buf, connection, event, req};
-use crate::message::{Chunk, FileReply, Reply, ResponseHead};
+use crate::fields::{self, buf, connection, event};
+use crate::message::{Chunk, FileReply, Reply};
 use crate::request::{self, RequestCtx};
-use crate::util::{eq_ignore_case, ngx_bytes, pool_str};
-use crate::HttpWsgiModule;
+use crate::util::pool_str;
+use crate::{head, HttpWsgiModule};
 
 /// What an nginx buffer points into, kept alive until nginx has sent it.
 pub struct Held {
@@ -72,7 +65,7 @@ pub extern "C" fn write_handler(r: *mut ngx_http_request_t) {
     unsafe { request::enter(r, "write event handler", on_writable) };
 }
 
-fn core_loc_conf<'a>(r: *mut ngx_http_request_t) -> &'a ngx_http_core_loc_conf_t {
+pub fn core_loc_conf<'a>(r: *mut ngx_http_request_t) -> &'a ngx_http_core_loc_conf_t {
     // SAFETY: every request has the core module's location conf.
     unsafe {
         &*(*(*r).loc_conf.add(ngx_http_core_module.ctx_index) as *const ngx_http_core_loc_conf_t)
@@ -120,6 +113,9 @@ fn on_writable(cx: &mut RequestCtx) {
         // us once the next write is held back.
         if event::timer_set(wev) != 0 && event::delayed(wev) == 0 {
             fields::del_timer(wev);
+        }
+        if cx.waiting_on_client {
+            wsgi_trace!(r, "job #{} resumed: the client took what was sent", cx.id);
         }
         cx.waiting_on_client = false;
         cx.last_activity = ngx_current_msec;
@@ -192,6 +188,7 @@ pub fn pump(cx: &mut RequestCtx) {
             if cx.replies.is_empty() {
                 return;
             }
+            wsgi_trace!(r, "job #{} took {} replies", cx.id, cx.replies.len());
         }
         // SAFETY: only the nginx thread writes ngx_current_msec.
         let now = unsafe { ngx_current_msec };
@@ -209,7 +206,7 @@ pub fn pump(cx: &mut RequestCtx) {
             match reply {
                 Reply::Head(head) => {
                     // SAFETY: r is live; headers go out before any body.
-                    if !send_head(cx, head) {
+                    if !head::send_head(cx, head) {
                         return;
                     }
                 }
@@ -351,6 +348,14 @@ unsafe fn flush_chain(out: *mut ngx_chain_t) {
 
 /// Arms the write event (with `send_timeout`) and waits for the client.
 fn wait_for_client(cx: &mut RequestCtx) {
+    if !cx.waiting_on_client {
+        wsgi_trace!(
+            cx.r,
+            "job #{} paused for backpressure ({} bytes not yet sent)",
+            cx.id,
+            unsent(cx)
+        );
+    }
     cx.waiting_on_client = true;
     let r = cx.r;
     // SAFETY: r and its connection are live.
@@ -475,321 +480,6 @@ fn last_buf(cx: &mut RequestCtx, out: *mut ngx_chain_t) -> Option<*mut ngx_chain
         }
         buf::set_last_in_chain(b, 1);
         Some(cl)
-    }
-}
-
-/// Whether a (validated) status such as `200 OK` has a reason phrase.
-fn has_reason(status_line: &[u8]) -> bool {
-    status_line
-        .get(4..)
-        .is_some_and(|reason| reason.iter().any(|&c| c != b' ' && c != b'\t'))
-}
-
-/// Headers that describe a connection, not a response: nginx owns them.
-fn is_hop_by_hop(name: &[u8]) -> bool {
-    const HOP: [&[u8]; 7] = [
-        b"connection",
-        b"keep-alive",
-        b"transfer-encoding",
-        b"proxy-connection",
-        b"upgrade",
-        b"te",
-        b"trailer",
-    ];
-    HOP.iter().any(|h| eq_ignore_case(name, h))
-}
-
-/// Whether the request's location has an `error_page` for `status`.
-fn has_error_page(r: *mut ngx_http_request_t, status: u16) -> bool {
-    let pages = core_loc_conf(r).error_pages;
-    if pages.is_null() {
-        return false;
-    }
-    // SAFETY: the error_page directive fills this array with
-    // ngx_http_err_page_t; it lives in the configuration pool.
-    let pages = unsafe {
-        let a = &*pages;
-        std::slice::from_raw_parts(a.elts as *const ngx_http_err_page_t, a.nelts)
-    };
-    pages.iter().any(|p| p.status == status as ngx_int_t)
-}
-
-/// `wsgi_intercept_errors`: the app's status goes to the location's
-/// `error_page` instead of its own body, as with `proxy_intercept_errors`.
-/// A 401 keeps the app's `WWW-Authenticate`. True if intercepted.
-fn intercept(cx: &mut RequestCtx, head: &ResponseHead) -> bool {
-    let r = cx.r;
-    // SAFETY: the location conf lives as long as the cycle.
-    let lcf = unsafe { &*cx.lcf };
-    if head.status < 300 || lcf.intercept_errors != Some(true) || !has_error_page(r, head.status) {
-        return false;
-    }
-    if head.status == 401 {
-        for (name, value) in &head.headers {
-            if !eq_ignore_case(name, b"www-authenticate") {
-                continue;
-            }
-            // SAFETY: r is live; the header is copied into its pool.
-            match unsafe { push_header(r, name, value) } {
-                // SAFETY: as above.
-                Some(h) => unsafe { link_www_authenticate(r, h) },
-                None => {
-                    cx.end(NGX_ERROR as ngx_int_t, true);
-                    return true;
-                }
-            }
-        }
-    }
-    // The app's body is not wanted: the pool thread closes its iterable.
-    // SAFETY: r is live; nginx runs the error_page from here.
-    cx.end(head.status as ngx_int_t, true);
-    true
-}
-
-/// Sets status and headers and sends them; false if the request ended
-/// (or was handed to another location by `X-Accel-Redirect` or an
-/// intercepted error).
-fn send_head(cx: &mut RequestCtx, head: ResponseHead) -> bool {
-    let r = cx.r;
-    // SAFETY: the location conf lives as long as the cycle.
-    let lcf = unsafe { &*cx.lcf };
-    // SAFETY: r and its ctx are live.
-    if intercept(cx, &head) {
-        return false;
-    }
-    // SAFETY: r is live; every string is copied into its pool.
-    unsafe {
-        // X-Accel-* instructions first, as behind proxy_pass.
-        let mut redirect: Option<&[u8]> = None;
-        for (name, value) in &head.headers {
-            if name.len() < 8 || !name[..8].eq_ignore_ascii_case(b"x-accel-") {
-                continue;
-            }
-            let what = &name[8..];
-            if what.eq_ignore_ascii_case(b"redirect") && !lcf.ignores(IGNORE_XA_REDIRECT) {
-                redirect = Some(value);
-            } else if what.eq_ignore_ascii_case(b"limit-rate") && !lcf.ignores(IGNORE_XA_LIMIT_RATE)
-            {
-                if let Some(n) = std::str::from_utf8(value)
-                    .ok()
-                    .and_then(|v| v.trim().parse::<usize>().ok())
-                {
-                    (*r).limit_rate = n;
-                    req::set_limit_rate_set(r, 1);
-                }
-            } else if what.eq_ignore_ascii_case(b"charset") && !lcf.ignores(IGNORE_XA_CHARSET) {
-                let s = ngx_pcalloc((*r).pool, core::mem::size_of::<ngx_str_t>()) as *mut ngx_str_t;
-                if let (false, Some(v)) = (s.is_null(), pool_str((*r).pool, value)) {
-                    *s = v;
-                    (*r).headers_out.override_charset = s;
-                }
-            }
-        }
-        if let Some(uri) = redirect {
-            if !uri.is_empty() {
-                redirect_to(cx, uri, &head);
-                return false;
-            }
-        }
-
-        let pool = (*r).pool;
-        let ho = &mut (*r).headers_out;
-        ho.status = head.status as usize;
-        // "200" with no reason phrase: nginx writes its own ("200 OK"), or
-        // the code and the space a status line needs for codes it does not
-        // know; "HTTP/1.1 200" alone is not a valid status line.
-        if has_reason(&head.status_line) {
-            match pool_str(pool, &head.status_line) {
-                Some(s) => ho.status_line = s,
-                None => {
-                    cx.end(NGX_ERROR as ngx_int_t, true);
-                    return false;
-                }
-            }
-        }
-        for (name, value) in &head.headers {
-            if eq_ignore_case(name, b"content-type") {
-                if !set_content_type(r, value) {
-                    cx.end(NGX_ERROR as ngx_int_t, true);
-                    return false;
-                }
-                continue;
-            }
-            if eq_ignore_case(name, b"content-length") {
-                // Validated by the pool thread.
-                ho.content_length_n = std::str::from_utf8(value)
-                    .ok()
-                    .and_then(|s| s.trim().parse::<i64>().ok())
-                    .unwrap_or(-1);
-                continue;
-            }
-            if is_hop_by_hop(name) || lcf.hides(name) {
-                continue;
-            }
-            let Some(h) = push_header(r, name, value) else {
-                cx.end(NGX_ERROR as ngx_int_t, true);
-                return false;
-            };
-            if eq_ignore_case(name, b"server") {
-                ho.server = h;
-            } else if eq_ignore_case(name, b"date") {
-                ho.date = h;
-            } else if eq_ignore_case(name, b"content-encoding") {
-                // gzip must not compress an already encoded body.
-                ho.content_encoding = h;
-            } else if eq_ignore_case(name, b"www-authenticate") {
-                // auth_request passes a 401's challenges on from here.
-                link_www_authenticate(r, h);
-            }
-        }
-        // The app decides about conditional requests, as behind proxy_pass.
-        req::set_disable_not_modified(r, 1);
-
-        // nginx marks 204 and 304 header-only only when it writes the
-        // status line itself; with the app's own reason phrase the body
-        // the app still returned would follow the header and be read as
-        // the start of the next response on a keepalive connection.
-        if matches!(head.status, 204 | 304) {
-            req::set_header_only(r, 1);
-        }
-        // RFC 9110 8.6: no Content-Length on a 204 (Django sets one, 0).
-        if head.status == 204 {
-            ho.content_length_n = -1;
-        }
-        cx.head_sent = true;
-        let rc = ngx_http_send_header(r);
-        if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t {
-            cx.end(rc, true);
-            return false;
-        }
-        if req::header_only(r) != 0 {
-            cx.header_only = true;
-        }
-        true
-    }
-}
-
-/// Sets the response's Content-Type (copied into the request pool); false if out of memory.
-///
-/// # Safety
-/// nginx thread; `r` is a live request whose header is not sent yet.
-unsafe fn set_content_type(r: *mut ngx_http_request_t, value: &[u8]) -> bool {
-    // SAFETY: r is live; the value is copied into its pool.
-    unsafe {
-        let Some(v) = pool_str((*r).pool, value) else {
-            return false;
-        };
-        let ho = &mut (*r).headers_out;
-        ho.content_type = v;
-        ho.content_type_len = v.len;
-        ho.content_type_lowcase = ptr::null_mut();
-        true
-    }
-}
-
-/// Adds a response header (copied into the request pool); `None` if out of memory.
-///
-/// # Safety
-/// nginx thread; `r` is a live request whose header is not sent yet.
-unsafe fn push_header(
-    r: *mut ngx_http_request_t,
-    name: &[u8],
-    value: &[u8],
-) -> Option<*mut ngx_table_elt_t> {
-    // SAFETY: r is live; the header list is initialised.
-    unsafe {
-        let pool = (*r).pool;
-        let h = ngx_list_push(&mut (*r).headers_out.headers) as *mut ngx_table_elt_t;
-        if h.is_null() {
-            return None;
-        }
-        (*h).hash = 1;
-        (*h).key = pool_str(pool, name)?;
-        (*h).value = pool_str(pool, value)?;
-        (*h).lowcase_key = ptr::null_mut();
-        #[cfg(nginx1_23_0)]
-        {
-            (*h).next = ptr::null_mut();
-        }
-        Some(h)
-    }
-}
-
-/// Records a `WWW-Authenticate` header already in the list where nginx's
-/// modules look for it (since 1.23 a chain of them).
-///
-/// # Safety
-/// nginx thread; `r` is a live request and `h` an entry of its response header list.
-unsafe fn link_www_authenticate(r: *mut ngx_http_request_t, h: *mut ngx_table_elt_t) {
-    // SAFETY: r is live; `h` is in its header list, `next` was cleared.
-    unsafe {
-        let ho = &mut (*r).headers_out;
-        #[cfg(nginx1_23_0)]
-        {
-            let mut link = &raw mut ho.www_authenticate;
-            while !(*link).is_null() {
-                link = &raw mut (**link).next;
-            }
-            *link = h;
-        }
-        #[cfg(not(nginx1_23_0))]
-        if ho.www_authenticate.is_null() {
-            ho.www_authenticate = h;
-        }
-    }
-}
-
-/// `X-Accel-Redirect`: the app hands the request to another location (a
-/// protected file, a named location). The app's body is not sent; the
-/// headers nginx keeps on such a redirect behind proxy_pass are kept.
-fn redirect_to(cx: &mut RequestCtx, uri: &[u8], head: &ResponseHead) {
-    const KEPT: [&[u8]; 5] = [
-        b"set-cookie",
-        b"content-disposition",
-        b"cache-control",
-        b"expires",
-        b"accept-ranges",
-    ];
-    // The app's part is over; finalizing with NGX_DONE (once control is
-    // back in `request::enter`) releases the reference taken when the
-    // body was read, after the redirect took its own.
-    cx.end(NGX_DONE as ngx_int_t, true);
-    let r = cx.r;
-    // SAFETY: r is live while its state is borrowed.
-    unsafe {
-        for (name, value) in &head.headers {
-            if eq_ignore_case(name, b"content-type") {
-                set_content_type(r, value);
-            } else if KEPT.iter().any(|k| eq_ignore_case(name, k))
-                && push_header(r, name, value).is_none()
-            {
-                cx.end_with(NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t);
-                return;
-            }
-        }
-        let Some(mut uri) = pool_str((*r).pool, uri) else {
-            cx.end_with(NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t);
-            return;
-        };
-        if ngx_bytes(&uri).starts_with(b"@") {
-            ngx_http_named_location(r, &mut uri);
-        } else {
-            let mut args = ngx_str_t {
-                len: 0,
-                data: ptr::null_mut(),
-            };
-            let mut flags: ngx_uint_t = NGX_HTTP_LOG_UNSAFE as ngx_uint_t;
-            if ngx_http_parse_unsafe_uri(r, &mut uri, &mut args, &mut flags) != NGX_OK as ngx_int_t
-            {
-                cx.end_with(NGX_HTTP_NOT_FOUND as ngx_int_t);
-                return;
-            }
-            if (*r).method != NGX_HTTP_HEAD as ngx_uint_t {
-                (*r).method = NGX_HTTP_GET as ngx_uint_t;
-                (*r).method_name = ngx_http_core_get_method;
-            }
-            ngx_http_internal_redirect(r, &mut uri, &mut args);
-        }
     }
 }
 

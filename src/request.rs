@@ -315,8 +315,9 @@ pub unsafe fn enter(
         }
     }
     // SAFETY: the last use of the slot: finalizing may free it.
-    let ending = unsafe { (*state).ending.take() };
+    let (ending, id) = unsafe { ((*state).ending.take(), (*state).id) };
     if let Some(rc) = ending {
+        wsgi_trace!(r, "job #{} finalized with rc {}", id, rc);
         // SAFETY: r is live until this call.
         unsafe { ngx_http_finalize_request(r, rc) };
     }

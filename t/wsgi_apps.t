@@ -183,8 +183,8 @@ like($log, qr/'no_such_dependency_xyz'$tb(?:  .*\n)*  $file/,
 
 like($log, qr/$load "\Q$d\E\/syntax_error\.py:application": SyntaxError: /,
 	'syntax error: log');
-like($log, qr/SyntaxError: .* \(syntax_error\.py, line 1\)$tb/,
-	'syntax error: traceback');
+like($log, qr/SyntaxError: .* \(syntax_error\.py, line 1\)\n  File "\Q$d\E\/syntax_error\.py", line 1\n    def application\(environ, start_response\)\n +\^/,
+	'syntax error: full path, line and caret, no loader frames');
 
 # Python 3.10+ points at the unclosed "(" on line 1, 3.9 at line 2
 like($log, qr/$load "syntax_mod:application": SyntaxError: .*\n  File "\Q$d\E\/lib\/syntax_mod\.py", line (?:1\n    def application\(environ, start_response:|2\n    return \[b'not reached'\])\n +\^/,

@@ -321,6 +321,18 @@ fn run_job(
         .thread_no
         .store(slot.number + 1, Ordering::Relaxed);
     job.exchange.started.store(true, Ordering::Release);
+    if job.trace {
+        shared.hub.log(
+            Some(job.id),
+            LogLevel::Debug,
+            format!(
+                "wsgi: job #{} started on thread {} after {} us in the queue",
+                job.id,
+                slot.number,
+                waited.as_micros()
+            ),
+        );
+    }
     let Some(Some(app)) = shared.apps.get(job.app) else {
         let wake = job
             .exchange

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyModule};
+use pyo3::types::{PyList, PyModule};
 
 use crate::message::{Hub, LogLevel};
 use crate::pool::spawn_with_signals_blocked;
@@ -28,6 +28,10 @@ pub struct Interpreter {
 /// configured none), `sys.executable`, and signal hygiene for the app and
 /// the processes it starts.
 const BOOTSTRAP: &str = include_str!("bootstrap.py");
+
+/// How an app is loaded, for the workers and for `wsgi_import_check`'s
+/// child process alike (`load_app(kind, src, attr, name)`).
+pub const LOAD_APP: &str = include_str!("load_app.py");
 
 fn status_error(status: &ffi::PyStatus, what: &str) -> String {
     let msg = if status.err_msg.is_null() {
@@ -244,70 +248,24 @@ fn explain_missing_module(py: Python<'_>, err: PyErr, target: &str) -> PyErr {
 }
 
 fn import_one(py: Python<'_>, target: &AppTarget) -> PyResult<Py<PyAny>> {
-    let module = match &target.source {
-        AppSource::Module(name) => py
-            .import(name.as_str())
-            .map_err(|e| explain_missing_module(py, e, name))?
-            .into_any(),
-        AppSource::File(path) => {
-            let p = std::path::Path::new(path);
-            // Sibling modules of the file import as they would for a script.
-            if let Some(dir) = p.parent() {
-                let sys_path = py.import("sys")?.getattr("path")?;
-                let dir = dir.to_string_lossy();
-                if !sys_path.contains(dir.as_ref())? {
-                    sys_path.call_method1("append", (dir.as_ref(),))?;
-                }
-            }
-            let code = "import importlib.util, sys\n\
-                 spec = importlib.util.spec_from_file_location(name, path)\n\
-                 if spec is None:\n    raise ImportError(f'cannot load {path!r}: not a Python file')\n\
-                 mod = importlib.util.module_from_spec(spec)\n\
-                 sys.modules[name] = mod\n\
-                 try:\n    spec.loader.exec_module(mod)\n\
-                 except BaseException:\n    del sys.modules[name]\n    raise\n";
-            let locals = PyDict::new(py);
-            let stem: String = p
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default()
-                .chars()
-                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-                .collect();
-            locals.set_item("name", format!("_wsgi_file_{stem}_{:x}", hash(path)))?;
-            locals.set_item("path", path.as_str())?;
-            if !p.is_file() {
-                return Err(pyo3::exceptions::PyFileNotFoundError::new_err(format!(
-                    "no such file: {path}"
-                )));
-            }
-            py.run(&CString::new(code).expect("no NUL"), None, Some(&locals))?;
-            locals.get_item("mod")?.expect("set by the code above")
-        }
+    let code = CString::new(LOAD_APP).expect("no NUL");
+    let loader = PyModule::from_code(py, &code, c"load_app.py", c"_ngx_wsgi_load_app")?;
+    let [kind, src, attr] = target.load_args();
+    let app = loader
+        .getattr("load_app")?
+        .call1((kind, src, attr, target.module_name()));
+    let err = match app {
+        Ok(app) => return Ok(app.unbind()),
+        // The traceback starts where the app's code does.
+        Err(e) => match loader.call_method1("strip_loader_frames", (e.value(py),)) {
+            Ok(stripped) => PyErr::from_value(stripped),
+            Err(_) => e,
+        },
     };
-    let mut obj = module;
-    for part in target.callable.split('.') {
-        obj = obj.getattr(part).map_err(|_| {
-            pyo3::exceptions::PyAttributeError::new_err(format!(
-                "module has no attribute \"{}\" (wsgi_pass names \"{}\")",
-                part, target.callable
-            ))
-        })?;
+    match &target.source {
+        AppSource::Module(name) => Err(explain_missing_module(py, err, name)),
+        AppSource::File(_) => Err(err),
     }
-    if !obj.is_callable() {
-        return Err(pyo3::exceptions::PyTypeError::new_err(format!(
-            "\"{}\" is not callable",
-            target.callable
-        )));
-    }
-    Ok(obj.unbind())
-}
-
-fn hash(s: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    s.hash(&mut h);
-    h.finish()
 }
 
 /// Runs the app's `atexit` handlers on a graceful worker exit. The

@@ -18,6 +18,36 @@ pub struct AppTarget {
     pub callable: String,
 }
 
+impl AppTarget {
+    /// What `load_app.py`'s `load_app` takes: the kind ("module" or
+    /// "file"), the module or file, the callable's dotted path, and the
+    /// module name a file target is run as (unique per path).
+    pub fn load_args(&self) -> [&str; 3] {
+        match &self.source {
+            AppSource::Module(m) => ["module", m, &self.callable],
+            AppSource::File(f) => ["file", f, &self.callable],
+        }
+    }
+
+    /// The module name a file target runs as: `_wsgi_file_<stem>_<hash>`.
+    pub fn module_name(&self) -> String {
+        let AppSource::File(path) = &self.source else {
+            return String::new();
+        };
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        path.hash(&mut h);
+        let stem: String = std::path::Path::new(path)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        format!("_wsgi_file_{stem}_{:x}", h.finish())
+    }
+}
+
 impl fmt::Display for AppTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.source {

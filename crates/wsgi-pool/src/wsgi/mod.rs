@@ -136,7 +136,7 @@ fn call_app(
     mut job: Job,
     responder: &Arc<Responder>,
 ) -> Result<(), Failure> {
-    let id = job.id;
+    let (id, trace) = (job.id, job.trace);
     let environ = tctx.environ(py, &mut job, hub).map_err(Failure::App)?;
     drop(job);
     let start_response =
@@ -158,6 +158,15 @@ fn call_app(
             hub,
             id,
             app_error_line(py, &e, "while closing the response iterable"),
+        );
+    }
+    if trace {
+        // Before the last reply: the request is still registered on the
+        // nginx side, so the line carries its context.
+        hub.log(
+            Some(id),
+            LogLevel::Debug,
+            format!("wsgi: job #{id} iterable closed"),
         );
     }
     sent?;

@@ -1,0 +1,57 @@
+# How the app a `wsgi_pass` names is loaded: by each worker (python.rs) and
+# by `wsgi_import_check` in a child process at configuration time
+# (check.rs), so the check loads it exactly as the workers will.
+import importlib
+import importlib.util
+import os
+import sys
+
+
+def load_app(kind, src, attr, name):
+    """The callable at the dotted path `attr` of module `src` (kind
+    "module"), or of the Python file `src` run as module `name` (kind
+    "file", its directory added to sys.path as for a script)."""
+    if kind == 'module':
+        obj = importlib.import_module(src)
+    else:
+        if not os.path.isfile(src):
+            raise FileNotFoundError('no such file: %s' % src)
+        d = os.path.dirname(src)
+        if d and d not in sys.path:
+            sys.path.append(d)
+        spec = importlib.util.spec_from_file_location(name, src)
+        if spec is None:
+            raise ImportError('cannot load %r: not a Python file' % src)
+        obj = importlib.util.module_from_spec(spec)
+        sys.modules[name] = obj
+        try:
+            spec.loader.exec_module(obj)
+        except BaseException:
+            del sys.modules[name]
+            raise
+    for part in attr.split('.'):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise AttributeError('module has no attribute "%s" (wsgi_pass names "%s")'
+                                 % (part, attr)) from None
+    if not callable(obj):
+        raise TypeError('"%s" is not callable' % attr)
+    return obj
+
+
+def _loader_frame(tb):
+    name = tb.tb_frame.f_code.co_filename
+    return (name in ('load_app.py', '<string>')
+            or name.startswith('<frozen ')
+            or name.endswith(os.path.join('importlib', '__init__.py')))
+
+
+def strip_loader_frames(exc):
+    """Drops the traceback's leading frames of this loader and of the
+    import machinery: what is left starts in the app's own code."""
+    tb = exc.__traceback__
+    while tb is not None and _loader_frame(tb):
+        tb = tb.tb_next
+    exc.__traceback__ = tb
+    return exc
