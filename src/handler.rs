@@ -27,7 +27,7 @@ use crate::fields::{self, buf, connection, event, headers_in, req, Client};
 use crate::message::{Body, BodySegment, BodyStream, Exchange, Job, MallocBlock, RequestEnv};
 use crate::request::{self, NewRequest, RequestCtx};
 use crate::util::{for_each_header, ngx_bytes};
-use crate::{notify, output, trace, worker, HttpWsgiModule};
+use crate::{app_stack, notify, output, trace, worker, HttpWsgiModule};
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -485,6 +485,11 @@ unsafe fn collect_env(
                 declared_length = std::str::from_utf8(value)
                     .ok()
                     .and_then(|v| v.trim().parse().ok());
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                // nginx has taken the chunk framing off (HTTP/1.1 "chunked"
+                // is the only coding it accepts, HTTP/2 and 3 have none):
+                // wsgi.input is the decoded body, and an app that trusts
+                // this header would parse chunk sizes out of it.
             } else {
                 let name = env.push(name);
                 let value = env.push(value);
@@ -806,16 +811,20 @@ fn on_timer(cx: &mut RequestCtx) {
         unsafe { fields::add_timer(ev, (cx.read_timeout - idle).max(1)) };
         return;
     }
-    if let Some(rt) = worker::runtime() {
-        rt.hub.counters.timeouts_504.fetch_add(1, Ordering::Relaxed);
-        rt.interrupt(cx.id, cx.exchange.thread_ident.load(Ordering::Acquire));
-    }
     ngx_log_error!(
         NGX_LOG_ERR,
         log,
         "wsgi: application timed out after {} ms (wsgi_read_timeout) while reading response from application",
         idle
     );
+    if let Some(rt) = worker::runtime() {
+        rt.hub.counters.timeouts_504.fetch_add(1, Ordering::Relaxed);
+        // The watchdog reports where the app was; its line gets this
+        // request's context, kept past the request's end.
+        // SAFETY: `log` is the live request's connection log.
+        unsafe { app_stack::expect(cx.id, log) };
+        rt.interrupt(cx.id, cx.exchange.thread_ident.load(Ordering::Acquire));
+    }
     let rc = if cx.head_sent {
         NGX_ERROR as ngx_int_t
     } else {

@@ -27,6 +27,7 @@ use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf};
 #[macro_use]
 mod trace;
 
+mod app_stack;
 mod check;
 mod conf;
 mod fields;
@@ -46,6 +47,7 @@ use wsgi_pool::{message, pool, python, target};
 /// Buffers move between threads on every request (a body chunk made on a
 /// pool thread is freed on nginx's); glibc's malloc serialises such frees on
 /// the allocating thread's arena lock, mimalloc frees them without locking.
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -14,6 +14,7 @@ use nginx_sys::{
 };
 use ngx::ngx_log_error;
 
+use crate::app_stack;
 use crate::fields::{self, event};
 use crate::message::{Completion, LogLevel, RequestId};
 use crate::request;
@@ -74,6 +75,12 @@ pub fn register(id: RequestId, r: *mut ngx_http_request_t, wake: *mut ngx_event_
 
 pub fn unregister(id: RequestId) {
     WAITING.with(|w| w.borrow_mut().remove(&id));
+}
+
+/// The wake-up eventfd's connection (null before `start`, after `stop`),
+/// for timer events that need one in `data` (nginx's debug log reads it).
+pub fn connection() -> *mut ngx_connection_t {
+    CONNECTION.with(|c| c.get())
 }
 
 fn lookup(id: RequestId) -> Option<Waiter> {
@@ -178,11 +185,19 @@ extern "C" fn on_tick(ev: *mut ngx_event_t) {
 /// nginx thread only.
 pub unsafe fn stop() {
     let tick = TICK.with(|t| t.replace(ptr::null_mut()));
-    // SAFETY: the tick event is ours; it is leaked, as nginx may still
-    // hold it in a queue we do not own.
-    if !tick.is_null() && unsafe { event::timer_set(tick) } != 0 {
-        // SAFETY: as above.
-        unsafe { fields::del_timer(tick) };
+    if !tick.is_null() {
+        // SAFETY: the tick event is ours (made by `start`); nginx thread.
+        // Once out of the timer tree, nginx holds it nowhere (it is never
+        // posted: expired timers are called, not queued), so it is freed;
+        // were it posted, it would be left to the process's end.
+        unsafe {
+            if event::timer_set(tick) != 0 {
+                fields::del_timer(tick);
+            }
+            if event::posted(tick) == 0 {
+                drop(Box::from_raw(tick));
+            }
+        }
     }
     if let Some(rt) = worker::runtime() {
         rt.hub.stop_deferring();
@@ -254,6 +269,17 @@ fn handle(c: Completion) {
                     &format!("{text}, request: \"{}\"", crate::trace::RequestLine(w.r)),
                 ),
                 _ => log_lines(log, level as usize, &text),
+            }
+        }
+        Completion::AppStack { id, text } => {
+            if !app_stack::report(id, &text) {
+                // Reported after the wait for it ended (already logged as
+                // unknown, and the request is gone): for the curious.
+                handle(Completion::Log {
+                    id: Some(id),
+                    level: crate::message::LogLevel::Info,
+                    text,
+                });
             }
         }
     }

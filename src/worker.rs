@@ -292,6 +292,7 @@ fn stop_worker(cycle: *mut ngx_cycle_t) {
     let Some(rt) = runtime() else { return };
     // SAFETY: exit_process runs on the nginx thread.
     unsafe { notify::stop() };
+    crate::app_stack::clear();
     // SAFETY: plain reads of nginx's process flags on its thread.
     let terminating = unsafe { nginx_sys::ngx_terminate } != 0;
     // SAFETY: the cycle and its core conf outlive exit_process.

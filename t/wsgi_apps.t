@@ -23,6 +23,8 @@ my $t = Test::Nginx->new()->has(qw/http/)->plan(30)
 
 %%TEST_GLOBALS%%
 
+daemon off;
+
 worker_processes 1;
 
 events {
@@ -93,6 +95,8 @@ http {
 
 EOF
 
+# upstream's write_file makes no directories
+mkdir($t->testdir() . "/$_") for qw{ lib lib/pkg };
 $t->write_file('lib/app_one.py', <<'EOF');
 NOT_CALLABLE = 42
 

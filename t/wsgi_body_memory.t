@@ -28,6 +28,8 @@ my $t = Test::Nginx->new()->has(qw/http proxy/)->plan(14)
 
 %%TEST_GLOBALS%%
 
+daemon off;
+
 worker_processes 1;
 
 events {

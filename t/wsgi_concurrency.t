@@ -24,6 +24,8 @@ my $t = Test::Nginx->new()->has(qw/http/)->plan(10)
 
 %%TEST_GLOBALS%%
 
+daemon off;
+
 worker_processes 1;
 
 events {
@@ -54,6 +56,7 @@ http {
 
 EOF
 
+mkdir($t->testdir() . '/static');
 $t->write_file('static/index.html', "static page\n");
 
 # /slow blocks until the test creates state/release; all threads are in

@@ -29,6 +29,8 @@ my $t = Test::Nginx->new()->has(qw/http/)->plan(18)
 
 %%TEST_GLOBALS%%
 
+daemon off;
+
 worker_processes 1;
 
 events {
@@ -174,12 +176,12 @@ like(http_content(http_get('/count')),
 my $worker = worker_pid($t);
 ok($worker, 'worker pid');
 
-abort_loop('W', 30);		# warm up
+abort_loop($t, 'W', 30);		# warm up
 like(http_get('/hello'), qr/hello/, 'warm-up done');
 my ($fd0, $rss0) = (fd_count($worker), rss_kb($worker));
 
 my $t0 = time;
-my $ok = abort_loop('L', 300);
+my $ok = abort_loop($t, 'L', 300);
 is($ok, 300, '300 aborted requests');
 
 my $counts = http_content(http_get('/count'));
@@ -199,7 +201,7 @@ diag(sprintf('300 aborts in %.1f s; fds %d -> %d; RSS %d kB -> %d kB',
 # (/sleep) and on an object iterable (/iter); returns how many went as
 # planned
 sub abort_loop {
-	my ($tag, $n) = @_;
+	my ($t, $tag, $n) = @_;
 	my $ok = 0;
 	for my $i (1 .. $n) {
 		my $q = "$tag$i";

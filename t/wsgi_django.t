@@ -37,6 +37,8 @@ my $t = Test::Nginx->new()->has(qw/http/)->plan(63)
 
 %%TEST_GLOBALS%%
 
+daemon off;
+
 worker_processes 1;
 
 events {
@@ -77,6 +79,10 @@ EOF
 
 my $d = $t->testdir();
 
+# upstream's write_file makes no directories
+mkdir($t->testdir() . "/$_")
+	for qw{ site site/mysite site/mysite/static site/mysite/static/css
+		site/templates };
 $t->write_file('site/manage.py', <<'EOF');
 #!/usr/bin/env python
 import os

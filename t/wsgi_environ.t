@@ -24,6 +24,8 @@ my $t = Test::Nginx->new()->has(qw/http/)->plan(53)
 
 %%TEST_GLOBALS%%
 
+daemon off;
+
 # nginx's own way to give workers environment variables: os.environ
 env  WSGI_TEST_SETTING=from-nginx-env;
 

@@ -37,6 +37,10 @@ my ($openssl) = grep { -x } map { "$_/openssl" } split /:/, $ENV{PATH} // '';
 my $t = Test::Nginx->new()->has(qw/http http_ssl http_v2 realip/)->plan(66);
 my $d = $t->testdir();
 
+# the examples run their workers as www-data (or this user): they must reach
+# the files below, and upstream's Test::Nginx makes its directory 0700
+chmod 0755, $d;
+
 my ($module) = ($ENV{TEST_NGINX_GLOBALS} // '')
 	=~ /load_module\s+(\S*ngx_http_wsgi_module\.so)\s*;/;
 
@@ -155,7 +159,7 @@ EOF
 # (example port => test port), upstream servers pointed at $upstream
 
 sub rewrite {
-	my ($conf, $root, $ports, $upstream) = @_;
+	my ($t, $conf, $root, $ports, $upstream) = @_;
 
 	if ($module) {
 		$conf =~ s!^load_module\s+\S+ngx_http_wsgi_module\.so;!load_module $module;!m;
@@ -208,7 +212,7 @@ for my $name (@names) {
 	my $node = $name eq 'scale-out'
 		? '127.0.0.1:' . $ports{'scale-out-node'}{8080} : undef;
 	wf("$root{$name}/conf/nginx.conf",
-		rewrite(delete $root{"$name.conf"}, $root{$name}, $ports{$name},
+		rewrite($t, delete $root{"$name.conf"}, $root{$name}, $ports{$name},
 			$node));
 }
 
@@ -414,5 +418,14 @@ stop('scale-out');
 stop('scale-out-node');
 ok(log_clean('scale-out'), 'scale-out: error log');
 ok(log_clean('scale-out-node'), 'scale-out-node: error log');
+
+# the library's own end-of-test check reads error.log in the test
+# directory (upstream's dies without one): the examples' logs, together
+
+$t->write_file('error.log', join '', map {
+	open my $fh, '<', $_ or die "Can't open $_: $!";
+	local $/;
+	scalar <$fh>;
+} sort glob("$d/*/var/log/nginx/error.log"));
 
 ###############################################################################

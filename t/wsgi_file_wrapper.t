@@ -31,6 +31,8 @@ my $t = Test::Nginx->new()->has(qw/http/)->plan(35)
 
 %%TEST_GLOBALS%%
 
+daemon off;
+
 worker_processes 1;
 
 events {

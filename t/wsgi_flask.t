@@ -36,6 +36,8 @@ my $t = Test::Nginx->new()->has(qw/http/)->plan(59)
 
 %%TEST_GLOBALS%%
 
+daemon off;
+
 worker_processes 1;
 
 events {

@@ -23,6 +23,8 @@ my $t = Test::Nginx->new()->has(qw/http rewrite access/)->plan(10)
 
 %%TEST_GLOBALS%%
 
+daemon off;
+
 worker_processes 1;
 
 events {

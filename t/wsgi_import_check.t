@@ -56,13 +56,15 @@ EOF
 # directives; returns the exit status, the output (stdout and stderr), and
 # the file checked
 sub nginx_t {
-	my (%c) = @_;
+	my ($t, %c) = @_;
 	my $top = $c{top} // '';
 	my $main = $c{main} // '';
 	my $loc = $c{loc} // "wsgi_pass  $d/good.py;";
 	$t->write_file_expand('check.conf', <<"EOF");
 
 %%TEST_GLOBALS%%
+
+daemon off;
 
 $top
 
@@ -95,12 +97,16 @@ EOF
 	local $/;
 	my $out = <$fh> // '';
 	close $fh;
-	return ($? >> 8, $out, "$d/check.conf");
+	my $rc = $? >> 8;
+	# "nginx -t" leaves an empty pid file (the test's, from %%TEST_GLOBALS%%),
+	# and upstream's run() takes any pid file for a started nginx
+	unlink "$d/nginx.pid";
+	return ($rc, $out, "$d/check.conf");
 }
 
 # the line of the check.conf file that holds $text
 sub line_of {
-	my ($text) = @_;
+	my ($t, $text) = @_;
 	my @lines = split /\n/, $t->read_file('check.conf');
 	for my $i (0 .. $#lines) {
 		return $i + 1 if index($lines[$i], $text) >= 0;
@@ -112,11 +118,11 @@ sub line_of {
 
 # the import check in "nginx -t"
 
-my ($rc, $out, $file) = nginx_t();
+my ($rc, $out, $file) = nginx_t($t);
 is($rc, 0, 'good app: -t passes');
 like($out, qr/test is successful/, 'good app: -t says so');
 
-($rc, $out) = nginx_t(loc => "wsgi_pass  $d/syntax.py;");
+($rc, $out) = nginx_t($t, loc => "wsgi_pass  $d/syntax.py;");
 isnt($rc, 0, 'syntax error: -t fails');
 like($out, qr/\[emerg\] .*wsgi: cannot load application "\Q$d\E\/syntax\.py:application"/,
 	'syntax error: target named');
@@ -125,21 +131,21 @@ like($out, qr/SyntaxError: invalid syntax/, 'syntax error: Python error');
 like($out, qr/import check failed/, 'syntax error: says the check failed');
 like($out, qr/test failed/, 'syntax error: test failed');
 
-($rc, $out) = nginx_t(loc => "wsgi_pass  $d/imports_missing.py;");
+($rc, $out) = nginx_t($t, loc => "wsgi_pass  $d/imports_missing.py;");
 isnt($rc, 0, 'missing module: -t fails');
 like($out, qr/cannot load application "\Q$d\E\/imports_missing\.py:application"/,
 	'missing module: target named');
 like($out, qr/ModuleNotFoundError: No module named 'no_such_module_xyz'/,
 	'missing module: Python error');
 
-($rc, $out) = nginx_t(loc => "wsgi_pass  no_such_package_xyz.app:application;");
+($rc, $out) = nginx_t($t, loc => "wsgi_pass  no_such_package_xyz.app:application;");
 isnt($rc, 0, 'missing app module: -t fails');
 like($out, qr/cannot load application "no_such_package_xyz\.app:application"/,
 	'missing app module: target named');
 like($out, qr/ModuleNotFoundError: No module named 'no_such_package_xyz'/,
 	'missing app module: Python error');
 
-($rc, $out) = nginx_t(loc => "wsgi_pass  $d/good.py:nothere;");
+($rc, $out) = nginx_t($t, loc => "wsgi_pass  $d/good.py:nothere;");
 isnt($rc, 0, 'missing callable: -t fails');
 like($out, qr/cannot load application "\Q$d\E\/good\.py:nothere"/,
 	'missing callable: target named');
@@ -147,13 +153,13 @@ like($out, qr/cannot load application "\Q$d\E\/good\.py:nothere"/,
 like($out, qr/AttributeError: module has no attribute "nothere" \(wsgi_pass names "nothere"\)/,
 	'missing callable: Python error');
 
-($rc, $out) = nginx_t(loc => "wsgi_pass  $d/good.py:VALUE;");
+($rc, $out) = nginx_t($t, loc => "wsgi_pass  $d/good.py:VALUE;");
 isnt($rc, 0, 'not callable: -t fails');
 like($out, qr/cannot load application "\Q$d\E\/good\.py:VALUE"/,
 	'not callable: target named');
 like($out, qr/TypeError: "VALUE" is not callable/, 'not callable: Python error');
 
-($rc, $out) = nginx_t(main => 'wsgi_import_check off;',
+($rc, $out) = nginx_t($t, main => 'wsgi_import_check off;',
 	loc => "wsgi_pass  $d/syntax.py;");
 is($rc, 0, 'import check off: -t passes with a broken app');
 unlike($out, qr/SyntaxError/, 'import check off: app not imported');
@@ -171,18 +177,18 @@ def application(environ, start_response):
     return [SETTING.encode()]
 EOF
 
-($rc, $out) = nginx_t(top => 'env WSGI_CHECK_SETTING=from-conf;',
+($rc, $out) = nginx_t($t, top => 'env WSGI_CHECK_SETTING=from-conf;',
 	loc => "wsgi_pass  $d/envapp.py;");
 is($rc, 0, 'env NAME=value: -t passes');
 
 {
 	local $ENV{WSGI_CHECK_SETTING} = 'from-shell';
-	($rc, $out) = nginx_t(loc => "wsgi_pass  $d/envapp.py;");
+	($rc, $out) = nginx_t($t, loc => "wsgi_pass  $d/envapp.py;");
 	isnt($rc, 0, 'variable only in nginx\'s environment: -t fails');
 	like($out, qr/KeyError: 'WSGI_CHECK_SETTING'/,
 		'variable only in nginx\'s environment: the error');
 
-	($rc, $out) = nginx_t(top => 'env WSGI_CHECK_SETTING;',
+	($rc, $out) = nginx_t($t, top => 'env WSGI_CHECK_SETTING;',
 		loc => "wsgi_pass  $d/envapp.py;");
 	is($rc, 0, 'env NAME keeps it: -t passes');
 }
@@ -243,8 +249,8 @@ my @bad = (
 
 for my $case (@bad) {
 	my ($where, $directive, $name, $why) = @$case;
-	($rc, $out, $file) = nginx_t($where => $directive);
-	my $line = line_of($directive);
+	($rc, $out, $file) = nginx_t($t, $where => $directive);
+	my $line = line_of($t, $directive);
 	isnt($rc, 0, "$directive refused");
 	like($out, qr/\[emerg\] [^\n]*\Q$name\E[^\n]* in \Q$file\E:$line\n/,
 		"$directive: directive and file:line named");
@@ -258,6 +264,8 @@ for my $case (@bad) {
 $t->write_file_expand('nginx.conf', <<'EOF');
 
 %%TEST_GLOBALS%%
+
+daemon off;
 
 worker_processes 1;
 
@@ -309,9 +317,16 @@ my $rdir = "$d/r";
 mkdir $rdir;
 chmod 0755, $rdir;
 
+my $rapp_mtime = time - 100;
+
 sub rapp {
-	my ($body) = @_;
+	my ($t, $body) = @_;
 	$t->write_file('r/app.py', $body);
+	# Python's bytecode cache (written when the workers may write here, as
+	# root does) takes the source for unchanged if its size and mtime in
+	# whole seconds are: each version is a second newer
+	$rapp_mtime++;
+	utime $rapp_mtime, $rapp_mtime, $t->testdir() . '/r/app.py';
 }
 
 my $v1 = <<'EOF';
@@ -322,7 +337,7 @@ def application(environ, start_response):
     return [b'v1 %d' % os.getpid()]
 EOF
 
-rapp($v1);
+rapp($t, $v1);
 $t->write_file_expand('reload.conf', <<"EOF");
 
 pid         $d/r.pid;
@@ -361,7 +376,7 @@ my $r = rget();
 like($r, qr/^HTTP\/1\.1 200 .*v1 \d+\z/s, 'old app serves');
 my ($wpid) = $r =~ /v1 (\d+)\z/;
 
-rapp(<<'EOF');
+rapp($t, <<'EOF');
 def application(environ, start_response)
     pass
 EOF
@@ -381,7 +396,7 @@ like($r, qr/^HTTP\/1\.1 200 .*v1 $wpid\z/s, 'old worker keeps serving the old ap
 
 # (another size: workers that may write __pycache__, as root, would find
 # a .pyc of the same size and second and keep serving v1)
-rapp(($v1 =~ s/v1/v2/r) . "# v2\n");
+rapp($t, ($v1 =~ s/v1/v2/r) . "# v2\n");
 kill 'HUP', $rmaster;
 ok(poll(sub { rget() =~ /v2 \d+\z/ }), 'reload after the fix serves the new app');
 

@@ -26,6 +26,8 @@ my $t = Test::Nginx->new()->has(qw/http/)->plan(11)
 
 %%TEST_GLOBALS%%
 
+daemon off;
+
 worker_processes 1;
 
 events {

@@ -15,20 +15,22 @@ use Test::More;
 use Time::HiRes qw/ time sleep /;
 
 use Test::Nginx qw/ :DEFAULT http_end http_content /;
-use Test::WSGI qw/ slurp poll state_dir wsgi_status /;
+use Test::WSGI qw/ slurp poll state_dir wait_log wsgi_status /;
 
 ###############################################################################
 
 select STDERR; $| = 1;
 select STDOUT; $| = 1;
 
-my $t = Test::Nginx->new()->has(qw/http/)->plan(34);
+my $t = Test::Nginx->new()->has(qw/http/)->plan(41);
 
 sub conf {
-	my ($pool) = @_;
+	my ($t, $pool) = @_;
 	$t->write_file_expand('nginx.conf', <<"EOF");
 
 %%TEST_GLOBALS%%
+
+daemon off;
 
 worker_processes 1;
 
@@ -84,6 +86,9 @@ def spin(name):
         touch(name, type(e).__name__)
         raise
 
+def doze(secs):
+    time.sleep(secs)
+
 def application(environ, start_response):
     path = environ['PATH_INFO']
     q = environ['QUERY_STRING']
@@ -105,11 +110,16 @@ def application(environ, start_response):
     if path == '/t/sleep':
         # blocked in C: the interrupt lands when sleep returns
         try:
-            time.sleep(4)
+            doze(4)
         except BaseException as e:
             touch('sleep-exc', type(e).__name__)
             raise
         touch('sleep-exc', 'none')
+
+    if path == '/t/gil':
+        # in C with the GIL held (ctypes.PyDLL does not release it)
+        import ctypes
+        ctypes.PyDLL(None).sleep(3)
 
     if path == '/t/partial':
         def gen():
@@ -130,7 +140,7 @@ my $state = state_dir($t);
 
 # one thread, one queue slot: the third request is refused at once
 
-conf("wsgi_threads 1;\n    wsgi_queue_size 1;");
+conf($t, "wsgi_threads 1;\n    wsgi_queue_size 1;");
 $t->run();
 
 my $s1 = http_get('/block?a1', start => 1);
@@ -154,7 +164,7 @@ $t->stop();
 
 # wsgi_queue_timeout: a queued request gives up after 1s
 
-conf("wsgi_threads 1;\n    wsgi_queue_size 4;\n    wsgi_queue_timeout 1s;");
+conf($t, "wsgi_threads 1;\n    wsgi_queue_size 4;\n    wsgi_queue_timeout 1s;");
 $t->run();
 
 $s1 = http_get('/block?b1', start => 1);
@@ -204,6 +214,18 @@ is(slurp("$d/state/partial-exc"), 'RequestTimeout', 'partial: app got RequestTim
 
 $r = http_get('/t/sleep');
 like($r, qr/^HTTP\/1\.1 504 /, 'sleeping app: 504');
+
+# the log says where the app was when the timeout fired: its thread's
+# Python stack, innermost last, in one [error] entry with the request
+
+ok(wait_log("$d/error.log", qr/the app's thread was at:\n(?:  .*\n)+while reading response from application, client: [^\n]*request: "GET \/t\/sleep /),
+	'sleeping app: stack logged');
+my ($entry) = grep { /wsgi: the app's thread was at:\n/ && /request: "GET \/t\/sleep / }
+	split /^(?=\d{4}\/\d\d\/\d\d )/m, slurp("$d/error.log");
+like($entry, qr/^\S+ \S+ \[error\] \d+#\d+: \*\d+ wsgi: the app's thread was at:\n/,
+	'stack: [error], with the connection');
+like($entry, qr/^  File "[^"]*app\.py", line \d+, in application\n    doze\(4\)\n  File "[^"]*app\.py", line 23, in doze\n    time\.sleep\(secs\)\nwhile reading response from application, client: 127\.0\.0\.1, server: localhost, request: "GET \/t\/sleep HTTP\/1\.0"/m,
+	'stack: the sleeping function and line, innermost last, then the request');
 like(http_get('/fast'), qr/^HTTP\/1\.1 200 .*fast\z/s,
 	'request while the app sleeps served');
 like(http_get('/fast'), qr/^HTTP\/1\.1 200 .*fast\z/s,
@@ -218,5 +240,18 @@ like(http_get('/fast'), qr/^HTTP\/1\.1 200 .*fast\z/s, 'pool still serves');
 
 my $st = wsgi_status();
 like($st, qr/"rejected_503":1,"timeouts_504":3,/, 'status counts 503s and 504s');
+
+# an app in C code that holds the GIL: no stack can be read while it does;
+# after a bounded wait the log says so, with the request
+
+like(http_get('/t/gil'), qr/^HTTP\/1\.1 504 /, 'app holding the GIL: 504');
+ok(wait_log("$d/error.log", qr/\[error\] .*wsgi: the app's thread was at: unknown, no stack within 1000 ms: the GIL was not released .*\nwhile reading response from application, client: .*request: "GET \/t\/gil /),
+	'app holding the GIL: no stack, said so with the request');
+# once the C call returns, the watchdog reads the stack, too late for the
+# request (at info, without it), and the pool serves again
+ok(wait_log("$d/error.log", qr/\[info\] .*wsgi: the app's thread was at:\n  File .*\n    ctypes\.PyDLL/),
+	'app holding the GIL: late stack at info');
+like(http_get('/fast'), qr/^HTTP\/1\.1 200 .*fast\z/s,
+	'served after the app released the GIL');
 
 ###############################################################################

@@ -38,6 +38,8 @@ my $t = Test::Nginx->new()->has(qw/http/)->plan(28)->todo_alerts()
 
 %%TEST_GLOBALS%%
 
+daemon off;
+
 worker_processes 1;
 
 events {

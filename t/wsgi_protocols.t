@@ -72,6 +72,8 @@ $t->plan(44)->write_file_expand('nginx.conf', <<"EOF");
 
 %%TEST_GLOBALS%%
 
+daemon off;
+
 worker_processes 1;
 
 events {

@@ -26,6 +26,8 @@ my $t = Test::Nginx->new()->has(qw/http/)->plan(17)
 
 %%TEST_GLOBALS%%
 
+daemon off;
+
 worker_processes 1;
 
 events {
@@ -138,7 +140,7 @@ sub raise {
 # clients that leave while their request is in the app or queued
 my $batch = 0;
 sub aborts {
-	my ($n) = @_;
+	my ($t, $n) = @_;
 	$batch++;
 	my $aborted = counter('client_aborts');
 	my $requests = counter('requests');
@@ -157,13 +159,13 @@ sub aborts {
 # every sixth of them raising, then clients leave with requests in the app
 my $i = 0;
 sub round {
-	my ($requests, $aborts) = @_;
+	my ($t, $requests, $aborts) = @_;
 	my $s = http_get('/t/spin', start => 1);
 	for (1 .. $requests) {
 		$i++;
 		if ($i % 6 == 0) { raise() } else { good($i) }
 	}
-	aborts($aborts);
+	aborts($t, $aborts);
 	push @bad, "timeout $i"
 		unless (http_end($s) // '') =~ /^HTTP\/1\.1 504 /;
 	$sent{timeout}++;
@@ -173,8 +175,8 @@ sub round {
 # of each kind allocates, and the threads that replace interrupted ones
 # (the first replacements grow the heap once; measured: flat after that)
 
-round(30, 2);
-round(30, 2);
+round($t, 30, 2);
+round($t, 30, 2);
 ok(poll(sub { wsgi_status() =~ /"alive":4,"busy":0,"idle":4\},"queue":0,"in_flight":0,/ }),
 	'warm-up settled');
 
@@ -185,9 +187,9 @@ ok($rss0 > 0 && $fds0 > 0, "baseline: rss $rss0 kB, $fds0 fds");
 
 # 200 requests: 150 good, 30 app errors, 3 timeouts, 17 client aborts
 
-round(60, 5);
-round(60, 7);
-round(60, 5);
+round($t, 60, 5);
+round($t, 60, 7);
+round($t, 60, 5);
 
 is(join(', ', @bad), '', 'every answer as expected');
 is($sent{good} + $sent{raise} + $sent{abort} + $sent{timeout},

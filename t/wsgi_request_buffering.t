@@ -29,6 +29,8 @@ my $t = Test::Nginx->new()->has(qw/http/)->plan(30)
 
 %%TEST_GLOBALS%%
 
+daemon off;
+
 worker_processes 1;
 
 events {

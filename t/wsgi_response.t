@@ -25,6 +25,8 @@ my $t = Test::Nginx->new()->has(qw/http/)->plan(87)
 
 %%TEST_GLOBALS%%
 
+daemon off;
+
 worker_processes 1;
 
 events {
@@ -358,14 +360,14 @@ is(http_content(http_11('/write')), 'written twice returned', 'write()');
 # close() of the iterable is called whatever happens
 
 like(http_get('/close/normal'), qr/\x0d\x0a\x0d\x0aab\z/, 'close normal');
-is(closes(), "close normal\n", 'close() after a normal response');
+is(closes($t), "close normal\n", 'close() after a normal response');
 
 http_get('/close/raise');
-is(closes(), "close normal\nclose raise\n",
+is(closes($t), "close normal\nclose raise\n",
 	'close() after an exception in iteration');
 
 like(http_head('/close/head'), qr/^HTTP\/1\.1 200 OK/, 'close head');
-is(closes(), "close normal\nclose raise\nclose head\n", 'close() after HEAD');
+is(closes($t), "close normal\nclose raise\nclose head\n", 'close() after HEAD');
 
 # a close() that raises: the body is complete and the connection stays
 # usable (the failure is the app's clean-up, not its response)
@@ -430,28 +432,28 @@ like($t->read_file('error.log'),
 
 # broken app output: 500 and an error-log line each
 
-bad('/bad/crlf', qr/ValueError: value of header "X-Bad" contains CR, LF/,
+bad($t, '/bad/crlf', qr/ValueError: value of header "X-Bad" contains CR, LF/,
 	'header value with CRLF');
-bad('/bad/nonlatin', qr/ValueError: header value "euro .+" is not latin-1/,
+bad($t, '/bad/nonlatin', qr/ValueError: header value "euro .+" is not latin-1/,
 	'non-latin-1 header value');
-bad('/bad/status', qr/ValueError: status "OK" does not start with a three/,
+bad($t, '/bad/status', qr/ValueError: status "OK" does not start with a three/,
 	'malformed status');
-bad('/bad/str', qr/app returned a response body chunk of type str/,
+bad($t, '/bad/str', qr/app returned a response body chunk of type str/,
 	'str body chunk');
 like($t->read_file('error.log'),
 	qr/\[error\].*wsgi: app returned a response body chunk of type str, not bytes .* while handling request, client: /,
 	'str body chunk: logged in nginx\'s form');
-bad('/bad/whole_bytes', qr/app returned a bytes object instead of an iterable of bytes \(return \[body\]/,
+bad($t, '/bad/whole_bytes', qr/app returned a bytes object instead of an iterable of bytes \(return \[body\]/,
 	'the body returned as bytes');
-bad('/bad/whole_str', qr/app returned a str object instead of an iterable/,
+bad($t, '/bad/whole_str', qr/app returned a str object instead of an iterable/,
 	'the body returned as str');
-bad('/bad/none', qr/app returned None, not an iterable of bytes/,
+bad($t, '/bad/none', qr/app returned None, not an iterable of bytes/,
 	'None returned');
-bad('/bad/int', qr/app returned an object of type int, not an iterable/,
+bad($t, '/bad/int', qr/app returned an object of type int, not an iterable/,
 	'an int returned');
-bad('/bad/nostart', qr/app returned without calling start_response\(\)/,
+bad($t, '/bad/nostart', qr/app returned without calling start_response\(\)/,
 	'start_response() never called');
-bad('/bad/twice', qr/AssertionError: start_response\(\) called a second time/,
+bad($t, '/bad/twice', qr/AssertionError: start_response\(\) called a second time/,
 	'start_response() twice without exc_info');
 
 unlike(http_get('/bad/crlf'), qr/^X-Injected/mi, 'no header injection');
@@ -491,13 +493,14 @@ EOF
 }
 
 sub closes {
+	my ($t) = @_;
 	return -e $t->testdir() . '/state/close.log'
 		? $t->read_file('state/close.log') : '';
 }
 
 # a bad response: 500 from nginx, and the reason in the error log
 sub bad {
-	my ($uri, $log, $name) = @_;
+	my ($t, $uri, $log, $name) = @_;
 	like(http_get($uri), qr/^HTTP\/1\.1 500 Internal Server Error/,
 		"$name: 500");
 	like($t->read_file('error.log'), qr/\[error\].*wsgi: .*$log/,

@@ -25,6 +25,8 @@ my $t = Test::Nginx->new()->has(qw/http/)->plan(32)
 
 %%TEST_GLOBALS%%
 
+daemon off;
+
 worker_processes 1;
 
 events {

@@ -43,6 +43,8 @@ $t->plan(14)->write_file_expand('nginx.conf', <<"EOF");
 
 %%TEST_GLOBALS%%
 
+daemon off;
+
 worker_processes 1;
 
 events {

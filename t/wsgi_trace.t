@@ -38,6 +38,7 @@ my $t = Test::Nginx->new()->has(qw/http debug/)->plan(13)
 
 %%TEST_GLOBALS%%
 
+daemon off;
 worker_processes 1;
 
 events {

@@ -30,6 +30,8 @@ my $t = Test::Nginx->new()->has(qw/http/)->plan(8)
 
 %%TEST_GLOBALS%%
 
+daemon off;
+
 worker_processes 1;
 
 events {

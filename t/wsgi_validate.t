@@ -24,6 +24,8 @@ my $t = Test::Nginx->new()->has(qw/http/)->plan(21)
 
 %%TEST_GLOBALS%%
 
+daemon off;
+
 worker_processes 1;
 
 events {

@@ -100,6 +100,8 @@ sub conf {
 
 %%TEST_GLOBALS%%
 
+daemon off;
+
 worker_processes 1;
 
 events {
@@ -132,7 +134,7 @@ EOF
 # [emerg] of a refused configuration does not land in error.log
 
 sub nginx_t {
-	my ($name, $home) = @_;
+	my ($t, $name, $home) = @_;
 	my $h = $home ? "wsgi_python_home  " . ($home =~ m!^/! ? $home : $venv)
 		. ";" : '';
 	my $globals = $ENV{TEST_NGINX_GLOBALS} // '';
@@ -167,14 +169,14 @@ EOF
 # wsgi_import_check runs the venv's python: the check passes with the
 # venv and fails without it
 
-my ($rc, $out) = nginx_t('check-venv.conf', 1);
+my ($rc, $out) = nginx_t($t, 'check-venv.conf', 1);
 is($rc, 0, 'nginx -t with the venv: exit status');
 like($out, qr/test is successful/, 'nginx -t with the venv: successful');
 
 SKIP: {
 skip 'flask is installed in the system python', 3 if $sys_has_flask;
 
-($rc, $out) = nginx_t('check-novenv.conf', 0);
+($rc, $out) = nginx_t($t, 'check-novenv.conf', 0);
 isnt($rc, 0, 'nginx -t without the venv: fails');
 like($out, qr/\[emerg\].*flask_app\.py:app/,
 	'nginx -t without the venv: names the app');
@@ -187,7 +189,7 @@ like($out, qr/ModuleNotFoundError: No module named 'flask'/,
 # workers could not start Python; refused with the reason
 
 mkdir "$d/not-a-venv";
-($rc, $out) = nginx_t('check-bad-home.conf', "$d/not-a-venv");
+($rc, $out) = nginx_t($t, 'check-bad-home.conf', "$d/not-a-venv");
 isnt($rc, 0, 'nginx -t with a bad home: fails');
 like($out, qr/\[emerg\] "wsgi_python_home" "\Q$d\E\/not-a-venv" is neither a virtualenv \(no pyvenv\.cfg\) nor a Python 3\.\d+ prefix/,
 	'nginx -t with a bad home: says why');

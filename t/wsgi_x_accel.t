@@ -28,6 +28,8 @@ my $t = Test::Nginx->new()->has(qw/http rewrite/)->plan(34)
 
 %%TEST_GLOBALS%%
 
+daemon off;
+
 worker_processes 1;
 
 events {
@@ -79,6 +81,7 @@ http {
 
 EOF
 
+mkdir($t->testdir() . '/protected');
 $t->write_file('protected/secret.txt', "the protected file\n");
 
 $t->write_file('accel.py', <<'EOF');

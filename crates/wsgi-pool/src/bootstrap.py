@@ -19,6 +19,30 @@ def install_default_logging():
         h.setFormatter(logging.Formatter("%(name)s: %(message)s"))
         root.addHandler(h)
 
+def log_warnings(warnings, logging):
+    """Python's warnings go to nginx's log at warn, as
+    logging.captureWarnings sends them to the WARNING level, and not
+    through sys.stderr, which is at error (a warning shown to an explicit
+    file still goes there). Likewise a logging record that finds no handler
+    (one logged while the app is imported, before it configures logging):
+    logging's last resort handler writes it to sys.stderr, ours keeps its
+    level."""
+    original = warnings.showwarning
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        if file is not None:
+            original(message, category, filename, lineno, file, line)
+            return
+        text = warnings.formatwarning(message, category, filename, lineno, line)
+        _emit(logging.WARNING, text.rstrip("\n"))
+
+    showwarning.__doc__ = original.__doc__
+    warnings.showwarning = showwarning
+
+    last_resort = NginxHandler(logging.WARNING)
+    last_resort.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    logging.lastResort = last_resort
+
 def find_executable(sys, os):
     """Embedded, Python finds no interpreter of its own (sys.executable is
     ''), which breaks subprocess.run([sys.executable, ...]) and
@@ -119,8 +143,9 @@ def clean_children(sys, os, signal, threading, real_signal):
             setattr(os, name, spawner(getattr(os, name)))
 
 import sys as _sys, os as _os, signal as _signal, traceback as _traceback
-import threading as _threading
+import threading as _threading, warnings as _warnings
+log_warnings(_warnings, logging)
 find_executable(_sys, _os)
 clean_children(_sys, _os, _signal, _threading,
                restrict_signals(_signal, _traceback))
-del _sys, _os, _signal, _traceback, _threading
+del _sys, _os, _signal, _traceback, _threading, _warnings

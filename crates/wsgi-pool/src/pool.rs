@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 
 use crate::message::{self, Hub, Job, LogLevel, Reply};
 use crate::wsgi;
@@ -394,10 +395,11 @@ fn transport_floor(shared: &Shared, job: Job) {
     shared.hub.finished(job.id, wake);
 }
 
-/// Stops apps that overran `wsgi_read_timeout`: raises `RequestTimeout` in
-/// their thread (effective in Python code; a thread blocked in C sees it
-/// when it returns), and starts a replacement so the pool keeps its
-/// capacity; the stuck thread retires once its call returns.
+/// Stops apps that overran `wsgi_read_timeout`: reports where the app was
+/// (its thread's Python stack, for the request's log), raises
+/// `RequestTimeout` in its thread (effective in Python code; a thread
+/// blocked in C sees it when it returns), and starts a replacement so the
+/// pool keeps its capacity; the stuck thread retires once its call returns.
 fn watchdog(shared: Arc<Shared>, rx: Receiver<Watch>) {
     while let Ok(Watch::Interrupt { id, ident }) = rx.recv() {
         let slot = {
@@ -407,11 +409,23 @@ fn watchdog(shared: Arc<Shared>, rx: Receiver<Watch>) {
                 .find(|s| s.ident.load(Ordering::Acquire) == ident)
                 .cloned()
         };
-        let Some(slot) = slot else { continue };
-        let replace = Python::attach(|py| {
+        let Some(slot) = slot else {
+            report_stack(&shared, id, "wsgi: the app's thread was not found".into());
+            continue;
+        };
+        let (replace, stack) = Python::attach(|py| {
             if slot.running.load(Ordering::Acquire) != id {
-                return false;
+                return (
+                    false,
+                    "wsgi: the app had returned when its stack was read".into(),
+                );
             }
+            // Read before the exception is raised: the thread still
+            // stands where the timeout found it. Only C calls (no bytecode,
+            // so the GIL stays ours): were it released between the check
+            // of `running` above and the exception below, the app could
+            // return and its thread take the exception into its next job.
+            let frames = stack_frames(py, ident);
             // Bound the spares: at most as many stuck threads as real ones.
             let replace = *shared.alive.lock().unwrap() < shared.threads * 2;
             // Decided before the exception is raised: a thread running
@@ -422,8 +436,10 @@ fn watchdog(shared: Arc<Shared>, rx: Receiver<Watch>) {
             slot.interrupted.store(true, Ordering::Release);
             // SAFETY: we hold the GIL; `exc` is a live exception type.
             unsafe { pyo3::ffi::PyThreadState_SetAsyncExc(ident as _, exc.as_ptr()) };
-            replace
+            // Source lines come from linecache (Python code): only now.
+            (replace, format_stack(py, frames))
         });
+        report_stack(&shared, id, stack);
         if replace {
             if let Err(e) = spawn_worker(&shared) {
                 shared.hub.log(
@@ -434,6 +450,94 @@ fn watchdog(shared: Arc<Shared>, rx: Receiver<Watch>) {
             }
         }
     }
+}
+
+fn report_stack(shared: &Shared, id: u64, text: String) {
+    shared.hub.send(message::Completion::AppStack { id, text });
+}
+
+/// Innermost frames of a timed-out app's stack that go to the log.
+const STACK_LIMIT: usize = 50;
+
+/// One frame of a stack: file, line, function.
+struct Frame {
+    file: String,
+    line: Option<i64>,
+    name: String,
+}
+
+/// The frames of thread `ident`, innermost first, read with C calls only:
+/// `sys._current_frames` (taken from `sys` without an import), frame and
+/// code attributes. `Ok(None)`: the thread has no Python frame.
+fn stack_frames(py: Python<'_>, ident: u64) -> PyResult<Option<Vec<Frame>>> {
+    // SAFETY: we hold the GIL; the name is NUL-terminated; the result is a
+    // borrowed reference (or NULL, checked).
+    let f = unsafe { pyo3::ffi::PySys_GetObject(c"_current_frames".as_ptr()) };
+    if f.is_null() {
+        return Err(pyo3::exceptions::PyRuntimeError::new_err(
+            "sys._current_frames is missing",
+        ));
+    }
+    // SAFETY: `f` is a live object (borrowed from sys's dict, checked above).
+    let current_frames = unsafe { Bound::from_borrowed_ptr(py, f) };
+    let all = current_frames.call0()?;
+    let Some(mut frame) = all.cast::<PyDict>()?.get_item(ident)? else {
+        return Ok(None);
+    };
+    let mut out = Vec::new();
+    while !frame.is_none() && out.len() < STACK_LIMIT {
+        let code = frame.getattr("f_code")?;
+        out.push(Frame {
+            file: code.getattr("co_filename")?.extract()?,
+            line: frame.getattr("f_lineno")?.extract()?,
+            name: code.getattr("co_name")?.extract()?,
+        });
+        frame = frame.getattr("f_back")?;
+    }
+    Ok(Some(out))
+}
+
+/// The log text for a timed-out request: its app's stack as
+/// `traceback.format_stack` prints it (innermost last, with source lines).
+fn format_stack(py: Python<'_>, frames: PyResult<Option<Vec<Frame>>>) -> String {
+    let frames = match frames {
+        Ok(Some(f)) if !f.is_empty() => f,
+        Ok(_) => {
+            return "wsgi: the app's thread was at: no Python frame (it is in C code) \
+                    while reading response from application"
+                .into()
+        }
+        Err(e) => {
+            return format!(
+                "wsgi: cannot read the app's stack: {} while reading response from application",
+                wsgi::describe_error(py, &e)
+            )
+        }
+    };
+    let getline = py
+        .import("linecache")
+        .and_then(|m| m.getattr("getline"))
+        .ok();
+    let mut text = String::from("wsgi: the app's thread was at:\n");
+    for f in frames.iter().rev() {
+        let line = f.line.map_or("?".to_string(), |l| l.to_string());
+        text.push_str(&format!(
+            "  File \"{}\", line {}, in {}\n",
+            f.file, line, f.name
+        ));
+        let source = match (&getline, f.line) {
+            (Some(g), Some(l)) => g
+                .call1((f.file.as_str(), l))
+                .and_then(|s| s.extract::<String>())
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
+        if !source.trim().is_empty() {
+            text.push_str(&format!("    {}\n", source.trim()));
+        }
+    }
+    text.push_str("while reading response from application");
+    text
 }
 
 #[cfg(test)]

@@ -15,9 +15,13 @@ use Time::HiRes qw/ time sleep /;
 
 use Test::Nginx qw/ http http_get http_content /;
 
-our @EXPORT_OK = qw/ slurp poll wait_file wait_glob wait_log read_until
+our @EXPORT_OK = qw/ worker_shutting_down slurp poll wait_file wait_glob wait_log read_until
 	state_dir worker_pid rss_kb fd_count wsgi_status http_post
-	http_post_chunked pattern_body /;
+	http_post_chunked pattern_body reload_wait /;
+
+# TEST_WSGI_TIME_FACTOR (default 1) stretches every wait below, for runs
+# where nginx is slow on purpose (scripts/memcheck runs it under valgrind)
+our $FACTOR = $ENV{TEST_WSGI_TIME_FACTOR} || 1;
 
 ###############################################################################
 
@@ -32,7 +36,7 @@ sub slurp {
 # call $cond until it returns true, for up to $secs (default 15) seconds
 sub poll {
 	my ($cond, $secs) = @_;
-	my $end = time + ($secs || 15);
+	my $end = time + ($secs || 15) * $FACTOR;
 	while (time < $end) {
 		return 1 if $cond->();
 		sleep 0.01;
@@ -62,7 +66,7 @@ sub wait_log {
 # (default 10) seconds in all; returns what was read
 sub read_until {
 	my ($s, $re, $secs) = @_;
-	my ($buf, $end) = ('', time + ($secs || 10));
+	my ($buf, $end) = ('', time + ($secs || 10) * $FACTOR);
 	my $sel = IO::Select->new($s);
 	while ($buf !~ $re) {
 		my $left = $end - time;
@@ -90,14 +94,67 @@ sub worker_pid {
 	for my $pid (grep { /^\d+$/ } readdir $d) {
 		my $st = slurp("/proc/$pid/stat");
 		next unless $st =~ /^\d+ \(.*\) \S (\d+)/s && $1 == $master;
-		return $pid if slurp("/proc/$pid/cmdline") =~ /worker process/;
+		my $cmd = slurp("/proc/$pid/cmdline");
+		# no process titles under valgrind: any child is the worker
+		return $pid if $cmd =~ /worker process/ || $cmd !~ /nginx: /;
 	}
 	return;
 }
 
-# resident set size of $pid in kB, or -1 if it cannot be read
+# live (non-zombie) children of $ppid
+sub _children {
+	my ($ppid) = @_;
+	opendir my $d, '/proc' or return;
+	return grep {
+		slurp("/proc/$_/stat") =~ /^\d+ \(.*\) ([^Z]) (\d+)/s && $2 == $ppid
+	} grep { /^\d+$/ } readdir $d;
+}
+
+# $t->reload() (upstream's sends SIGHUP and returns), then wait up to 30
+# seconds until the new configuration serves: new workers exist and every
+# old one has exited or is "shutting down" (its listening sockets are
+# closed by then).  True once so; false if nginx refused the reload
+# ([emerg] in the log: the old workers go on) or on the time limit.
+sub reload_wait {
+	my ($t) = @_;
+	my $dir = $t->testdir();
+	my ($master) = slurp("$dir/nginx.pid") =~ /(\d+)/ or return 0;
+	my %old = map { $_ => 1 } _children($master);
+	my $offset = -s "$dir/error.log" || 0;
+	my $refused;
+
+	$t->reload();
+
+	my $done = poll(sub {
+		return $refused = 1
+			if substr(slurp("$dir/error.log"), $offset) =~ /\[emerg\]/;
+		my @new = grep { !$old{$_} } _children($master);
+		my @serving = grep { !worker_shutting_down($t, $_) } _children($master);
+		return @new && !grep { $old{$_} } @serving;
+	}, 30);
+	return $done && !$refused;
+}
+
+# Is worker $pid of $t's nginx leaving (closed its listening sockets,
+# finishing what it holds)? nginx says so in its process title, which it
+# writes over its argv; under valgrind (scripts/memcheck) that argv is a
+# copy and /proc/PID/cmdline keeps valgrind's command line, so the error
+# log's "gracefully shutting down" notice from that pid is read instead.
+sub worker_shutting_down {
+	my ($t, $pid) = @_;
+	my $cmd = slurp("/proc/$pid/cmdline");
+	return $cmd =~ /worker process is shutting/ ? 1 : 0 if $cmd =~ /nginx: /;
+	return slurp($t->testdir() . '/error.log')
+		=~ /\[notice\] $pid#\d+: gracefully shutting down/ ? 1 : 0;
+}
+
+# resident set size of $pid in kB, or -1 if it cannot be read; with
+# TEST_WSGI_RSS=off always 1, which makes growth checks pass: under
+# valgrind (scripts/memcheck) RSS holds its queue of freed blocks (20 MB)
+# and redzones, and leaks are valgrind's to find
 sub rss_kb {
 	my ($pid) = @_;
+	return 1 if ($ENV{TEST_WSGI_RSS} // '') eq 'off';
 	return slurp("/proc/$pid/status") =~ /^VmRSS:\s+(\d+) kB/m ? $1 : -1;
 }
 

@@ -21,6 +21,9 @@ pub enum Completion {
         level: LogLevel,
         text: String,
     },
+    /// Where the app of request `id` was when `wsgi_read_timeout` fired
+    /// (its thread's Python stack, or why there is none), for the log.
+    AppStack { id: RequestId, text: String },
 }
 
 /// nginx's log levels, by name (values are nginx's).

@@ -23,11 +23,16 @@ const DIRECT_READ_MAX: usize = 1 << 20;
 const RELEASE_AFTER: usize = 16 << 20;
 
 /// Returns this thread's free mimalloc pages to the system.
+#[cfg(not(feature = "system-alloc"))]
 fn release_free_memory() {
     // SAFETY: a plain call into the allocator (mimalloc's own API: collect
     // and purge free memory now); no pointers cross.
     unsafe { libmimalloc_sys::mi_collect(true) };
 }
+
+/// The system allocator (`--features system-alloc`) keeps its own policy.
+#[cfg(feature = "system-alloc")]
+fn release_free_memory() {}
 
 /// Byte source behind `wsgi.input`, independent of Python for testing.
 pub struct BodyReader {

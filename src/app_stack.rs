@@ -1,0 +1,167 @@
+//! nginx thread: "where was the app" when `wsgi_read_timeout` fired.
+//!
+//! The request ends (504, or a cut connection) as the timeout fires, but
+//! the app's Python stack can only be read on a pool-side thread holding
+//! the GIL (the watchdog, see `pool.rs`), and it comes back later. So the
+//! timed-out request's log context (its connection number and what its log
+//! handler appends: client, server, request line, host) is rendered while
+//! the request is alive and kept here, with a copy of its log, until the
+//! stack arrives or [`WAIT_MS`] pass; either way one `error` line is
+//! written with that context.
+
+use core::cell::RefCell;
+use core::ptr;
+use std::collections::HashMap;
+
+use nginx_sys::{ngx_event_t, ngx_log_t, u_char, NGX_LOG_ERR};
+
+use crate::fields::{self, event};
+use crate::message::RequestId;
+use crate::{notify, request};
+
+/// How long the stack may take: the watchdog needs the GIL, which a thread
+/// in C code that does not release it holds until it returns.
+pub const WAIT_MS: nginx_sys::ngx_msec_t = 1000;
+
+/// nginx's NGX_MAX_ERROR_STR: no log line is longer.
+const MAX_ERROR_STR: usize = 2048;
+
+/// A timed-out request's log, kept until its stack is reported.
+#[repr(C)]
+struct Pending {
+    /// First member: the timer's handler gets back to the entry from it.
+    ev: ngx_event_t,
+    /// The request's log, copied, with `handler` writing `context`.
+    log: ngx_log_t,
+    context: Vec<u8>,
+    id: RequestId,
+}
+
+thread_local! {
+    static PENDING: RefCell<HashMap<RequestId, Box<Pending>>> = RefCell::new(HashMap::new());
+}
+
+/// nginx thread, as request `id` times out (before it ends): keep `log`'s
+/// context for the stack report.
+///
+/// # Safety
+/// `log` is the live request's connection log (its handler and data are
+/// nginx's HTTP log handler and context, valid during this call; its file,
+/// writer and `next` chain belong to the cycle).
+pub unsafe fn expect(id: RequestId, log: *mut ngx_log_t) {
+    let mut buf = [0u8; MAX_ERROR_STR];
+    // SAFETY: the caller's promise; nginx's log handler writes at most
+    // `len` bytes from `buf` and returns where it stopped.
+    let context = unsafe {
+        match (*log).handler {
+            Some(h) => {
+                let end = h(log, buf.as_mut_ptr(), buf.len());
+                let n = end.offset_from(buf.as_ptr()).clamp(0, buf.len() as isize);
+                buf[..n as usize].to_vec()
+            }
+            None => Vec::new(),
+        }
+    };
+    let mut p = Box::new(Pending {
+        // SAFETY: ngx_event_t is plain C data; all-zero is its initial state.
+        ev: unsafe { core::mem::zeroed() },
+        // SAFETY: a bitwise copy of a live C struct of plain data.
+        log: unsafe { ptr::read(log) },
+        context,
+        id,
+    });
+    p.log.handler = Some(write_context);
+    p.log.data = ptr::null_mut();
+    p.ev.handler = Some(on_wait_expired);
+    p.ev.log = ngx::log::ngx_cycle_log().as_ptr();
+    // Debug builds of nginx log a timer's connection fd from `data`.
+    p.ev.data = notify::connection().cast();
+    let ev: *mut ngx_event_t = &mut p.ev;
+    // SAFETY: the event lives in the box, which stays in PENDING (at a
+    // stable address) until its timer fired or was deleted; nginx thread.
+    unsafe {
+        event::set_cancelable(ev, 1);
+        fields::add_timer(ev, WAIT_MS);
+    }
+    let old = PENDING.with(|m| m.borrow_mut().insert(id, p));
+    if let Some(mut old) = old {
+        // SAFETY: as above (one timeout per request: not expected).
+        unsafe { forget_timer(&mut old.ev) };
+    }
+}
+
+/// nginx thread: the watchdog's report for request `id`. Writes it with
+/// the request's kept context; false if there is none (the caller logs it
+/// as it can).
+pub fn report(id: RequestId, text: &str) -> bool {
+    let Some(mut p) = PENDING.with(|m| m.borrow_mut().remove(&id)) else {
+        return false;
+    };
+    // SAFETY: the entry's timer is set (it is removed from PENDING when it
+    // fires); nginx thread.
+    unsafe { forget_timer(&mut p.ev) };
+    notify::log_lines(&mut p.log, NGX_LOG_ERR as usize, text);
+    true
+}
+
+/// nginx thread, at worker exit: drop what is still waiting.
+pub fn clear() {
+    let all: Vec<_> = PENDING.with(|m| m.borrow_mut().drain().collect());
+    for (_, mut p) in all {
+        // SAFETY: as in `report`.
+        unsafe { forget_timer(&mut p.ev) };
+    }
+}
+
+/// # Safety
+/// nginx thread; `ev` is a kept entry's event.
+unsafe fn forget_timer(ev: *mut ngx_event_t) {
+    // SAFETY: the caller's promise.
+    unsafe {
+        if event::timer_set(ev) != 0 {
+            fields::del_timer(ev);
+        }
+    }
+}
+
+/// No stack within [`WAIT_MS`]: say so, with the request's context.
+extern "C" fn on_wait_expired(ev: *mut ngx_event_t) {
+    // SAFETY: `ev` is the first member of a boxed `Pending` (repr(C)) that
+    // is still in PENDING: its timer is deleted whenever it leaves.
+    let (id, log) = unsafe { ((*(ev as *mut Pending)).id, (*ev).log) };
+    request::guard(log, "stack wait timer", || {
+        let Some(mut p) = PENDING.with(|m| m.borrow_mut().remove(&id)) else {
+            return;
+        };
+        let text = format!(
+            "wsgi: the app's thread was at: unknown, no stack within {WAIT_MS} ms: \
+             the GIL was not released (the thread may be in C code that holds it)\n\
+             while reading response from application"
+        );
+        notify::log_lines(&mut p.log, NGX_LOG_ERR as usize, &text);
+    });
+}
+
+/// The kept log's handler: appends the context rendered at the timeout,
+/// as the request's own handler did then.
+///
+/// # Safety
+/// Called by nginx's logging only, with `log` the `log` member of a live
+/// [`Pending`] and `len` writable bytes at `buf`.
+unsafe extern "C" fn write_context(
+    log: *mut ngx_log_t,
+    buf: *mut u_char,
+    len: usize,
+) -> *mut u_char {
+    // SAFETY: `log` is the `log` member of a live `Pending` (the only log
+    // with this handler; nginx calls it while we log through it), so the
+    // entry starts `offset_of!(Pending, log)` bytes before it; nginx gives
+    // `len` writable bytes at `buf`.
+    unsafe {
+        let p = (log as *mut u8).sub(core::mem::offset_of!(Pending, log)) as *const Pending;
+        let ctx = &(*p).context;
+        let n = ctx.len().min(len);
+        ptr::copy_nonoverlapping(ctx.as_ptr(), buf, n);
+        buf.add(n)
+    }
+}
