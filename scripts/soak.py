@@ -323,7 +323,31 @@ class Ours(Stack):
         return [p for p in self.nginx_workers() if "shutting down" not in cmdline(p)]
 
 
-class Uwsgi(Stack):
+class AppServer(Stack):
+    """nginx in front of an app server (uWSGI, gunicorn) whose master
+    process stops gracefully on SIGTERM (uWSGI with --die-on-term; gunicorn
+    within its graceful-timeout) and whose children are its app workers."""
+
+    def app_workers(self):
+        return children(self.master.pid)
+
+    def kill_target(self, rng):
+        live = self.app_workers()
+        return rng.choice(live) if live else None
+
+    def serving_workers(self):
+        return self.app_workers()
+
+    def stop_app(self):
+        self.master.send_signal(signal.SIGTERM)
+        try:
+            self.master.wait(60)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+
+
+class Uwsgi(AppServer):
     name = "uwsgi"
 
     def start(self):
@@ -352,9 +376,6 @@ class Uwsgi(Stack):
             http_extra="    uwsgi_read_timeout %ds;\n" % READ_TIMEOUT_S)
         self.start_nginx()
 
-    def app_workers(self):
-        return children(self.master.pid)
-
     async def reload(self, rng, broken):
         tail = LogTail(self.app_log)
         tail.mark()
@@ -365,23 +386,9 @@ class Uwsgi(Stack):
         ok = await wait_for(lambda: "WSGI app 0 (mountpoint='') ready" in tail.since_mark(), 60)
         return "done" if ok else "uwsgi did not reload within 60 s"
 
-    def kill_target(self, rng):
-        live = self.app_workers()
-        return rng.choice(live) if live else None
-
-    def serving_workers(self):
-        return self.app_workers()
-
-    def stop_app(self):
-        self.master.send_signal(signal.SIGTERM)      # --die-on-term: graceful
-        try:
-            self.master.wait(60)
-            return True
-        except subprocess.TimeoutExpired:
-            return False
 
 
-class Gunicorn(Stack):
+class Gunicorn(AppServer):
     name = "gunicorn"
 
     def start(self):
@@ -406,9 +413,6 @@ class Gunicorn(Stack):
                        "    proxy_read_timeout %ds;\n" % (self.sock, READ_TIMEOUT_S))
         self.start_nginx()
 
-    def app_workers(self):
-        return children(self.master.pid)
-
     async def reload(self, rng, broken):
         tail = LogTail(self.app_log)
         tail.mark()
@@ -417,20 +421,6 @@ class Gunicorn(Stack):
                             >= WORKERS, 60)
         return "done" if ok else "gunicorn did not boot new workers within 60 s"
 
-    def kill_target(self, rng):
-        live = self.app_workers()
-        return rng.choice(live) if live else None
-
-    def serving_workers(self):
-        return self.app_workers()
-
-    def stop_app(self):
-        self.master.send_signal(signal.SIGTERM)      # graceful (up to graceful-timeout)
-        try:
-            self.master.wait(60)
-            return True
-        except subprocess.TimeoutExpired:
-            return False
 
 
 STACKS = {"ours": Ours, "uwsgi": Uwsgi, "gunicorn": Gunicorn}

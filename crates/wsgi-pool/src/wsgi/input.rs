@@ -413,17 +413,22 @@ mod tests {
         f
     }
 
-    #[test]
-    fn read_all_across_memory_and_file() {
+    /// "mem line\n" in memory, then 17 bytes of a temp file from offset 2.
+    fn mem_and_file_body() -> BodyReader {
         let fd = temp_file(b"XXhello file\nsecond");
-        let mut r = BodyReader::new(body(vec![
+        BodyReader::new(body(vec![
             BodySegment::Memory(b"mem line\n".to_vec().into()),
             BodySegment::File {
                 fd,
                 offset: 2,
                 len: 17,
             },
-        ]));
+        ]))
+    }
+
+    #[test]
+    fn read_all_across_memory_and_file() {
+        let mut r = mem_and_file_body();
         assert_eq!(r.read(None).unwrap(), b"mem line\nhello file\nsecond");
         assert_eq!(r.read(None).unwrap(), b"");
     }
@@ -496,15 +501,7 @@ mod tests {
 
     #[test]
     fn remaining_and_read_into_across_segments() {
-        let fd = temp_file(b"XXhello file\nsecond");
-        let mut r = BodyReader::new(body(vec![
-            BodySegment::Memory(b"mem line\n".to_vec().into()),
-            BodySegment::File {
-                fd,
-                offset: 2,
-                len: 17,
-            },
-        ]));
+        let mut r = mem_and_file_body();
         assert_eq!(r.remaining(), Some(26));
         assert_eq!(read_into_vec(&mut r, 4), b"mem ");
         assert_eq!(r.remaining(), Some(22));
