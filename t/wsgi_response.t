@@ -20,7 +20,7 @@ use Test::WSGI qw/ read_until state_dir /;
 select STDERR; $| = 1;
 select STDOUT; $| = 1;
 
-my $t = Test::Nginx->new()->has(qw/http/)->plan(87)
+my $t = Test::Nginx->new()->has(qw/http/)->plan(89)
 	->write_file_expand('nginx.conf', <<'EOF');
 
 %%TEST_GLOBALS%%
@@ -51,6 +51,7 @@ $t->write_file('resp.py', <<'EOF');
 import os, sys, time
 
 STATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'state')
+KEPT = {}
 
 def record(line):
     with open(os.path.join(STATE, 'close.log'), 'a') as f:
@@ -134,6 +135,22 @@ def application(environ, start_response):
         write(b'written ')
         write(b'twice ')
         return [b'returned']
+    if path == '/keep':
+        KEPT['start_response'] = start_response
+        KEPT['write'] = start_response('200 OK', text)
+        return [b'kept']
+    if path == '/stale':
+        out = []
+        for name, call in (('start_response', lambda: KEPT['start_response']('200 OK', [])),
+                           ('write', lambda: KEPT['write'](b'stale'))):
+            try:
+                call()
+                out.append(name + ' worked')
+            except Exception as e:
+                out.append('%s %s: %s' % (name, type(e).__name__, e))
+        out.append('fresh' if start_response is not KEPT['start_response'] else 'same')
+        start_response('200 OK', text)
+        return ['\n'.join(out).encode()]
 
     # close() of the iterable
 
@@ -356,6 +373,16 @@ like(http_get('/bare_space'), qr/^HTTP\/1\.1 404 Not Found\x0d\x0a/,
 # the write() callable, then the returned iterable
 
 is(http_content(http_11('/write')), 'written twice returned', 'write()');
+
+# start_response and write kept by the app past their request refuse to
+# work in a later one, and the later request gets its own start_response
+
+is(http_content(http_11('/keep')), 'kept', 'start_response kept by the app');
+is(http_content(http_11('/stale')),
+	"start_response AssertionError: start_response() and write() work only "
+	. "during their request\nwrite AssertionError: start_response() and "
+	. "write() work only during their request\nfresh",
+	'kept start_response and write refused after their request');
 
 # close() of the iterable is called whatever happens
 

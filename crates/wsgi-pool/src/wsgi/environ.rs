@@ -12,6 +12,7 @@ use pyo3::{ffi, intern};
 use super::errors::LogStream;
 use super::file_wrapper::FileWrapper;
 use super::input::Input;
+use super::response::Recycled;
 use crate::message::{Hub, Job, LogLevel};
 
 /// Header-name cache entries per thread; beyond this, names are converted
@@ -23,6 +24,8 @@ const BY_POSITION_MAX: usize = 64;
 
 pub struct ThreadContext {
     base: Py<PyDict>,
+    /// `start_response` and `write`, kept between requests.
+    pub recycled: Recycled,
     header_keys: HashMap<Vec<u8>, Option<Py<PyString>>>,
     /// The name and key of the header last seen at each position: clients
     /// send the same headers in the same order, so most names are found
@@ -159,6 +162,7 @@ impl ThreadContext {
         }
         Ok(ThreadContext {
             base: base.unbind(),
+            recycled: Recycled::default(),
             header_keys: HashMap::new(),
             by_position: Vec::new(),
             method: Recent::default(),

@@ -15,7 +15,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyList, PyString, PyTuple};
 
 use crate::message::{Hub, Job, LogLevel, RequestId};
-use response::{BodyPart, Responder, SendError, StartResponse};
+use response::{BodyPart, Responder, SendError};
 
 pub use environ::ThreadContext;
 
@@ -92,6 +92,7 @@ pub fn run(
     let head_only = job.env.get(job.env.method) == b"HEAD";
     let responder = Arc::new(Responder::new(job.exchange.clone(), hub.clone(), head_only));
     let outcome = call_app(py, tctx, hub, app, job, &responder);
+    tctx.recycled.release(py);
     let when = if responder.head_sent() {
         "while sending response to client"
     } else {
@@ -139,8 +140,10 @@ fn call_app(
     let (id, trace) = (job.id, job.trace);
     let environ = tctx.environ(py, &mut job, hub).map_err(Failure::App)?;
     drop(job);
-    let start_response =
-        Bound::new(py, StartResponse::new(responder.clone())).map_err(Failure::App)?;
+    let start_response = tctx
+        .recycled
+        .start_response(py, responder)
+        .map_err(Failure::App)?;
     let result = app.call1((environ, start_response)).map_err(|e| {
         if responder.is_cancelled() {
             Failure::Cancelled

@@ -470,15 +470,89 @@ pub fn parse_content_length(value: &[u8]) -> Result<u64, String> {
         .map_err(|_| format!("Content-Length {v:?} is too large"))
 }
 
-/// The `start_response` callable handed to the app.
-#[pyclass(frozen, module = "ngx_wsgi")]
+/// The `start_response` callable handed to the app. A pool thread keeps
+/// one (and its `write`) from request to request while nothing else holds
+/// it (see `Recycled`): making and freeing two Python objects per request
+/// cost more than the rest of `start_response`.
+#[pyclass(module = "ngx_wsgi")]
 pub struct StartResponse {
-    responder: Arc<Responder>,
+    /// The request's, `None` between requests.
+    responder: Option<Arc<Responder>>,
+    write: Py<Write>,
 }
 
-impl StartResponse {
-    pub fn new(responder: Arc<Responder>) -> StartResponse {
-        StartResponse { responder }
+/// The error of a `start_response` or `write` kept past its request.
+fn outside_request() -> PyErr {
+    PyAssertionError::new_err("start_response() and write() work only during their request")
+}
+
+/// Is `obj`'s reference the only one (nothing else can reach the object)?
+fn sole_reference<T>(_py: Python<'_>, obj: &Py<T>) -> bool {
+    // SAFETY: `obj` is a live object (we hold a reference) and the GIL is
+    // held (`_py`), so its reference count is stable while we read it.
+    unsafe { pyo3::ffi::Py_REFCNT(obj.as_ptr()) == 1 }
+}
+
+/// A pool thread's `start_response` for the next request: the one the last
+/// request used, when the app kept no reference to it or to its `write`,
+/// else a new one (what the app kept stays bound to its own request).
+#[derive(Default)]
+pub struct Recycled {
+    start_response: Option<Py<StartResponse>>,
+}
+
+impl Recycled {
+    pub fn start_response<'py>(
+        &mut self,
+        py: Python<'py>,
+        responder: &Arc<Responder>,
+    ) -> PyResult<Bound<'py, StartResponse>> {
+        if let Some(sr) = &self.start_response {
+            let sr = sr.bind(py);
+            // Held by this cache alone (after `release`): no borrow can be out.
+            if sole_reference(py, sr.as_unbound()) {
+                let mut inner = sr.borrow_mut();
+                if sole_reference(py, &inner.write) {
+                    inner.write.borrow_mut(py).responder = Some(responder.clone());
+                } else {
+                    inner.write = Py::new(py, Write::new(responder))?;
+                }
+                inner.responder = Some(responder.clone());
+                drop(inner);
+                return Ok(sr.clone());
+            }
+        }
+        let sr = Bound::new(
+            py,
+            StartResponse {
+                responder: Some(responder.clone()),
+                write: Py::new(py, Write::new(responder))?,
+            },
+        )?;
+        self.start_response = Some(sr.clone().unbind());
+        Ok(sr)
+    }
+
+    /// After the request: unbinds both from the request, so that its state
+    /// is freed now and a `start_response` or `write` the app kept refuses
+    /// to work later (rather than act on a finished request); forgets what
+    /// the app kept.
+    pub fn release(&mut self, py: Python<'_>) {
+        let Some(sr) = &self.start_response else {
+            return;
+        };
+        let kept = !sole_reference(py, sr);
+        // (A kept one may be in a call on another thread right now: then it
+        // stays bound, as it would without recycling.)
+        if let Ok(mut inner) = sr.bind(py).try_borrow_mut() {
+            inner.responder = None;
+            if let Ok(mut write) = inner.write.bind(py).try_borrow_mut() {
+                write.responder = None;
+            }
+        }
+        if kept {
+            self.start_response = None;
+        }
     }
 }
 
@@ -492,9 +566,10 @@ impl StartResponse {
         headers: &Bound<'_, PyAny>,
         exc_info: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<Write>> {
+        let responder = self.responder.as_ref().ok_or_else(outside_request)?;
         let exc_info = exc_info.filter(|e| !e.is_none());
         {
-            let st = self.responder.lock();
+            let st = responder.lock();
             if let Some(info) = exc_info {
                 if st.head_sent {
                     // Too late to change the response: re-raise (PEP 3333).
@@ -574,7 +649,7 @@ impl StartResponse {
             }
             out.push((name, value));
         }
-        let mut st = self.responder.lock();
+        let mut st = responder.lock();
         st.head = Some(ResponseHead {
             status: code,
             status_line,
@@ -582,19 +657,23 @@ impl StartResponse {
         });
         st.content_length = content_length;
         drop(st);
-        Py::new(
-            py,
-            Write {
-                responder: self.responder.clone(),
-            },
-        )
+        Ok(self.write.clone_ref(py))
     }
 }
 
 /// The legacy `write()` callable returned by `start_response`.
-#[pyclass(frozen, module = "ngx_wsgi")]
+#[pyclass(module = "ngx_wsgi")]
 pub struct Write {
-    responder: Arc<Responder>,
+    /// The request's, `None` between requests.
+    responder: Option<Arc<Responder>>,
+}
+
+impl Write {
+    fn new(responder: &Arc<Responder>) -> Write {
+        Write {
+            responder: Some(responder.clone()),
+        }
+    }
 }
 
 #[pymethods]
@@ -607,7 +686,8 @@ impl Write {
         } else {
             return Err(PyTypeError::new_err("write() takes bytes"));
         };
-        match self.responder.send_body(py, &part) {
+        let responder = self.responder.as_ref().ok_or_else(outside_request)?;
+        match responder.send_body(py, &part) {
             Ok(()) => Ok(()),
             Err(SendError::Cancelled) => Err(PyOSError::new_err(
                 "client connection closed (request ended in nginx)",
