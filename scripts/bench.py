@@ -12,10 +12,11 @@ Starts every stack once, on 127.0.0.1, each on its own port:
   floor          ours built with --features transport-floor: pool threads answer
                  without calling Python (hello only: the hand-off's own cost)
   ceiling        nginx alone: return 200 / the same bytes as static files
-Every nginx also has a TLS server on a second port (TLS 1.3, HTTP/2 and
-HTTP/1.1 by ALPN, bench/tls.conf.in), and Granian direct gets a second
-process with its own TLS (--http auto) when a TLS scenario runs: the TLS
-scenarios (h2-hello, h2-64k: h2load, 16 connections x 8 concurrent streams;
+When a TLS scenario runs, every stack in it gets a second server on a second
+port: a second nginx from the same template with "listen ... ssl" and
+bench/tls.conf.in (TLS 1.3, HTTP/2 or HTTP/1.1 by ALPN) in front of the same
+app server, or for Granian direct a second Granian with its own TLS (--http
+auto); the plain servers never touch TLS. The TLS scenarios (h2-hello, h2-64k: h2load, 16 connections x 8 concurrent streams;
 tls-hello, tls-64k: wrk over https, HTTP/1.1) compare ours, Granian direct,
 nginx -> uWSGI and nginx -> gunicorn with TLS and HTTP/2 at nginx, and nginx
 alone (plus the floor for the hello ones).
@@ -321,34 +322,52 @@ class Stack:
         self.tls_port = tls_port  # nginx's TLS server, or Granian's own TLS process
         self.args = args
         self.procs = []           # Popen of nginx and/or the app server (plain HTTP)
-        self.tls_procs = self.procs   # what serves tls_port: the same nginx, or
-        #                               for Granian direct its second (TLS) process
+        # What serves tls_port (when a TLS scenario runs): a second nginx
+        # from the same template with "ssl" and tls.conf (plus the same app
+        # server behind it), or Granian direct's second process with its own
+        # TLS. The plain nginx never touches OpenSSL: its figures stay as
+        # they were without the TLS scenarios.
+        self.tls_procs = []
         self.sock = os.path.join(RUN, "%s.sock" % name)
         self.front = name in ("ours", "ours-64t", "uwsgi", "gunicorn", "granian-nginx",
                               "floor", "ceiling")
 
     # -- configuration
-    def nginx_conf(self, template, threads=None, module=MODULE):
+    def nginx_conf(self, template, threads=None, module=MODULE, tls=False):
+        name = self.name + "-tls" if tls else self.name
         values = dict(
-            RUN=RUN, NAME=self.name, PORT=self.port, WORKERS=self.args.workers,
+            RUN=RUN, NAME=name, PORT=self.tls_port if tls else self.port,
+            SSL="ssl " if tls else "",
+            TLS_CONF="include %s/tls.conf;  # TLS 1.3, HTTP/2 or HTTP/1.1 by ALPN" % RUN
+            if tls else "# plain HTTP",
+            WORKERS=self.args.workers,
             DOCROOT=os.path.join(RUN, "docroot"), APPDIR=os.path.join(RUN, "app"),
             MODULE=module, THREADS=threads or self.args.threads, SOCK=self.sock,
-            TLS_PORT=self.tls_port,
             UWSGI_PARAMS=os.path.join(BENCH, "uwsgi_params"),
             BODY_BUFFER=self.args.body_buffer,
             USER="user root;" if os.geteuid() == 0 else "",
         )
-        fill("common.conf.in", values, os.path.join(RUN, "common-%s.conf" % self.name))
-        conf = os.path.join(RUN, "%s.nginx.conf" % self.name)
+        fill("common.conf.in", values, os.path.join(RUN, "common-%s.conf" % name))
+        conf = os.path.join(RUN, "%s.nginx.conf" % name)
         fill(template, values, conf)
         return conf
 
-    def start_nginx(self, conf):
-        for d in ("client_body", "proxy", "uwsgi", "fastcgi", "scgi"):
-            os.makedirs(os.path.join(RUN, "tmp", "%s_%s" % (d, self.name)), exist_ok=True)
-        err = open(os.path.join(RUN, "logs", "%s.nginx.stderr" % self.name), "w")
-        self.procs.append(spawn([NGINX, "-p", RUN + "/", "-c", conf],
-                                cpus=self.args.server_cpus, stdout=err, stderr=err))
+    def start_nginx(self, template, tls_too=True, **kw):
+        """The plain nginx, and when a TLS scenario runs the TLS one (with
+        the app server, if any, in tls_procs as well)."""
+        app = list(self.procs)
+        for tls in ((False, True) if tls_too and self.args.tls else (False,)):
+            name = self.name + "-tls" if tls else self.name
+            conf = self.nginx_conf(template, tls=tls, **kw)
+            for d in ("client_body", "proxy", "uwsgi", "fastcgi", "scgi"):
+                os.makedirs(os.path.join(RUN, "tmp", "%s_%s" % (d, name)), exist_ok=True)
+            err = open(os.path.join(RUN, "logs", "%s.nginx.stderr" % name), "w")
+            p = spawn([NGINX, "-p", RUN + "/", "-c", conf],
+                      cpus=self.args.server_cpus, stdout=err, stderr=err)
+            if tls:
+                self.tls_procs[:] = app + [p]
+            else:
+                self.procs.append(p)
 
     def start_app(self, cmd, log="app", into=None):
         out = open(os.path.join(RUN, "logs", "%s.%s.log" % (self.name, log)), "w")
@@ -371,13 +390,13 @@ class Stack:
         if os.path.exists(self.sock):
             os.unlink(self.sock)
         if self.name == "ours":
-            self.start_nginx(self.nginx_conf("ours.conf.in"))
+            self.start_nginx("ours.conf.in")
         elif self.name == "ours-64t":
-            self.start_nginx(self.nginx_conf("ours.conf.in", threads=64))
+            self.start_nginx("ours.conf.in", tls_too=False, threads=64)
         elif self.name == "floor":
-            self.start_nginx(self.nginx_conf("ours.conf.in", module=FLOOR_MODULE))
+            self.start_nginx("ours.conf.in", module=FLOOR_MODULE)
         elif self.name == "ceiling":
-            self.start_nginx(self.nginx_conf("ceiling.conf.in"))
+            self.start_nginx("ceiling.conf.in")
         elif self.name == "uwsgi":
             self.start_app([os.path.join(VENV, "bin", "uwsgi"), "--master",
                             "--processes", w, "--threads", t,
@@ -386,14 +405,14 @@ class Stack:
                             "--need-app", "--die-on-term", "--disable-logging",
                             "--listen", "1024", "--buffer-size", "32768",
                             "--single-interpreter"])
-            self.start_nginx(self.nginx_conf("uwsgi.conf.in"))
+            self.start_nginx("uwsgi.conf.in")
         elif self.name == "gunicorn":
             self.start_app([os.path.join(VENV, "bin", "gunicorn"), "-k", "gthread",
                             "-w", w, "--threads", t, "--bind", "unix:" + self.sock,
                             "--chdir", app_dir, "--keep-alive", "30",
                             "--log-level", "warning", "--backlog", "1024",
                             "bench_app:application"])
-            self.start_nginx(self.nginx_conf("proxy.conf.in"))
+            self.start_nginx("proxy.conf.in")
         elif self.name in ("granian", "granian-nginx"):
             cmd = [os.path.join(VENV, "bin", "granian"), "--interface", "wsgi",
                    "--workers", w, "--blocking-threads", t, "--runtime-threads", "1",
@@ -405,7 +424,6 @@ class Stack:
                 # Its own TLS, HTTP/2 or HTTP/1.1 by ALPN (--http auto): a
                 # second process on tls_port, only when a TLS scenario runs
                 # (its CPU and RSS are counted apart from the plain one's).
-                self.tls_procs = []
                 if self.args.tls:
                     tls_cmd = [("auto" if x == "1" and cmd[i - 1] == "--http" else x)
                                for i, x in enumerate(cmd)]
@@ -418,7 +436,7 @@ class Stack:
             else:
                 self.start_app(cmd + ["--uds", self.sock, "--uds-permissions", "0o666",
                                       "bench_app:application"])
-                self.start_nginx(self.nginx_conf("proxy.conf.in"))
+                self.start_nginx("proxy.conf.in", tls_too=False)
         else:
             raise SystemExit("unknown stack " + self.name)
 
