@@ -547,6 +547,8 @@ def validate_h2(stack, sc, n=16):
         return "h2load %s: %s" % (sc["path"], e)
     if r["protocol"] != "h2":
         return "h2load %s: application protocol %r, not h2" % (sc["path"], r["protocol"])
+    if r["cipher"] != TLS13_CIPHER:
+        return "h2load %s: cipher %r, not %s" % (sc["path"], r["cipher"], TLS13_CIPHER)
     if r["succeeded"] != n or r["status"]["2xx"] != n:
         return "h2load %s: %d of %d succeeded, %d 2xx" % (
             sc["path"], r["succeeded"], n, r["status"]["2xx"])
@@ -603,6 +605,7 @@ def parse_h2load(text):
     tm = re.search(r"^time for request:\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)\s+"
                    r"([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)", text, re.M)
     proto = re.search(r"^Application protocol: (\S+)", text, re.M)
+    cipher = re.search(r"^Cipher: (\S+)", text, re.M)
     return dict(
         total=total, started=started, done=done, succeeded=ok, failed=failed,
         errored=errored, timeout=timeout,
@@ -611,7 +614,7 @@ def parse_h2load(text):
         bytes=int(tr.group(1)) if tr else 0, data_bytes=int(tr.group(2)) if tr else 0,
         request_time_us=dict(min=_us(*tm.group(1, 2)), max=_us(*tm.group(3, 4)),
                              mean=_us(*tm.group(5, 6)), sd=_us(*tm.group(7, 8))) if tm else None,
-        protocol=proto.group(1) if proto else None)
+        protocol=proto.group(1) if proto else None, cipher=cipher.group(1) if cipher else None)
 
 
 def percentile(sorted_xs, q):
@@ -1282,9 +1285,10 @@ def markdown(meta, results, memory, tgts, title="# ngx-wsgi benchmark"):
     if any(sc.get("tls") and sc["name"] in results for sc in SCENARIOS):
         L.append("- TLS (h2-*, tls-*): TLS 1.3 only, %s, %s key exchange, one self-signed "
                  "ECDSA P-256 certificate (openssl) for every stack; the clients offer nothing "
-                 "else. TLS and HTTP/2 at nginx (bench/tls.conf.in: ssl_session_cache off, "
-                 "ssl_session_tickets off; %s) for ours, floor, uwsgi, gunicorn and nginx "
-                 "alone; Granian direct with its own TLS (--http auto: HTTP/2 or HTTP/1.1 by "
+                 "else. TLS and HTTP/2 at nginx for ours, floor, uwsgi, gunicorn and nginx "
+                 "alone (a second nginx per stack, the same template with listen ... ssl and "
+                 "bench/tls.conf.in: ssl_session_cache off, ssl_session_tickets off; %s), "
+                 "so the plain scenarios' nginx never loads TLS; Granian direct with its own TLS (--http auto: HTTP/2 or HTTP/1.1 by "
                  "ALPN). Each connection makes one full handshake and is kept for the whole "
                  "run" % (TLS13_CIPHER, TLS_GROUP, meta.get("tls_library", "OpenSSL")))
         L.append("- h2-*: h2load -t1, %s connections × %s concurrent streams; p50/p99 are "
