@@ -967,7 +967,11 @@ def summarize(rs):
     def col(k):
         return [r[k] for r in rs if r.get(k) is not None]
     rps = col("rps")
-    return dict(
+    h2 = [r["h2load"]["request_time_us"] for r in rs
+          if r.get("h2load") and r["h2load"].get("request_time_us")]
+    extra = dict(h2load_mean_ms=med([x["mean"] / 1000 for x in h2]),
+                 h2load_sd_ms=med([x["sd"] / 1000 for x in h2])) if h2 else {}
+    return dict(extra,
         reps=len(rs), rps=med(rps), rps_min=min(rps), rps_max=max(rps),
         p50_ms=med(col("p50_ms")), p99_ms=med(col("p99_ms")),
         p99_ms_max=max(col("p99_ms")),
@@ -1355,6 +1359,12 @@ def markdown(meta, results, memory, tgts, title="# ngx-wsgi benchmark"):
                 fmt(r["peak_rss_mib"]), "%.2f×" % vs if vs else "–",
                 r["other_cores"], flags, fmt(cc, 2),
                 " ⓒ" if cc is not None and cc >= CLIENT_BOUND else ""))
+        h2 = [(n, r) for n, r in rows.items() if r.get("h2load_mean_ms") is not None]
+        if h2:
+            L.append("")
+            L.append("h2load's own request time, mean ± sd (medians of the repetitions): " +
+                     ", ".join("%s %.2f ± %.2f ms" % (n, r["h2load_mean_ms"], r["h2load_sd_ms"])
+                               for n, r in h2) + ".")
         ceil = rows.get("ceiling", {}).get("rps")
         if ours and ceil:
             L.append("")
