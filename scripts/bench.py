@@ -1657,8 +1657,10 @@ def write_results(a, docs):
         mt = median_targets([d["targets"] for d in docs])
         out = dict(full_runs=docs, median_targets=mt)
         n = len(docs)
+        done = sum(1 for d in docs if "elapsed_s" in d["meta"])
         L = ["# ngx-wsgi benchmark: %d full runs%s" % (
-                 n, "" if n == a.full_runs else " (of %d asked; interrupted)" % a.full_runs), ""]
+                 n, "" if done == a.full_runs else
+                 " (%d of %d asked completed; interrupted)" % (done, a.full_runs)), ""]
         L.append("Every target decided by the median of its value over the %d runs (each "
                  "run: all the scenarios below, the stacks restarted; a run's figures are "
                  "medians of its repetitions). Spread: lowest – highest of the runs." % n)
@@ -1678,8 +1680,9 @@ def write_results(a, docs):
         L.append("")
         md = "\n".join(L) + "\n"
         for i, d in enumerate(docs):
-            md += "\n---\n\n" + run_markdown(d, "# Run %d of %d (%s)" % (
-                i + 1, n, d["meta"]["date"]))
+            md += "\n---\n\n" + run_markdown(d, "# Run %d of %d (%s)%s" % (
+                i + 1, n, d["meta"]["date"],
+                "" if "elapsed_s" in d["meta"] else ", interrupted"))
     with open(os.path.join(OUT, "results.json"), "w") as f:
         json.dump(out, f, indent=1, ensure_ascii=False)
     with open(os.path.join(OUT, "results.md"), "w") as f:
