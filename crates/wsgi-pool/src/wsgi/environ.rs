@@ -11,8 +11,7 @@ use pyo3::{ffi, intern};
 
 use super::errors::LogStream;
 use super::file_wrapper::FileWrapper;
-use super::input::Input;
-use super::response::Recycled;
+use super::recycle::Recycled;
 use crate::message::{Hub, Job, LogLevel};
 
 /// Header-name cache entries per thread; beyond this, names are converted
@@ -24,7 +23,7 @@ const BY_POSITION_MAX: usize = 64;
 
 pub struct ThreadContext {
     base: Py<PyDict>,
-    /// `start_response` and `write`, kept between requests.
+    /// `start_response`, `write` and `wsgi.input`, kept between requests.
     pub recycled: Recycled,
     header_keys: HashMap<Vec<u8>, Option<Py<PyString>>>,
     /// The name and key of the header last seen at each position: clients
@@ -285,8 +284,8 @@ impl ThreadContext {
         for &(name, value) in &e.params {
             env.set_item(latin1(py, e.get(name)), latin1(py, e.get(value)))?;
         }
-        let input = Input::new(std::mem::take(&mut job.body));
-        env.set_item(intern!(py, "wsgi.input"), Bound::new(py, input)?)?;
+        let input = self.recycled.input(py, std::mem::take(&mut job.body))?;
+        env.set_item(intern!(py, "wsgi.input"), input)?;
         env.set_item(
             intern!(py, "wsgi.errors"),
             Bound::new(

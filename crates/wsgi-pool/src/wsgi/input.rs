@@ -273,6 +273,11 @@ impl Input {
         }
     }
 
+    /// Reads `body` from the start (a recycled `wsgi.input`).
+    pub fn reset(&mut self, body: Body) {
+        self.reader = BodyReader::new(body);
+    }
+
     /// Runs a read, without the GIL only when it may wait on the disk:
     /// giving the GIL away for a memcpy would cost a thread switch.
     fn with_reader<T: Send>(

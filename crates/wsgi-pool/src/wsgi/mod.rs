@@ -6,6 +6,7 @@ pub mod environ;
 pub mod errors;
 pub mod file_wrapper;
 pub mod input;
+pub mod recycle;
 pub mod response;
 
 use std::sync::Arc;

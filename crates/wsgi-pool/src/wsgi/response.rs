@@ -477,83 +477,13 @@ pub fn parse_content_length(value: &[u8]) -> Result<u64, String> {
 #[pyclass(module = "ngx_wsgi")]
 pub struct StartResponse {
     /// The request's, `None` between requests.
-    responder: Option<Arc<Responder>>,
-    write: Py<Write>,
+    pub(super) responder: Option<Arc<Responder>>,
+    pub(super) write: Py<Write>,
 }
 
 /// The error of a `start_response` or `write` kept past its request.
 fn outside_request() -> PyErr {
     PyAssertionError::new_err("start_response() and write() work only during their request")
-}
-
-/// Is `obj`'s reference the only one (nothing else can reach the object)?
-fn sole_reference<T>(_py: Python<'_>, obj: &Py<T>) -> bool {
-    // SAFETY: `obj` is a live object (we hold a reference) and the GIL is
-    // held (`_py`), so its reference count is stable while we read it.
-    unsafe { pyo3::ffi::Py_REFCNT(obj.as_ptr()) == 1 }
-}
-
-/// A pool thread's `start_response` for the next request: the one the last
-/// request used, when the app kept no reference to it or to its `write`,
-/// else a new one (what the app kept stays bound to its own request).
-#[derive(Default)]
-pub struct Recycled {
-    start_response: Option<Py<StartResponse>>,
-}
-
-impl Recycled {
-    pub fn start_response<'py>(
-        &mut self,
-        py: Python<'py>,
-        responder: &Arc<Responder>,
-    ) -> PyResult<Bound<'py, StartResponse>> {
-        if let Some(sr) = &self.start_response {
-            let sr = sr.bind(py);
-            // Held by this cache alone (after `release`): no borrow can be out.
-            if sole_reference(py, sr.as_unbound()) {
-                let mut inner = sr.borrow_mut();
-                if sole_reference(py, &inner.write) {
-                    inner.write.borrow_mut(py).responder = Some(responder.clone());
-                } else {
-                    inner.write = Py::new(py, Write::new(responder))?;
-                }
-                inner.responder = Some(responder.clone());
-                drop(inner);
-                return Ok(sr.clone());
-            }
-        }
-        let sr = Bound::new(
-            py,
-            StartResponse {
-                responder: Some(responder.clone()),
-                write: Py::new(py, Write::new(responder))?,
-            },
-        )?;
-        self.start_response = Some(sr.clone().unbind());
-        Ok(sr)
-    }
-
-    /// After the request: unbinds both from the request, so that its state
-    /// is freed now and a `start_response` or `write` the app kept refuses
-    /// to work later (rather than act on a finished request); forgets what
-    /// the app kept.
-    pub fn release(&mut self, py: Python<'_>) {
-        let Some(sr) = &self.start_response else {
-            return;
-        };
-        let kept = !sole_reference(py, sr);
-        // (A kept one may be in a call on another thread right now: then it
-        // stays bound, as it would without recycling.)
-        if let Ok(mut inner) = sr.bind(py).try_borrow_mut() {
-            inner.responder = None;
-            if let Ok(mut write) = inner.write.bind(py).try_borrow_mut() {
-                write.responder = None;
-            }
-        }
-        if kept {
-            self.start_response = None;
-        }
-    }
 }
 
 #[pymethods]
@@ -665,11 +595,11 @@ impl StartResponse {
 #[pyclass(module = "ngx_wsgi")]
 pub struct Write {
     /// The request's, `None` between requests.
-    responder: Option<Arc<Responder>>,
+    pub(super) responder: Option<Arc<Responder>>,
 }
 
 impl Write {
-    fn new(responder: &Arc<Responder>) -> Write {
+    pub(super) fn new(responder: &Arc<Responder>) -> Write {
         Write {
             responder: Some(responder.clone()),
         }
