@@ -22,7 +22,7 @@ use Test::WSGI qw/ poll /;
 select STDERR; $| = 1;
 select STDOUT; $| = 1;
 
-my $t = Test::Nginx->new()->has(qw/http/)->plan(28)
+my $t = Test::Nginx->new()->has(qw/http/)->plan(30)
 	->write_file_expand('nginx.conf', <<'EOF');
 
 %%TEST_GLOBALS%%
@@ -74,6 +74,8 @@ def application(environ, start_response):
         errors.write('two writes\n')
         errors.writelines(['from writelines\n'])
         errors.write('no newline at the end')
+    elif path.startswith('/errors/'):
+        environ['wsgi.errors'].write('errors of %s\n' % path)
     elif path == '/print':
         print('printed to stdout')
         print('printed to stderr', file=sys.stderr)
@@ -111,6 +113,8 @@ sub entry {
 ###############################################################################
 
 like(http_get('/errors'), qr/200 OK/, 'wsgi.errors request');
+http_get('/errors/second');
+http_get('/errors/third');
 like(http_get('/print'), qr/200 OK/, 'print request');
 like(http_get('/logging'), qr/200 OK/, 'logging request');
 like(http_get('/exception'), qr/200 OK/, 'logging.exception request');
@@ -134,6 +138,13 @@ like($log, entry('error', 'errors in two writes', '/errors'),
 like($log, entry('error', 'from writelines', '/errors'), 'wsgi.errors: writelines');
 like($log, qr/\[error\] .*wsgi: no newline at the end/,
 	'wsgi.errors: partial line at error level');
+
+# each request's wsgi.errors lines carry that request (a pool thread's
+# wsgi.errors object is reused from request to request)
+like($log, entry('error', 'errors of /errors/second', '/errors/second'),
+	'wsgi.errors: a later request');
+like($log, entry('error', 'errors of /errors/third', '/errors/third'),
+	'wsgi.errors: and the one after');
 
 like($log, entry('info', 'printed to stdout', '/print'), 'stdout: info level');
 like($log, entry('error', 'printed to stderr', '/print'), 'stderr: error level');

@@ -9,10 +9,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 use pyo3::{ffi, intern};
 
-use super::errors::LogStream;
 use super::file_wrapper::FileWrapper;
 use super::recycle::Recycled;
-use crate::message::{Hub, Job, LogLevel};
+use crate::message::{Hub, Job};
 
 /// Header-name cache entries per thread; beyond this, names are converted
 /// each time (bounds memory against clients sending random header names).
@@ -23,7 +22,8 @@ const BY_POSITION_MAX: usize = 64;
 
 pub struct ThreadContext {
     base: Py<PyDict>,
-    /// `start_response`, `write` and `wsgi.input`, kept between requests.
+    /// `start_response`, `write`, `wsgi.input` and `wsgi.errors`, kept
+    /// between requests.
     pub recycled: Recycled,
     header_keys: HashMap<Vec<u8>, Option<Py<PyString>>>,
     /// The name and key of the header last seen at each position: clients
@@ -288,10 +288,7 @@ impl ThreadContext {
         env.set_item(intern!(py, "wsgi.input"), input)?;
         env.set_item(
             intern!(py, "wsgi.errors"),
-            Bound::new(
-                py,
-                LogStream::for_request(hub.clone(), job.id, LogLevel::Err),
-            )?,
+            self.recycled.errors(py, hub, job.id)?,
         )?;
         Ok(env)
     }

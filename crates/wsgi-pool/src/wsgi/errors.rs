@@ -4,6 +4,7 @@
 //! context when it is still alive); no pool thread touches nginx's log.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use pyo3::prelude::*;
@@ -17,8 +18,10 @@ static HUB: OnceLock<Arc<Hub>> = OnceLock::new();
 pub struct LogStream {
     hub: Arc<Hub>,
     level: LogLevel,
-    /// Fixed request (wsgi.errors), or the thread's current request.
-    request: Option<RequestId>,
+    /// The request (wsgi.errors) plus one; 0: the thread's current request
+    /// (sys.stdout, sys.stderr). A pool thread's wsgi.errors is recycled
+    /// from request to request (`rebind`).
+    request: AtomicU64,
     /// Partial lines, per writing thread (sys.stderr is shared).
     pending: Mutex<HashMap<std::thread::ThreadId, String>>,
     fd: i32,
@@ -29,14 +32,31 @@ impl LogStream {
         LogStream {
             hub,
             level,
-            request: Some(id),
+            request: AtomicU64::new(id.wrapping_add(1)),
             pending: Mutex::new(HashMap::new()),
             fd: 2,
         }
     }
 
     fn current_request(&self) -> Option<RequestId> {
-        self.request.or_else(|| super::CURRENT.with(|c| c.get()))
+        match self.request.load(Ordering::Relaxed) {
+            0 => super::CURRENT.with(|c| c.get()),
+            n => Some(n - 1),
+        }
+    }
+
+    /// The request a recycled wsgi.errors now belongs to.
+    pub fn rebind(&self, id: RequestId) {
+        self.request.store(id.wrapping_add(1), Ordering::Relaxed);
+    }
+
+    /// Writes out every thread's partial last line
+    /// (`wsgi.errors.write("no newline")`), as when the stream goes away.
+    pub fn flush_all(&self) {
+        let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        for rest in pending.into_values() {
+            self.emit(&rest);
+        }
     }
 
     fn emit(&self, line: &str) {
@@ -73,10 +93,7 @@ impl LogStream {
 /// written when the stream goes away, e.g. with its request's environ.
 impl Drop for LogStream {
     fn drop(&mut self) {
-        let pending = std::mem::take(self.pending.get_mut().unwrap_or_else(|e| e.into_inner()));
-        for rest in pending.into_values() {
-            self.emit(&rest);
-        }
+        self.flush_all();
     }
 }
 
@@ -155,7 +172,7 @@ pub fn install_log_streams(py: Python<'_>, hub: Arc<Hub>) -> PyResult<()> {
     let mk = |level, fd| LogStream {
         hub: hub.clone(),
         level,
-        request: None,
+        request: AtomicU64::new(0),
         pending: Mutex::new(HashMap::new()),
         fd,
     };

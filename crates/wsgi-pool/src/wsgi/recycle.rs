@@ -1,5 +1,6 @@
 //! Pool threads: the per-request Python objects a thread keeps from one
-//! request to the next (`start_response`, its `write`, `wsgi.input`) while
+//! request to the next (`start_response`, its `write`, `wsgi.input`,
+//! `wsgi.errors`) while
 //! the app holds no reference to them: making and freeing them per request
 //! cost more than all the rest of `start_response`.
 
@@ -7,9 +8,10 @@ use std::sync::Arc;
 
 use pyo3::prelude::*;
 
+use super::errors::LogStream;
 use super::input::Input;
 use super::response::{Responder, StartResponse, Write};
-use crate::message::Body;
+use crate::message::{Body, Hub, LogLevel, RequestId};
 
 /// Is `obj`'s reference the only one (nothing else can reach the object)?
 fn sole_reference<T>(_py: Python<'_>, obj: &Py<T>) -> bool {
@@ -24,9 +26,28 @@ fn sole_reference<T>(_py: Python<'_>, obj: &Py<T>) -> bool {
 pub struct Recycled {
     start_response: Option<Py<StartResponse>>,
     input: Option<Py<Input>>,
+    errors: Option<Py<LogStream>>,
 }
 
 impl Recycled {
+    /// `wsgi.errors` of request `id`.
+    pub fn errors<'py>(
+        &mut self,
+        py: Python<'py>,
+        hub: &Arc<Hub>,
+        id: RequestId,
+    ) -> PyResult<Bound<'py, LogStream>> {
+        if let Some(errors) = &self.errors {
+            if sole_reference(py, errors) {
+                errors.get().rebind(id);
+                return Ok(errors.bind(py).clone());
+            }
+        }
+        let errors = Bound::new(py, LogStream::for_request(hub.clone(), id, LogLevel::Err))?;
+        self.errors = Some(errors.clone().unbind());
+        Ok(errors)
+    }
+
     /// `wsgi.input` reading `body`.
     pub fn input<'py>(&mut self, py: Python<'py>, body: Body) -> PyResult<Bound<'py, Input>> {
         if let Some(input) = &self.input {
@@ -92,6 +113,16 @@ impl Recycled {
         }
         if kept {
             self.start_response = None;
+        }
+        // A partial last line is written with its request, as when the
+        // stream went away with the environ; a kept one writes it when the
+        // app lets it go.
+        if let Some(errors) = &self.errors {
+            if sole_reference(py, errors) {
+                errors.get().flush_all();
+            } else {
+                self.errors = None;
+            }
         }
         // The body (memory, a temp file) is freed now; a `wsgi.input` the
         // app kept (with its environ) keeps its body, as without recycling.
