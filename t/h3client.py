@@ -21,6 +21,8 @@ Options (they apply to the first request):
                         and keep the connection going until --wait FILE
                         exists (the app says it saw the end), then go on
                         with the next request
+    --close-after N     when N bytes of the response body are in, close the
+                        whole connection (CONNECTION_CLOSE) and exit
     --window N          the client's flow control limits (max_data and
                         max_stream_data; aioquic raises them as data comes)
 
@@ -164,6 +166,7 @@ def main():
     p.add_argument('--resume')
     p.add_argument('--abandon-after', type=int)
     p.add_argument('--wait')
+    p.add_argument('--close-after', type=int)
     p.add_argument('--window', type=int)
     a = p.parse_args()
     if len(a.requests) % 2:
@@ -182,6 +185,12 @@ def main():
             # not a read of the socket until the test says so
             open(a.stalled, 'w').close()
             wait_file(a.resume)
+        if i == 0 and a.close_after is not None:
+            c.run_until(lambda: r.length >= a.close_after or r.ended, 'response data to close at')
+            if r.ended:
+                fail('the response ended before the connection was closed')
+            print('closed after %d' % r.length)
+            break
         if i == 0 and a.abandon_after is not None:
             c.run_until(lambda: r.length >= a.abandon_after or r.ended, 'response data to abandon at')
             if r.ended:

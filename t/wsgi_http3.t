@@ -6,7 +6,8 @@
 # wsgi_request_buffering off; a streamed response to a client that stops
 # reading holds the app back (backpressure), then arrives byte-exact; a
 # client that abandons a stream (STOP_SENDING) gets the app's iterable
-# closed, and the worker goes on serving on that connection and new ones.
+# closed, and the worker goes on serving on that connection and new ones;
+# so does one that closes its connection mid-response.
 
 ###############################################################################
 
@@ -44,7 +45,7 @@ my ($openssl) = grep { -x } map { "$_/openssl" } split /:/, $ENV{PATH} // '';
 plan(skip_all => 'no openssl to make a certificate (scripts/test installs it)')
 	unless $openssl;
 
-$t->plan(17)->write_file_expand('nginx.conf', <<'EOF');
+$t->plan(20)->write_file_expand('nginx.conf', <<'EOF');
 
 %%TEST_GLOBALS%%
 
@@ -108,7 +109,8 @@ def block(i):
 
 class Endless:
     """Blocks until the client goes; close() says how many were made."""
-    def __init__(self):
+    def __init__(self, name):
+        self.name = name
         self.n = 0
     def __iter__(self):
         return self
@@ -118,7 +120,7 @@ class Endless:
         self.n += 1
         return block(self.n)
     def close(self):
-        record('closed', str(self.n))
+        record('closed-' + self.name, str(self.n))
 
 def application(environ, start_response):
     path = environ['PATH_INFO']
@@ -149,7 +151,7 @@ def application(environ, start_response):
 
     if path == '/endless':
         start_response('200 OK', [('Content-Type', 'application/octet-stream')])
-        return Endless()
+        return Endless(q)
 
     start_response('200 OK', [('Content-Type', 'text/plain')])
     return [('hello %s %s\n' % (environ['SERVER_PROTOCOL'],
@@ -219,16 +221,26 @@ is(slurp("$state/yielded"), $total, 'app yielded everything');
 # a client that abandons a stream mid-response (STOP_SENDING): the app's
 # iterable is closed, and the same connection goes on with a new request
 
-$out = h3('--abandon-after', 1024 * 1024, '--wait', "$state/closed",
-	'GET', '/endless', 'GET', '/hello');
+$out = h3('--abandon-after', 1024 * 1024, '--wait', "$state/closed-stop",
+	'GET', '/endless?stop', 'GET', '/hello');
 like($out, qr/^abandoned after \d+$/m, 'abandon: stream abandoned');
-ok(-e "$state/closed", 'abandon: the iterable was closed');
-cmp_ok(slurp("$state/closed"), '<', 100000,
+ok(-e "$state/closed-stop", 'abandon: the iterable was closed');
+cmp_ok(slurp("$state/closed-stop"), '<', 100000,
 	'abandon: closed before the app made all of it');
 like($out, qr/^status=200 .*\nbody=b'hello HTTP\/3\.0 https\\n'$/m,
 	'abandon: next request on the same connection');
 like(h3(), qr/^status=200 .*\nbody=b'hello HTTP\/3\.0 https\\n'$/m,
 	'abandon: a new connection');
+
+# a client that closes the whole connection mid-response
+# (CONNECTION_CLOSE): the iterable is closed too
+
+like(h3('--close-after', 1024 * 1024, 'GET', '/endless?conn'),
+	qr/^closed after \d+$/m, 'connection close: closed mid-response');
+ok(wait_file("$state/closed-conn", 30),
+	'connection close: the iterable was closed');
+cmp_ok(slurp("$state/closed-conn"), '<', 100000,
+	'connection close: before the app made all of it');
 
 # and a streamed response once more (Test::Nginx then checks the error
 # log for alerts, such as a worker that died)
