@@ -6,7 +6,8 @@
 # wsgi_request_buffering off; a streamed response to a client that stops
 # reading holds the app back (backpressure), then arrives byte-exact; a
 # client that abandons a stream (STOP_SENDING) gets the app's iterable
-# closed, and the worker goes on serving on that connection and new ones;
+# closed (also when it was held back by that client not reading), and the
+# worker goes on serving on that connection and new ones;
 # so does one that closes its connection mid-response.
 
 ###############################################################################
@@ -45,7 +46,7 @@ my ($openssl) = grep { -x } map { "$_/openssl" } split /:/, $ENV{PATH} // '';
 plan(skip_all => 'no openssl to make a certificate (scripts/test installs it)')
 	unless $openssl;
 
-$t->plan(20)->write_file_expand('nginx.conf', <<'EOF');
+$t->plan(26)->write_file_expand('nginx.conf', <<'EOF');
 
 %%TEST_GLOBALS%%
 
@@ -118,6 +119,7 @@ class Endless:
         if self.n >= 100000:
             raise StopIteration
         self.n += 1
+        record('made-' + self.name, str(self.n))
         return block(self.n)
     def close(self):
         record('closed-' + self.name, str(self.n))
@@ -231,6 +233,28 @@ like($out, qr/^status=200 .*\nbody=b'hello HTTP\/3\.0 https\\n'$/m,
 	'abandon: next request on the same connection');
 like(h3(), qr/^status=200 .*\nbody=b'hello HTTP\/3\.0 https\\n'$/m,
 	'abandon: a new connection');
+
+# a client that stops reading, so the app is held back, then abandons the
+# stream: the iterable is closed there, and the connection goes on
+
+open($slow, '-|', @h3, '--window', 262144, '--stall-after', 262144,
+	'--stalled', "$state/stall2-stalled", '--resume', "$state/stall2-resume",
+	'--abandon-after', 262144, '--wait', "$state/closed-held",
+	'GET', '/endless?held', 'GET', '/hello') or die "h3client: $!";
+
+ok(wait_file("$state/stall2-stalled", 30), 'held, then abandoned: stopped reading');
+($stalled, $yielded) = wait_stall("$state/made-held");
+ok($stalled, 'held, then abandoned: the app is held back');
+ok(!-e "$state/closed-held", 'held, then abandoned: not closed while held');
+
+$t->write_file('state/stall2-resume', '');
+$out = join('', <$slow>);
+close $slow;
+like($out, qr/^abandoned after \d+$/m, 'held, then abandoned: abandoned');
+is(slurp("$state/closed-held"), $yielded,
+	'held, then abandoned: closed where it was held');
+like($out, qr/^status=200 .*\nbody=b'hello HTTP\/3\.0 https\\n'$/m,
+	'held, then abandoned: next request on the same connection');
 
 # a client that closes the whole connection mid-response
 # (CONNECTION_CLOSE): the iterable is closed too
