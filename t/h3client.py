@@ -12,6 +12,9 @@ connection, and prints for each
 
 Options (they apply to the first request):
     --body N            send N bytes (byte i is i % 251) as the request body
+    --hold-after N      send only the first N bytes of it, then keep the
+                        connection going until --until FILE exists (the
+                        app says it read them), then the rest
     --stall-after N     when N bytes of the response body are in, stop
                         reading the socket (no acknowledgements, no flow
                         control credit), create --stalled FILE and wait
@@ -141,16 +144,16 @@ class Client:
                 fail('no %s after %d s' % (what, LIMIT))
             self.step(0.05)
 
-    def request(self, method, path, body=None):
+    def request(self, method, path, body=None, end=True):
         sid = self.quic.get_next_available_stream_id()
         headers = [(b':method', method.encode()), (b':scheme', b'https'),
                    (b':authority', b'localhost'), (b':path', path.encode())]
-        if body is not None:
+        if body is not None and end:
             headers.append((b'content-length', str(len(body)).encode()))
         self.responses[sid] = Response()
         self.h3.send_headers(sid, headers, end_stream=body is None)
         if body is not None:
-            self.h3.send_data(sid, body, end_stream=True)
+            self.h3.send_data(sid, body, end_stream=end)
         self.flush()
         return sid
 
@@ -166,6 +169,8 @@ def main():
     p.add_argument('--resume')
     p.add_argument('--abandon-after', type=int)
     p.add_argument('--wait')
+    p.add_argument('--hold-after', type=int)
+    p.add_argument('--until')
     p.add_argument('--close-after', type=int)
     p.add_argument('--window', type=int)
     a = p.parse_args()
@@ -178,8 +183,14 @@ def main():
         if i == 0 and a.body is not None:
             body = bytes(j % 251 for j in range(251)) * (a.body // 251 + 1)
             body = body[:a.body]
-        sid = c.request(a.requests[i], a.requests[i + 1], body)
+        rest = b''
+        if body is not None and a.hold_after is not None:
+            body, rest = body[:a.hold_after], body[a.hold_after:]
+        sid = c.request(a.requests[i], a.requests[i + 1], body, end=not rest)
         r = c.responses[sid]
+        if rest:
+            c.run_until(lambda: os.path.exists(a.until), a.until)
+            c.h3.send_data(sid, rest, end_stream=True)
         if i == 0 and a.stall_after is not None:
             c.run_until(lambda: r.length >= a.stall_after or r.ended, 'response data to stall at')
             # not a read of the socket until the test says so

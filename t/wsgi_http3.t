@@ -3,7 +3,7 @@
 # Tests for ngx_http_wsgi_module over HTTP/3 (QUIC), with a real QUIC
 # client (t/h3client.py on aioquic, from t/requirements.txt): a GET; a
 # request body of a few MiB read by the app, buffered and with
-# wsgi_request_buffering off; a streamed response to a client that stops
+# wsgi_request_buffering off (then read while the client still sends); a streamed response to a client that stops
 # reading holds the app back (backpressure), then arrives byte-exact; a
 # client that abandons a stream (STOP_SENDING) gets the app's iterable
 # closed (also when it was held back by that client not reading), and the
@@ -46,7 +46,7 @@ my ($openssl) = grep { -x } map { "$_/openssl" } split /:/, $ENV{PATH} // '';
 plan(skip_all => 'no openssl to make a certificate (scripts/test installs it)')
 	unless $openssl;
 
-$t->plan(26)->write_file_expand('nginx.conf', <<'EOF');
+$t->plan(28)->write_file_expand('nginx.conf', <<'EOF');
 
 %%TEST_GLOBALS%%
 
@@ -136,6 +136,8 @@ def application(environ, start_response):
             data = read(65536)
             if not data:
                 break
+            if n == 0 and q:
+                record('read-' + q, str(len(data)))
             n += len(data)
             h.update(data)
         start_response('200 OK', [('Content-Type', 'text/plain')])
@@ -187,6 +189,17 @@ like(h3('--body', $len, 'POST', '/upload'),
 like(h3('--body', $len, 'POST', '/unbuffered/upload'),
 	qr/^status=200 .*\nbody=b'HTTP\/3\.0 $len $sha'$/m,
 	'POST body, wsgi_request_buffering off: the app read it byte-exact');
+
+# with wsgi_request_buffering off the app reads the body while the client
+# still sends it: the client sends 1 MiB (no content-length) and the rest
+# only once the app has read its first bytes
+
+like(h3('--body', $len, '--hold-after', 1024 * 1024,
+		'--until', "$state/read-early", 'POST', '/unbuffered/upload?early'),
+	qr/^status=200 .*\nbody=b'HTTP\/3\.0 $len $sha'$/m,
+	'unbuffered: the app read the body as it came, byte-exact');
+cmp_ok(slurp("$state/read-early"), '<=', 1024 * 1024,
+	'unbuffered: first read before the rest was sent');
 
 # backpressure: 16 MiB in 64 KiB blocks to a client that stops reading
 # (no acknowledgements, no flow control credit) after 256 KiB
