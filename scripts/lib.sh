@@ -62,10 +62,23 @@ worker_readable_dir() {
 
 # nginx's configure options in the vendored build (the nginx-src crate's
 # NGINX_CONFIGURE_BASE, see `build/sbin/nginx -V`); scripts/build
-# --nginx-source configures other versions with the same.
+# --nginx-source configures other versions with the same, plus
+# --with-http_v3_module from 1.25.0 on (as .cargo/config.toml's
+# NGX_CONFIGURE_ARGS adds it to the vendored build).
 NGINX_CONFIGURE_FLAGS=(--with-compat --with-http_realip_module --with-http_ssl_module
                        --with-http_v2_module --with-stream --with-stream_realip_module
                        --with-stream_ssl_module --with-threads)
+
+# The NGX_CONFIGURE_ARGS of .cargo/config.toml's [env] (--with-http_v3_module):
+# what the vendored build adds to NGINX_CONFIGURE_BASE.
+cargo_config_configure_args() {
+    sed -n 's/^NGX_CONFIGURE_ARGS *= *"\(.*\)"/\1/p' "$ROOT/.cargo/config.toml"
+}
+
+# version_ge A B: is version A (1.25.0) at least B?
+version_ge() {
+    [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -1)" = "$2" ]
+}
 
 # The nginx version of the nginx-src crate the vendored build uses (1.28.3).
 vendored_nginx_version() {
