@@ -19,10 +19,9 @@ use Test::More;
 
 use Digest::SHA qw/ sha256_hex /;
 use File::Basename qw/ dirname /;
-use Time::HiRes qw/ time sleep /;
 
 use Test::Nginx;
-use Test::WSGI qw/ slurp wait_file state_dir /;
+use Test::WSGI qw/ slurp wait_file wait_stall state_dir /;
 
 ###############################################################################
 
@@ -294,24 +293,6 @@ sub h3 {
 	my $out = join('', <$fh>);
 	close $fh;
 	return $out;
-}
-
-# poll the app's yielded count until it stays the same for 5 checks 0.1 s
-# apart (bounded: 30 s); returns (stalled, bytes)
-sub wait_stall {
-	my ($file) = @_;
-	my ($last, $same, $end) = (-1, 0, time + 30);
-	while (time < $end) {
-		my $v = slurp($file);
-		$v = 0 unless length $v;
-		if ($v == $last && $v > 0) {
-			return (1, $v) if ++$same >= 5;
-		} else {
-			($last, $same) = ($v, 0);
-		}
-		sleep 0.1;
-	}
-	return (0, $last);
 }
 
 ###############################################################################

@@ -19,7 +19,7 @@ use Socket qw/ SOL_SOCKET SO_RCVBUF /;
 use Time::HiRes qw/ time sleep /;
 
 use Test::Nginx qw/ :DEFAULT http_end http_content /;
-use Test::WSGI qw/ slurp read_until state_dir worker_pid rss_kb /;
+use Test::WSGI qw/ slurp read_until state_dir worker_pid rss_kb wait_stall /;
 
 ###############################################################################
 
@@ -211,24 +211,6 @@ sub slow_client {
 	connect($s, $addr) or die "connect: $!";
 	syswrite($s, $request) == length $request or die "write: $!";
 	return $s;
-}
-
-# poll the app's yielded count until it stays the same for 5 checks 0.1 s
-# apart (bounded: 30 s); returns (stalled, bytes)
-sub wait_stall {
-	my ($file) = @_;
-	my ($last, $same, $end) = (-1, 0, time + 30);
-	while (time < $end) {
-		my $v = slurp($file);
-		$v = 0 unless length $v;
-		if ($v == $last && $v > 0) {
-			return (1, $v) if ++$same >= 5;
-		} else {
-			($last, $same) = ($v, 0);
-		}
-		sleep 0.1;
-	}
-	return (0, $last);
 }
 
 # read a close-delimited HTTP/1.0 response; (body length, body md5)

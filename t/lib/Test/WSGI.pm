@@ -17,7 +17,7 @@ use Test::Nginx qw/ http http_get http_content /;
 
 our @EXPORT_OK = qw/ worker_shutting_down slurp poll wait_file wait_glob wait_log read_until
 	state_dir worker_pid rss_kb fd_count wsgi_status http_post
-	http_post_chunked pattern_body reload_wait /;
+	http_post_chunked pattern_body reload_wait wait_stall /;
 
 # TEST_WSGI_TIME_FACTOR (default 1) stretches every wait below, for runs
 # where nginx is slow on purpose (scripts/memcheck runs it under valgrind)
@@ -31,6 +31,24 @@ sub slurp {
 	open my $fh, '<', $file or return '';
 	local $/;
 	return scalar(<$fh>) // '';
+}
+
+# poll a count the app writes to $file (bytes yielded, say) until it stays the same for 5 checks 0.1 s
+# apart (bounded: 30 s); returns (stalled, bytes)
+sub wait_stall {
+	my ($file) = @_;
+	my ($last, $same, $end) = (-1, 0, time + 30);
+	while (time < $end) {
+		my $v = slurp($file);
+		$v = 0 unless length $v;
+		if ($v == $last && $v > 0) {
+			return (1, $v) if ++$same >= 5;
+		} else {
+			($last, $same) = ($v, 0);
+		}
+		sleep 0.1;
+	}
+	return (0, $last);
 }
 
 # call $cond until it returns true, for up to $secs (default 15) seconds
