@@ -1,8 +1,8 @@
 //! Pool threads: the per-request Python objects a thread keeps from one
 //! request to the next (`start_response`, its `write`, `wsgi.input`,
-//! `wsgi.errors`) while
-//! the app holds no reference to them: making and freeing them per request
-//! cost more than all the rest of `start_response`.
+//! `wsgi.errors`) while the app holds no reference to them: making and
+//! freeing them per request cost more than all the rest of
+//! `start_response`.
 
 use std::sync::Arc;
 
@@ -18,6 +18,14 @@ fn sole_reference<T>(_py: Python<'_>, obj: &Py<T>) -> bool {
     // SAFETY: `obj` is a live object (we hold a reference) and the GIL is
     // held (`_py`), so its reference count is stable while we read it.
     unsafe { pyo3::ffi::Py_REFCNT(obj.as_ptr()) == 1 }
+}
+
+/// The object in `slot` if this slot's reference is its only one (it can
+/// be reset and reused: no borrow of it can be out).
+fn unshared<'py, T>(py: Python<'py>, slot: &Option<Py<T>>) -> Option<Bound<'py, T>> {
+    slot.as_ref()
+        .filter(|obj| sole_reference(py, obj))
+        .map(|obj| obj.bind(py).clone())
 }
 
 /// A pool thread's recycled objects: each is the one the last request used
@@ -37,11 +45,9 @@ impl Recycled {
         hub: &Arc<Hub>,
         id: RequestId,
     ) -> PyResult<Bound<'py, LogStream>> {
-        if let Some(errors) = &self.errors {
-            if sole_reference(py, errors) {
-                errors.get().rebind(id);
-                return Ok(errors.bind(py).clone());
-            }
+        if let Some(errors) = unshared(py, &self.errors) {
+            errors.get().rebind(id);
+            return Ok(errors);
         }
         let errors = Bound::new(py, LogStream::for_request(hub.clone(), id, LogLevel::Err))?;
         self.errors = Some(errors.clone().unbind());
@@ -50,12 +56,9 @@ impl Recycled {
 
     /// `wsgi.input` reading `body`.
     pub fn input<'py>(&mut self, py: Python<'py>, body: Body) -> PyResult<Bound<'py, Input>> {
-        if let Some(input) = &self.input {
-            if sole_reference(py, input) {
-                let input = input.bind(py);
-                input.borrow_mut().reset(body);
-                return Ok(input.clone());
-            }
+        if let Some(input) = unshared(py, &self.input) {
+            input.borrow_mut().reset(body);
+            return Ok(input);
         }
         let input = Bound::new(py, Input::new(body))?;
         self.input = Some(input.clone().unbind());
@@ -68,20 +71,16 @@ impl Recycled {
         py: Python<'py>,
         responder: &Arc<Responder>,
     ) -> PyResult<Bound<'py, StartResponse>> {
-        if let Some(sr) = &self.start_response {
-            let sr = sr.bind(py);
-            // Held by this cache alone (after `release`): no borrow can be out.
-            if sole_reference(py, sr.as_unbound()) {
-                let mut inner = sr.borrow_mut();
-                if sole_reference(py, &inner.write) {
-                    inner.write.borrow_mut(py).responder = Some(responder.clone());
-                } else {
-                    inner.write = Py::new(py, Write::new(responder))?;
-                }
-                inner.responder = Some(responder.clone());
-                drop(inner);
-                return Ok(sr.clone());
+        if let Some(sr) = unshared(py, &self.start_response) {
+            let mut inner = sr.borrow_mut();
+            if sole_reference(py, &inner.write) {
+                inner.write.borrow_mut(py).responder = Some(responder.clone());
+            } else {
+                inner.write = Py::new(py, Write::new(responder))?;
             }
+            inner.responder = Some(responder.clone());
+            drop(inner);
+            return Ok(sr);
         }
         let sr = Bound::new(
             py,
@@ -94,44 +93,35 @@ impl Recycled {
         Ok(sr)
     }
 
-    /// After the request: unbinds both from the request, so that its state
-    /// is freed now and a `start_response` or `write` the app kept refuses
-    /// to work later (rather than act on a finished request); forgets what
-    /// the app kept.
+    /// After the request: unbinds `start_response` and `write` from it, so
+    /// that its state is freed now and ones the app kept refuse to work
+    /// later (rather than act on a finished request); writes out
+    /// `wsgi.errors`' partial last line with its request and frees the body
+    /// of `wsgi.input`. What the app kept is forgotten (a kept `wsgi.errors`
+    /// writes its partial line, a kept `wsgi.input` frees its body, when
+    /// the app lets go of them, as without recycling).
     pub fn release(&mut self, py: Python<'_>) {
-        let Some(sr) = &self.start_response else {
-            return;
-        };
-        let kept = !sole_reference(py, sr);
-        // (A kept one may be in a call on another thread right now: then it
-        // stays bound, as it would without recycling.)
-        if let Ok(mut inner) = sr.bind(py).try_borrow_mut() {
-            inner.responder = None;
-            if let Ok(mut write) = inner.write.bind(py).try_borrow_mut() {
-                write.responder = None;
+        if let Some(sr) = &self.start_response {
+            let kept = !sole_reference(py, sr);
+            // (A kept one may be in a call on another thread right now:
+            // then it stays bound, as it would without recycling.)
+            if let Ok(mut inner) = sr.bind(py).try_borrow_mut() {
+                inner.responder = None;
+                if let Ok(mut write) = inner.write.bind(py).try_borrow_mut() {
+                    write.responder = None;
+                }
+            }
+            if kept {
+                self.start_response = None;
             }
         }
-        if kept {
-            self.start_response = None;
+        match unshared(py, &self.errors) {
+            Some(errors) => errors.get().flush_all(),
+            None => self.errors = None,
         }
-        // A partial last line is written with its request, as when the
-        // stream went away with the environ; a kept one writes it when the
-        // app lets it go.
-        if let Some(errors) = &self.errors {
-            if sole_reference(py, errors) {
-                errors.get().flush_all();
-            } else {
-                self.errors = None;
-            }
-        }
-        // The body (memory, a temp file) is freed now; a `wsgi.input` the
-        // app kept (with its environ) keeps its body, as without recycling.
-        if let Some(input) = &self.input {
-            if sole_reference(py, input) {
-                input.borrow_mut(py).reset(Body::default());
-            } else {
-                self.input = None;
-            }
+        match unshared(py, &self.input) {
+            Some(input) => input.borrow_mut().reset(Body::default()),
+            None => self.input = None,
         }
     }
 }
