@@ -39,12 +39,13 @@ need_cargo() {
     command -v cargo >/dev/null || export PATH="$HOME/.cargo/bin:$PATH"
 }
 
-# nginx's workers run as "nobody" when nginx is started as root. Can they
-# reach PATH? (A checkout under a 0700 directory, such as one made by
-# mktemp -d or a home directory, is out of their reach.)
+# nginx's workers run as "nobody" when nginx is started as root, or as
+# WORKER_USER (scripts/test --worker-user: "user www-data;"). Can they reach
+# PATH? (A checkout under a 0700 directory, such as one made by mktemp -d or
+# a home directory, is out of their reach.)
 nobody_can_read() {
     [ "$(id -u)" -ne 0 ] && return 0
-    runuser -u nobody -- test -r "$1" 2>/dev/null
+    runuser -u "${WORKER_USER:-nobody}" -- test -r "$1" 2>/dev/null
 }
 
 # A directory for files the workers must read, outside the checkout when
@@ -147,4 +148,21 @@ python_readable_by_workers() {
     local stdlib
     stdlib=$("$1" -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')
     nobody_can_read "$stdlib/encodings/__init__.py"
+}
+
+# copy_into_root DEST: the checkout's files (tracked, and untracked ones git
+# does not ignore), as they are in the work tree, into DEST; what DEST had
+# besides its build/ and target/ is replaced.
+copy_into_root() {
+    local dest=$1
+    mkdir -p "$dest"
+    find "$dest" -mindepth 1 -maxdepth 1 ! -name build ! -name target -exec rm -rf {} +
+    if git -C "$ROOT" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+        (cd "$ROOT" && git ls-files -z --cached --others --exclude-standard \
+            | while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done \
+            | tar --null -T - -cf -) | tar -xf - -C "$dest"
+    else
+        (cd "$ROOT" && tar --exclude=./build --exclude=./target -cf - .) | tar -xf - -C "$dest"
+    fi
+    chmod a+rX "$dest"
 }
