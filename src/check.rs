@@ -238,6 +238,87 @@ pub fn check_python_readable(mcf: &MainConf, user: &WorkerUser) -> Result<(), St
     Ok(())
 }
 
+/// `nginx -t`: what an app bug could turn into a persistent compromise or
+/// root access: the app's own code, its `wsgi_python_path` or its venv
+/// writable by the workers' user (mode bits), and workers that run as root.
+/// One warning line each.
+pub fn hardening_warnings(mcf: &MainConf, user: &WorkerUser) -> Vec<String> {
+    use crate::target::AppSource;
+    let mut out = Vec::new();
+    if user.uid == 0 {
+        out.push(
+            "wsgi: the workers run as root (\"user root\"), so any bug of a \
+             \"wsgi_pass\" app runs code as root; run them as an unprivileged user"
+                .to_string(),
+        );
+        return out;
+    }
+    let mut places: Vec<(std::path::PathBuf, &str)> = Vec::new();
+    for dir in &mcf.python_path {
+        places.push((dir.into(), "wsgi_python_path"));
+    }
+    if let Some(home) = &mcf.python_home {
+        places.push((home.into(), "wsgi_python_home"));
+    }
+    for app in &mcf.apps {
+        match &app.source {
+            AppSource::File(f) => {
+                let f = std::path::PathBuf::from(f);
+                if let Some(dir) = f.parent() {
+                    places.push((dir.to_path_buf(), "the app's directory"));
+                }
+                places.push((f, "the app's file"));
+            }
+            AppSource::Module(m) => {
+                // the package or module as the workers will find it
+                let top = m.split('.').next().unwrap_or(m);
+                for dir in &mcf.python_path {
+                    let dir = std::path::Path::new(dir);
+                    for p in [dir.join(top), dir.join(format!("{top}.py"))] {
+                        if p.exists() {
+                            places.push((p, "the app's code"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let mut seen = Vec::new();
+    for (path, what) in places {
+        if seen.contains(&path) || !writable(&path, user) {
+            continue;
+        }
+        out.push(format!(
+            "wsgi: {what} \"{}\" is writable by the worker user \"{}\": a bug in the app \
+             could rewrite its own code; make it owned by another user and not writable by \
+             \"{}\"",
+            path.display(),
+            user.name,
+            user.name
+        ));
+        seen.push(path);
+    }
+    out
+}
+
+/// Whether `user` may write `path` itself (mode bits of the path; the
+/// directories on the way are the readability check's concern).
+fn writable(path: &std::path::Path, user: &WorkerUser) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return false;
+    };
+    let mode = meta.mode();
+    let bits = if meta.uid() == user.uid {
+        mode >> 6
+    } else if user.gids.contains(&meta.gid()) {
+        mode >> 3
+    } else {
+        mode
+    } & 0o7;
+    bits & 0o2 != 0
+}
+
 /// Why `user` cannot read `path` (search every directory on the way, read
 /// the file), or `None` if it can.
 fn unreadable(path: &std::path::Path, user: &WorkerUser) -> Option<String> {

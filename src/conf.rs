@@ -9,7 +9,8 @@ use nginx_sys::{
     ngx_http_complex_value_t, ngx_http_core_loc_conf_t, ngx_http_core_module, ngx_msec_t,
     ngx_pcalloc, ngx_str_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_FLAG, NGX_CONF_NOARGS,
     NGX_CONF_TAKE1, NGX_CONF_TAKE12, NGX_CONF_TAKE23, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
-    NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_OK,
+    NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_LOG_WARN,
+    NGX_OK,
 };
 use ngx::http::{HttpModuleMainConf, Merge, MergeConfigError};
 use ngx::ngx_conf_log_error;
@@ -38,6 +39,11 @@ pub struct MainConf {
     pub max_requests: Option<(u64, u64)>,
     /// Every distinct `wsgi_pass` target, imported once per worker.
     pub apps: Vec<AppTarget>,
+    /// `wsgi_sandbox`: Landlock rules for the threads that run Python.
+    pub sandbox: Option<bool>,
+    /// `wsgi_sandbox_read` / `wsgi_sandbox_write`: absolute paths.
+    pub sandbox_read: Vec<String>,
+    pub sandbox_write: Vec<String>,
 }
 
 impl MainConf {
@@ -49,6 +55,9 @@ impl MainConf {
     }
     pub fn queue_timeout_ms(&self) -> u64 {
         self.queue_timeout.unwrap_or(DEFAULT_QUEUE_TIMEOUT_MS)
+    }
+    pub fn sandbox_on(&self) -> bool {
+        self.sandbox.unwrap_or(false)
     }
 }
 
@@ -149,16 +158,39 @@ pub unsafe fn postconfiguration(cf: *mut ngx_conf_t) -> nginx_sys::ngx_int_t {
     if unsafe { signals_other_than_reload() } {
         return NGX_OK as nginx_sys::ngx_int_t;
     }
+    // SAFETY: cf->log is the configuration log.
+    let log = unsafe { (*cf).log };
     if !mcf.apps.is_empty() {
         // SAFETY: cf is the configuration being parsed.
         if let Some(user) = unsafe { worker_user(cf) } {
             if let Err(msg) = crate::check::check_python_readable(mcf, &user) {
-                // SAFETY: cf->log is the configuration log.
-                let log = unsafe { (*cf).log };
                 ngx::ngx_log_error!(NGX_LOG_EMERG, log, "{msg}");
                 return nginx_sys::NGX_ERROR as nginx_sys::ngx_int_t;
             }
+            for warning in crate::check::hardening_warnings(mcf, &user) {
+                ngx::ngx_log_error!(NGX_LOG_WARN, log, "{warning}");
+            }
         }
+        if mcf.sandbox_on() {
+            let kernel = wsgi_pool::sandbox::kernel_support();
+            if !matches!(kernel, wsgi_pool::sandbox::KernelSupport::Available(_)) {
+                ngx::ngx_log_error!(
+                    NGX_LOG_EMERG,
+                    log,
+                    "wsgi: \"wsgi_sandbox on\" needs Landlock, but this kernel {kernel}; \
+                     the workers would refuse to run the app unsandboxed"
+                );
+                return nginx_sys::NGX_ERROR as nginx_sys::ngx_int_t;
+            }
+        }
+    }
+    let sandbox_paths = !mcf.sandbox_read.is_empty() || !mcf.sandbox_write.is_empty();
+    if sandbox_paths && !mcf.sandbox_on() {
+        ngx::ngx_log_error!(
+            NGX_LOG_WARN,
+            log,
+            "wsgi: \"wsgi_sandbox_read\" and \"wsgi_sandbox_write\" have no effect without \"wsgi_sandbox on\""
+        );
     }
     if !mcf.import_check.unwrap_or(true) {
         return NGX_OK as nginx_sys::ngx_int_t;
@@ -168,8 +200,6 @@ pub unsafe fn postconfiguration(cf: *mut ngx_conf_t) -> nginx_sys::ngx_int_t {
     match crate::check::check_imports(mcf, &env) {
         Ok(()) => NGX_OK as nginx_sys::ngx_int_t,
         Err(report) => {
-            // SAFETY: cf->log is the configuration log.
-            let log = unsafe { (*cf).log };
             crate::notify::log_lines(log, NGX_LOG_EMERG as usize, &report);
             ngx::ngx_log_error!(
                 NGX_LOG_EMERG,
@@ -629,6 +659,51 @@ one_value_directive!(set_queue_size, main, queue_size, |cf| positive_arg(
 one_value_directive!(set_queue_timeout, main, queue_timeout, time_arg);
 one_value_directive!(set_import_check, main, import_check, flag_arg);
 one_value_directive!(set_max_requests, main, max_requests, max_requests_arg);
+one_value_directive!(set_sandbox, main, sandbox, flag_arg);
+
+/// `wsgi_sandbox_read PATH...` and `wsgi_sandbox_write PATH...`: absolute
+/// paths, added to the directive's list (repeatable).
+extern "C" fn set_sandbox_paths(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    _conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: called by nginx's parser with a valid cf.
+    let (args, mcf) = unsafe { (conf_args(cf), main_conf(cf)) };
+    // SAFETY: arguments live in the conf pool.
+    let name = unsafe { ngx_bytes(&args[0]) };
+    let write = name == b"wsgi_sandbox_write";
+    for a in &args[1..] {
+        // SAFETY: arguments live in the conf pool.
+        let path = unsafe { ngx_bytes(a) };
+        let Ok(path) = std::str::from_utf8(path) else {
+            conf_err!(
+                cf,
+                "path \"{}\" in \"{}\" directive is not valid UTF-8",
+                lossy(path),
+                lossy(name)
+            );
+        };
+        if !path.starts_with('/') {
+            conf_err!(
+                cf,
+                "\"{}\" takes absolute paths, not \"{}\"",
+                lossy(name),
+                path
+            );
+        }
+        let path = match path.trim_end_matches('/') {
+            "" => "/",
+            p => p,
+        };
+        if write {
+            mcf.sandbox_write.push(path.to_string());
+        } else {
+            mcf.sandbox_read.push(path.to_string());
+        }
+    }
+    CONF_OK
+}
 one_value_directive!(set_read_timeout, loc, read_timeout, time_arg);
 one_value_directive!(set_request_buffering, loc, request_buffering, flag_arg);
 one_value_directive!(set_intercept_errors, loc, intercept_errors, flag_arg);
@@ -893,7 +968,7 @@ const MAIN_OFF: usize = NGX_HTTP_MAIN_CONF_OFFSET;
 const LOC_OFF: usize = NGX_HTTP_LOC_CONF_OFFSET;
 
 /// The directive table nginx reads (`ngx_module_t.commands`).
-pub static mut COMMANDS: [ngx_command_t; 19] = [
+pub static mut COMMANDS: [ngx_command_t; 22] = [
     command(
         c"wsgi_pass",
         NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
@@ -940,6 +1015,19 @@ pub static mut COMMANDS: [ngx_command_t; 19] = [
         c"wsgi_import_check",
         MAIN | NGX_CONF_FLAG,
         set_import_check,
+        MAIN_OFF,
+    ),
+    command(c"wsgi_sandbox", MAIN | NGX_CONF_FLAG, set_sandbox, MAIN_OFF),
+    command(
+        c"wsgi_sandbox_read",
+        MAIN | NGX_CONF_1MORE,
+        set_sandbox_paths,
+        MAIN_OFF,
+    ),
+    command(
+        c"wsgi_sandbox_write",
+        MAIN | NGX_CONF_1MORE,
+        set_sandbox_paths,
         MAIN_OFF,
     ),
     command(

@@ -8,8 +8,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use nginx_sys::{
-    ngx_core_conf_t, ngx_core_module, ngx_cycle_t, ngx_int_t, NGX_LOG_ERR, NGX_LOG_NOTICE,
-    NGX_LOG_WARN, NGX_OK, NGX_PROCESS_SINGLE, NGX_PROCESS_WORKER,
+    ngx_core_conf_t, ngx_core_module, ngx_cycle_t, ngx_int_t, NGX_LOG_EMERG, NGX_LOG_ERR,
+    NGX_LOG_NOTICE, NGX_LOG_WARN, NGX_OK, NGX_PROCESS_SINGLE, NGX_PROCESS_WORKER,
 };
 use ngx::http::HttpModuleMainConf;
 use ngx::ngx_log_error;
@@ -157,6 +157,21 @@ fn start_worker(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     }
     // SAFETY: cycle is live.
     let log = unsafe { (*cycle).log };
+    // `wsgi_sandbox on` on a kernel without Landlock (`nginx -t` refuses
+    // it; a kernel can change under a running master): this worker does
+    // not start at all rather than run the app unsandboxed.
+    if mcf.sandbox_on() {
+        let kernel = wsgi_pool::sandbox::kernel_support();
+        if !matches!(kernel, wsgi_pool::sandbox::KernelSupport::Available(_)) {
+            ngx_log_error!(
+                NGX_LOG_EMERG,
+                log,
+                "wsgi: \"wsgi_sandbox on\" needs Landlock, but this kernel {}; refusing to start the worker process",
+                kernel
+            );
+            return nginx_sys::NGX_ERROR as ngx_int_t;
+        }
+    }
     // A worker that cannot start Python still serves everything else; the
     // locations that need it answer 500 with a pointer to this error.
     if let Err(e) = start(cycle, mcf) {
@@ -239,6 +254,10 @@ fn start(cycle: *mut ngx_cycle_t, mcf: &crate::conf::MainConf) -> Result<(), Str
         python_path: mcf.python_path.clone(),
         python_home: mcf.python_home.clone(),
         multiprocess: worker_processes(cycle) > 1,
+        sandbox: mcf.sandbox_on().then(|| wsgi_pool::sandbox::SandboxSpec {
+            read: mcf.sandbox_read.iter().map(Into::into).collect(),
+            write: mcf.sandbox_write.iter().map(Into::into).collect(),
+        }),
     };
     python::initialize(&interp, &hub)?;
     let apps = python::import_apps(&mcf.apps, &hub);

@@ -10,7 +10,8 @@
 //! * [`pool`] — the threads: signal masks, thread states, the job loop;
 //! * [`wsgi`] — environ, `start_response`, `wsgi.input`, iteration;
 //! * [`python`] — interpreter start-up per worker, app import;
-//! * [`target`] — what `wsgi_pass` names (module:callable or a file).
+//! * [`target`] — what `wsgi_pass` names (module:callable or a file);
+//! * [`sandbox`] — `wsgi_sandbox`: Landlock rules for the Python threads.
 
 // The bench-only `transport-floor` build skips the WSGI call, leaving it unused.
 #![cfg_attr(feature = "transport-floor", allow(dead_code))]
@@ -18,5 +19,6 @@
 pub mod message;
 pub mod pool;
 pub mod python;
+pub mod sandbox;
 pub mod target;
 pub mod wsgi;

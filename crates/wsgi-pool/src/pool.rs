@@ -220,6 +220,15 @@ fn spawn_worker(shared: &Arc<Shared>) -> std::io::Result<JoinHandle<()>> {
 }
 
 fn thread_main(shared: &Shared, slot: &Slot) {
+    // wsgi_sandbox: bound before the first line of Python on this thread.
+    if let Err(e) = crate::sandbox::enter() {
+        shared.hub.log(
+            None,
+            LogLevel::Alert,
+            format!("wsgi: pool thread cannot enter wsgi_sandbox: {e}"),
+        );
+        return;
+    }
     // One thread state for the thread's life; the GIL is released while
     // waiting for work and held for each app call.
     Python::attach(|py| {
@@ -401,6 +410,16 @@ fn transport_floor(shared: &Shared, job: Job) {
 /// blocked in C sees it when it returns), and starts a replacement so the
 /// pool keeps its capacity; the stuck thread retires once its call returns.
 fn watchdog(shared: Arc<Shared>, rx: Receiver<Watch>) {
+    // It runs Python too (the stack's source lines come from the app's
+    // loaders): bound like the pool threads.
+    if let Err(e) = crate::sandbox::enter() {
+        shared.hub.log(
+            None,
+            LogLevel::Alert,
+            format!("wsgi: the watchdog cannot enter wsgi_sandbox: {e}; wsgi_read_timeout will not stop apps"),
+        );
+        return;
+    }
     while let Ok(Watch::Interrupt { id, ident }) = rx.recv() {
         let slot = {
             let slots = shared.slots.lock().unwrap();

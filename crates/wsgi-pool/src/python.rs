@@ -21,6 +21,8 @@ pub struct Interpreter {
     pub python_path: Vec<String>,
     pub python_home: Option<String>,
     pub multiprocess: bool,
+    /// `wsgi_sandbox on`: the paths configured; Python's own are added.
+    pub sandbox: Option<crate::sandbox::SandboxSpec>,
 }
 
 /// Python run once per interpreter before apps are imported: the `logging`
@@ -108,9 +110,90 @@ pub fn initialize(interp: &Interpreter, hub: &Arc<Hub>) -> Result<(), String> {
         // We hold the GIL on this thread now.
         let py = Python::assume_attached();
         let setup = setup_interpreter(py, interp, hub);
+        let sandbox = interp
+            .sandbox
+            .as_ref()
+            .map(|spec| python_paths(py).map(|own| (spec, own)));
         ffi::PyEval_SaveThread();
-        setup.map_err(|e| format!("cannot set up Python: {e}"))
+        setup.map_err(|e| format!("cannot set up Python: {e}"))?;
+        match sandbox {
+            None => Ok(()),
+            Some(Err(e)) => Err(format!("cannot read Python's paths for wsgi_sandbox: {e}")),
+            Some(Ok((spec, own))) => install_sandbox(spec, own, hub),
+        }
     }
+}
+
+/// What Python itself reads: its prefixes (the standard library, a venv)
+/// and every `sys.path` entry (`wsgi_python_path` among them).
+fn python_paths(py: Python<'_>) -> PyResult<Vec<std::path::PathBuf>> {
+    let sys = py.import("sys")?;
+    let mut out = Vec::new();
+    for attr in ["prefix", "exec_prefix", "base_prefix", "base_exec_prefix"] {
+        out.push(sys.getattr(attr)?.extract::<std::path::PathBuf>()?);
+    }
+    for entry in sys.getattr("path")?.try_iter()? {
+        if let Ok(p) = entry?.extract::<std::path::PathBuf>() {
+            if p.is_absolute() {
+                out.push(p);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `wsgi_sandbox on`: the worker's ruleset, before any Python thread
+/// starts; its paths go to the log at `notice`.
+fn install_sandbox(
+    spec: &crate::sandbox::SandboxSpec,
+    own: Vec<std::path::PathBuf>,
+    hub: &Arc<Hub>,
+) -> Result<(), String> {
+    let mut spec = spec.clone();
+    // Python's own paths first: a missing one (a sys.path entry that does
+    // not exist, as zip files of the standard library often do not) is not
+    // the configuration's mistake.
+    let configured = spec.read.clone();
+    spec.read = own;
+    spec.read.extend(configured.iter().cloned());
+    let installed = crate::sandbox::install(&spec)
+        .map_err(|e| format!("wsgi_sandbox is on, but {e}: refusing to run the app unsandboxed"))?;
+    let list = |v: &[std::path::PathBuf]| {
+        v.iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    hub.log(
+        None,
+        LogLevel::Notice,
+        format!(
+            "wsgi: sandbox on (this kernel {}): the app's threads may read {} and write {}",
+            match installed.kernel {
+                crate::sandbox::KernelSupport::Available(v) => format!("offers Landlock ABI {v}"),
+                k => k.to_string(),
+            },
+            list(&installed.read),
+            list(&installed.write)
+        ),
+    );
+    let missing: Vec<_> = installed
+        .missing
+        .iter()
+        .filter(|p| configured.contains(p) || spec.write.contains(p))
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        hub.log(
+            None,
+            LogLevel::Warn,
+            format!(
+                "wsgi: wsgi_sandbox_read or wsgi_sandbox_write names what does not exist: {}",
+                list(&missing)
+            ),
+        );
+    }
+    Ok(())
 }
 
 /// The interpreter the module was built against (`PYO3_PYTHON`), if it is
@@ -164,6 +247,14 @@ pub fn import_apps(targets: &[AppTarget], hub: &Arc<Hub>) -> Vec<Option<Py<PyAny
     let count = targets.len();
     let hub2 = hub.clone();
     let handle = spawn_with_signals_blocked("wsgi-import", move || {
+        if let Err(e) = crate::sandbox::enter() {
+            hub2.log(
+                None,
+                LogLevel::Alert,
+                format!("wsgi: cannot enter wsgi_sandbox ({e}) while importing applications"),
+            );
+            return (0..count).map(|_| None).collect();
+        }
         Python::attach(|py| {
             let apps: Vec<Option<Py<PyAny>>> = targets
                 .iter()
@@ -274,6 +365,14 @@ fn import_one(py: Python<'_>, target: &AppTarget) -> PyResult<Py<PyAny>> {
 pub fn run_atexit(hub: &Arc<Hub>) {
     let hub = hub.clone();
     let handle = spawn_with_signals_blocked("wsgi-exit", move || {
+        if let Err(e) = crate::sandbox::enter() {
+            hub.log(
+                None,
+                LogLevel::Alert,
+                format!("wsgi: cannot enter wsgi_sandbox ({e}): atexit handlers not run"),
+            );
+            return;
+        }
         Python::attach(|py| {
             let r = py
                 .import("atexit")

@@ -28,6 +28,31 @@ pyo3::create_exception!(
 );
 
 /// One line naming the exception, then its traceback.
+/// With `wsgi_sandbox on`, a `PermissionError` on a path outside the
+/// sandbox's rules is the sandbox's doing: say so, and how to allow it.
+fn sandbox_hint(py: Python<'_>, err: &PyErr) -> Option<String> {
+    if !crate::sandbox::is_on() || !err.is_instance_of::<pyo3::exceptions::PyPermissionError>(py) {
+        return None;
+    }
+    let path: std::path::PathBuf = err.value(py).getattr("filename").ok()?.extract().ok()?;
+    let path = std::path::absolute(&path).unwrap_or(path);
+    let (read, write) = crate::sandbox::allowed();
+    if crate::sandbox::under_any(&path, &write) {
+        return None;
+    }
+    Some(if crate::sandbox::under_any(&path, &read) {
+        format!(
+            "wsgi_sandbox allows \"{}\" read-only: for writes, add it to \"wsgi_sandbox_write\"",
+            path.display()
+        )
+    } else {
+        format!(
+            "wsgi_sandbox denies \"{}\": it is under no \"wsgi_sandbox_read\" or \"wsgi_sandbox_write\" path",
+            path.display()
+        )
+    })
+}
+
 pub fn describe_error(py: Python<'_>, err: &PyErr) -> String {
     let ty = err
         .get_type(py)
@@ -49,6 +74,10 @@ pub fn describe_error(py: Python<'_>, err: &PyErr) -> String {
             out.push('\n');
             out.push_str(text.trim_end());
         }
+    }
+    if let Some(hint) = sandbox_hint(py, err) {
+        out.push('\n');
+        out.push_str(&hint);
     }
     if err.is_instance_of::<pyo3::exceptions::PySyntaxError>(py) {
         // The message names the file by its base name only: add Python's
