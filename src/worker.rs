@@ -254,10 +254,7 @@ fn start(cycle: *mut ngx_cycle_t, mcf: &crate::conf::MainConf) -> Result<(), Str
         python_path: mcf.python_path.clone(),
         python_home: mcf.python_home.clone(),
         multiprocess: worker_processes(cycle) > 1,
-        sandbox: mcf.sandbox_on().then(|| wsgi_pool::sandbox::SandboxSpec {
-            read: mcf.sandbox_read.iter().map(Into::into).collect(),
-            write: mcf.sandbox_write.iter().map(Into::into).collect(),
-        }),
+        sandbox: mcf.sandbox_on().then(|| sandbox_spec(mcf)),
     };
     python::initialize(&interp, &hub)?;
     let apps = python::import_apps(&mcf.apps, &hub);
@@ -288,6 +285,24 @@ fn start(cycle: *mut ngx_cycle_t, mcf: &crate::conf::MainConf) -> Result<(), Str
     MAX_REQUESTS.with(|m| m.set(limit));
     flush_logs();
     Ok(())
+}
+
+/// `wsgi_sandbox on`: the configured paths, and the directory of every app
+/// loaded from a file (a module is found through `sys.path`, which the
+/// pool side adds with Python's own paths).
+fn sandbox_spec(mcf: &crate::conf::MainConf) -> wsgi_pool::sandbox::SandboxSpec {
+    let mut read: Vec<std::path::PathBuf> = mcf.sandbox_read.iter().map(Into::into).collect();
+    for app in &mcf.apps {
+        if let crate::target::AppSource::File(f) = &app.source {
+            if let Some(dir) = std::path::Path::new(f).parent() {
+                read.push(dir.to_path_buf());
+            }
+        }
+    }
+    wsgi_pool::sandbox::SandboxSpec {
+        read,
+        write: mcf.sandbox_write.iter().map(Into::into).collect(),
+    }
 }
 
 /// Writes queued log completions now (used outside the event loop).
