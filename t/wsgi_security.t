@@ -208,8 +208,10 @@ is($p->{key_file}, 'denied', 'the TLS key file cannot be opened');
 is($p->{conf_file}, 'allowed', 'nginx.conf can be read where its mode lets the workers\' user (0644 here)');
 }
 
-# environment: only what "env" and nginx keep (TZ), and Python's own
-my %env_allowed = map { $_ => 1 } qw/ TZ PROBE_GIVEN LC_CTYPE /;
+# environment: only what "env" gives, what nginx keeps or sets itself (TZ;
+# NGINX and NGINX_BPF_MAPS, its own for binary upgrades and QUIC), and
+# Python's own (LC_CTYPE, PEP 538)
+my %env_allowed = map { $_ => 1 } qw/ TZ NGINX NGINX_BPF_MAPS PROBE_GIVEN LC_CTYPE /;
 $env_allowed{$1} = 1 while $globals =~ /\benv\s+([A-Za-z_][A-Za-z0-9_]*)/g;
 my @extra = grep { !$env_allowed{$_} } @{$p->{environ} || []};
 is("@extra", '', 'no environment beyond "env" directives') or diag("@{$p->{environ} || []}");
