@@ -304,19 +304,21 @@ pub fn hardening_warnings(mcf: &MainConf, user: &WorkerUser) -> Vec<String> {
 /// Whether `user` may write `path` itself (mode bits of the path; the
 /// directories on the way are the readability check's concern).
 fn writable(path: &std::path::Path, user: &WorkerUser) -> bool {
+    std::fs::metadata(path).is_ok_and(|meta| user_bits(&meta, user) & 0o2 != 0)
+}
+
+/// The rwx bits of `meta`'s mode that apply to `user`: owner's, group's
+/// (the user's groups included) or others'.
+fn user_bits(meta: &std::fs::Metadata, user: &WorkerUser) -> u32 {
     use std::os::unix::fs::MetadataExt;
-    let Ok(meta) = std::fs::metadata(path) else {
-        return false;
-    };
     let mode = meta.mode();
-    let bits = if meta.uid() == user.uid {
+    (if meta.uid() == user.uid {
         mode >> 6
     } else if user.gids.contains(&meta.gid()) {
         mode >> 3
     } else {
         mode
-    } & 0o7;
-    bits & 0o2 != 0
+    }) & 0o7
 }
 
 /// Why `user` cannot read `path` (search every directory on the way, read
@@ -334,13 +336,7 @@ fn unreadable(path: &std::path::Path, user: &WorkerUser) -> Option<String> {
             return None;
         };
         let mode = meta.mode();
-        let bits = if meta.uid() == user.uid {
-            mode >> 6
-        } else if user.gids.contains(&meta.gid()) {
-            mode >> 3
-        } else {
-            mode
-        } & 0o7;
+        let bits = user_bits(&meta, user);
         let (need, what) = if p == path {
             (0o4, "read")
         } else {
@@ -360,7 +356,8 @@ fn unreadable(path: &std::path::Path, user: &WorkerUser) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{signal_option, unreadable, worker_environment, WorkerUser};
+    use super::{hardening_warnings, signal_option, unreadable, worker_environment, WorkerUser};
+    use crate::conf::MainConf;
 
     #[test]
     fn signal_as_nginx_parses_it() {
@@ -419,6 +416,54 @@ mod tests {
         assert_eq!(get(&env, "TZ").as_deref(), Some("UTC"));
         assert_eq!(env.iter().filter(|(n, _)| n == "TZ").count(), 1);
     }
+    #[test]
+    fn hardening_warns_of_writable_code_and_root_workers() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("wsgi-unit-hardening-{}", std::process::id()));
+        let pkg = dir.join("shop");
+        std::fs::create_dir_all(&pkg).unwrap();
+        let set = |p: &std::path::Path, m| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        set(&dir, 0o755);
+        set(&pkg, 0o755);
+        let mut mcf = MainConf {
+            python_path: vec![dir.display().to_string()],
+            ..Default::default()
+        };
+        mcf.apps
+            .push(crate::target::AppTarget::parse("shop.wsgi:application").unwrap());
+        let other = WorkerUser {
+            name: "other".into(),
+            uid: 4_000_000,
+            gids: vec![4_000_000],
+        };
+        assert!(hardening_warnings(&mcf, &other).is_empty());
+        set(&pkg, 0o777);
+        let w = hardening_warnings(&mcf, &other);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains(&format!(
+                "the app's code \"{}\" is writable by the worker user \"other\"",
+                pkg.display()
+            )),
+            "{w:?}"
+        );
+        set(&dir, 0o777);
+        assert_eq!(hardening_warnings(&mcf, &other).len(), 2);
+        let root = WorkerUser {
+            name: "root".into(),
+            uid: 0,
+            gids: vec![0],
+        };
+        let w = hardening_warnings(&mcf, &root);
+        assert!(
+            w.len() == 1 && w[0].contains("the workers run as root"),
+            "{w:?}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn unreadable_names_the_directory_in_the_way() {
         use std::os::unix::fs::PermissionsExt;
