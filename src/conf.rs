@@ -449,13 +449,9 @@ extern "C" fn set_python_home(
     CONF_OK
 }
 
-/// "3.11" for the libpython this module is linked with (Py_GetVersion is
-/// safe to call before the interpreter starts).
+/// "3.11" for the libpython this module is linked with.
 fn embedded_python_version() -> String {
-    // SAFETY: a static NUL-terminated string owned by libpython.
-    let full = unsafe { std::ffi::CStr::from_ptr(pyo3::ffi::Py_GetVersion()) };
-    let full = full.to_string_lossy();
-    full.split('.').take(2).collect::<Vec<_>>().join(".")
+    wsgi_pool::python::embedded_version()
 }
 
 /// A home must be a virtualenv (`pyvenv.cfg`) of the embedded Python's

@@ -8,12 +8,17 @@
 //!   (response to nginx's filters, backpressure), [`notify`] (the eventfd
 //!   that wakes the event loop), [`worker`] (per-worker start and exit),
 //!   [`variables`], [`status`], [`fields`] (nginx's structs as C lays them
-//!   out). None of these take the GIL.
+//!   out). None of these take the GIL, and none can: this crate does not
+//!   depend on pyo3. Python is reached only through `wsgi-pool`'s
+//!   functions; the ones that take the GIL run at worker start and exit
+//!   (`python::initialize`, `python::import_apps`, `python::run_atexit`),
+//!   never while requests are served.
 //! * pool threads — the `wsgi-pool` crate (`crates/wsgi-pool`): `pool`
 //!   (threads, signal masks, thread states), `wsgi` (environ,
 //!   `start_response`, `wsgi.input`, iteration), `python` (interpreter
-//!   start-up and app import). It does not depend on nginx's bindings, so
-//!   no `ngx_*` type can reach a pool thread.
+//!   start-up and app import), `sandbox` (`wsgi_sandbox`'s Landlock rules
+//!   for the threads that run Python). It does not depend on nginx's
+//!   bindings, so no `ngx_*` type can reach a pool thread.
 //! * between them — `wsgi_pool::message`: owned jobs and replies only.
 
 // The bench-only `transport-floor` build skips the WSGI call, leaving it unused.

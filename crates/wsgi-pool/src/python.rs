@@ -196,6 +196,16 @@ fn install_sandbox(
     Ok(())
 }
 
+/// "3.11" for the libpython this module is linked with. Takes no GIL:
+/// `Py_GetVersion` may be called before the interpreter starts (the
+/// master's configuration checks call it).
+pub fn embedded_version() -> String {
+    // SAFETY: a static NUL-terminated string owned by libpython.
+    let full = unsafe { std::ffi::CStr::from_ptr(ffi::Py_GetVersion()) };
+    let full = full.to_string_lossy();
+    full.split('.').take(2).collect::<Vec<_>>().join(".")
+}
+
 /// The interpreter the module was built against (`PYO3_PYTHON`), if it is
 /// installed here and is not itself inside a virtualenv.
 fn installed_python() -> Option<&'static str> {
