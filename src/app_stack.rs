@@ -37,8 +37,33 @@ struct Pending {
     id: RequestId,
 }
 
+/// A kept [`Pending`], at an address that never changes while nginx's
+/// timer tree may point at its `ev`: it is reached only through the raw
+/// pointer `Box::into_raw` gave (a `Box` moved into a map would assert
+/// unique ownership of memory that nginx still points into). Dropping it
+/// deletes a timer still set and frees the entry.
+struct Entry(*mut Pending);
+
+impl Entry {
+    fn log(&mut self) -> *mut ngx_log_t {
+        // SAFETY: `self.0` is live until drop (from `Box::into_raw`).
+        unsafe { &raw mut (*self.0).log }
+    }
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        // SAFETY: nginx thread (PENDING is thread-local); `self.0` came from
+        // `Box::into_raw` and is freed here, once, after its timer is gone.
+        unsafe {
+            forget_timer(&raw mut (*self.0).ev);
+            drop(Box::from_raw(self.0));
+        }
+    }
+}
+
 thread_local! {
-    static PENDING: RefCell<HashMap<RequestId, Box<Pending>>> = RefCell::new(HashMap::new());
+    static PENDING: RefCell<HashMap<RequestId, Entry>> = RefCell::new(HashMap::new());
 }
 
 /// nginx thread, as request `id` times out (before it ends): keep `log`'s
@@ -62,32 +87,34 @@ pub unsafe fn expect(id: RequestId, log: *mut ngx_log_t) {
             None => Vec::new(),
         }
     };
-    let mut p = Box::new(Pending {
+    let p = Box::into_raw(Box::new(Pending {
         // SAFETY: ngx_event_t is plain C data; all-zero is its initial state.
         ev: unsafe { core::mem::zeroed() },
         // SAFETY: a bitwise copy of a live C struct of plain data.
         log: unsafe { ptr::read(log) },
         context,
         id,
-    });
-    p.log.handler = Some(write_context);
-    p.log.data = ptr::null_mut();
-    p.ev.handler = Some(on_wait_expired);
-    p.ev.log = ngx::log::ngx_cycle_log().as_ptr();
-    // Debug builds of nginx log a timer's connection fd from `data`.
-    p.ev.data = notify::connection().cast();
-    let ev: *mut ngx_event_t = &mut p.ev;
-    // SAFETY: the event lives in the box, which stays in PENDING (at a
-    // stable address) until its timer fired or was deleted; nginx thread.
+    }));
+    // SAFETY: `p` is a fresh, live allocation that only this function and
+    // (through `Entry`) PENDING reach; nginx thread.
     unsafe {
+        (*p).log.handler = Some(write_context);
+        (*p).log.data = ptr::null_mut();
+        (*p).ev.handler = Some(on_wait_expired);
+        (*p).ev.log = ngx::log::ngx_cycle_log().as_ptr();
+        // Debug builds of nginx log a timer's connection fd from `data`.
+        (*p).ev.data = notify::connection().cast();
+    }
+    let entry = Entry(p);
+    // SAFETY: the event stays at this address until `Entry`'s drop deleted
+    // its timer (or it fired); nginx thread.
+    unsafe {
+        let ev = &raw mut (*p).ev;
         event::set_cancelable(ev, 1);
         fields::add_timer(ev, WAIT_MS);
     }
-    let old = PENDING.with(|m| m.borrow_mut().insert(id, p));
-    if let Some(mut old) = old {
-        // SAFETY: as above (one timeout per request: not expected).
-        unsafe { forget_timer(&mut old.ev) };
-    }
+    // one timeout per request: an older entry (not expected) is dropped
+    PENDING.with(|m| m.borrow_mut().insert(id, entry));
 }
 
 /// nginx thread: the watchdog's report for request `id`. Writes it with
@@ -97,20 +124,15 @@ pub fn report(id: RequestId, text: &str) -> bool {
     let Some(mut p) = PENDING.with(|m| m.borrow_mut().remove(&id)) else {
         return false;
     };
-    // SAFETY: the entry's timer is set (it is removed from PENDING when it
-    // fires); nginx thread.
-    unsafe { forget_timer(&mut p.ev) };
-    notify::log_lines(&mut p.log, NGX_LOG_ERR as usize, text);
+    notify::log_lines(p.log(), NGX_LOG_ERR as usize, text);
     true
 }
 
-/// nginx thread, at worker exit: drop what is still waiting.
+/// nginx thread, at worker exit: drop what is still waiting (their timers
+/// go with them).
 pub fn clear() {
     let all: Vec<_> = PENDING.with(|m| m.borrow_mut().drain().collect());
-    for (_, mut p) in all {
-        // SAFETY: as in `report`.
-        unsafe { forget_timer(&mut p.ev) };
-    }
+    drop(all);
 }
 
 /// # Safety
@@ -138,7 +160,7 @@ extern "C" fn on_wait_expired(ev: *mut ngx_event_t) {
              the GIL was not released (the thread may be in C code that holds it)\n\
              while reading response from application"
         );
-        notify::log_lines(&mut p.log, NGX_LOG_ERR as usize, &text);
+        notify::log_lines(p.log(), NGX_LOG_ERR as usize, &text);
     });
 }
 

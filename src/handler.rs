@@ -18,7 +18,6 @@ use nginx_sys::{
     NGX_HTTP_CLIENT_CLOSED_REQUEST, NGX_HTTP_GATEWAY_TIME_OUT, NGX_HTTP_INTERNAL_SERVER_ERROR,
     NGX_HTTP_SERVICE_UNAVAILABLE, NGX_HTTP_SPECIAL_RESPONSE, NGX_LOG_ERR, NGX_LOG_INFO, NGX_OK,
 };
-use ngx::core::Pool;
 use ngx::http::HttpModuleLocationConf;
 use ngx::ngx_log_error;
 
@@ -169,7 +168,6 @@ unsafe fn dispatch(r: *mut ngx_http_request_t) {
         unsafe { ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t) };
         return;
     };
-    worker::request_started();
     // SAFETY: the slot's events, fresh; r is live.
     unsafe {
         let wake = &mut *events.wake;
@@ -372,7 +370,6 @@ unsafe fn detach_block(r: *mut ngx_http_request_t, start: *mut u8) -> Option<Arc
         if start.is_null() {
             return None;
         }
-        let pool = Pool::from_ngx_pool((*r).pool);
         let mut l = (*(*r).pool).large;
         while !l.is_null() && (*l).alloc != start.cast() {
             l = (*l).next;
@@ -381,10 +378,9 @@ unsafe fn detach_block(r: *mut ngx_http_request_t, start: *mut u8) -> Option<Arc
             return None;
         }
         // The clean-up first: if it cannot be had, nothing has changed.
-        let keep = pool.allocate(None::<Arc<MallocBlock>>);
-        if keep.is_null() {
+        let Ok(keep) = crate::util::pool_alloc((*r).pool, None::<Arc<MallocBlock>>) else {
             return None;
-        }
+        };
         (*l).alloc = ptr::null_mut();
         let block = Arc::new(MallocBlock::from_raw(start.cast()));
         *keep = Some(block.clone());

@@ -29,7 +29,6 @@ use nginx_sys::{
     ngx_chain_t, ngx_event_t, ngx_http_finalize_request, ngx_http_request_t, ngx_int_t, ngx_log_t,
     ngx_msec_t, NGX_ERROR, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_LOG_ALERT,
 };
-use ngx::core::Pool;
 use ngx::http::HttpModule;
 use ngx::ngx_log_error;
 
@@ -219,6 +218,8 @@ pub unsafe fn create(r: *mut ngx_http_request_t, new: NewRequest) -> Option<Even
         dispatched_at: new.now,
         first_reply_at: Cell::new(None),
     };
+    // counted from here: the ctx's drop, wherever it happens, uncounts it
+    worker::request_started();
     let ctx = RequestCtx {
         r,
         lcf: new.lcf,
@@ -243,20 +244,27 @@ pub unsafe fn create(r: *mut ngx_http_request_t, new: NewRequest) -> Option<Even
         bytes_out: 0,
         stream: new.stream,
     };
-    // SAFETY: the request pool outlives every use of the slot; allocate
-    // registers a cleanup that drops it when the request is freed.
-    let pool = unsafe { Pool::from_ngx_pool((*r).pool) };
-    let slot = pool.allocate(RequestSlot {
+    let slot = RequestSlot {
         shared,
         // SAFETY: ngx_event_t is a plain C struct; all-zero is its idle state.
         wake: UnsafeCell::new(unsafe { core::mem::zeroed() }),
         // SAFETY: as above.
         timer: UnsafeCell::new(unsafe { core::mem::zeroed() }),
         state: UnsafeCell::new(ctx),
-    });
-    if slot.is_null() {
+    };
+    #[cfg(feature = "panic-inject")]
+    if inject::fail_alloc(r, "request slot") {
+        drop(slot);
         return None;
     }
+    // SAFETY: nginx thread; the request pool outlives every use of the
+    // slot, which its clean-up drops when the request is freed.
+    let slot = unsafe { crate::util::pool_alloc((*r).pool, slot) };
+    // out of memory: the slot (and the request count its ctx took) is
+    // dropped here, as the pool's clean-up would have
+    let Ok(slot) = slot else {
+        return None;
+    };
     // SAFETY: a fresh allocation nobody else has seen yet; r is live.
     unsafe {
         let ctx = &mut *(*slot).state.get();
@@ -391,7 +399,8 @@ fn log_panic(log: *mut ngx_log_t, what: &str, payload: &(dyn Any + Send)) {
 /// Test builds only (`--features panic-inject`): a request with the header
 /// `X-Wsgi-Panic: NAME` panics in the entry point named NAME; with
 /// `X-Wsgi-Panic: wakeup` (or `tick`) the next wake-up (or deferral timer)
-/// panics, whatever request it is for.
+/// panics, whatever request it is for. `X-Wsgi-Fail: request slot` makes
+/// the allocation of the request's state fail (an out-of-memory pool).
 #[cfg(feature = "panic-inject")]
 pub mod inject {
     use core::sync::atomic::{AtomicBool, Ordering};
@@ -420,6 +429,23 @@ pub mod inject {
             Some(w) if w == what.as_bytes() => panic!("injected panic in {what}"),
             _ => {}
         }
+    }
+
+    /// Whether the request asks (`X-Wsgi-Fail: NAME`) that the pool
+    /// allocation named NAME fail, as it does when the pool is out of memory.
+    pub fn fail_alloc(r: *mut ngx_http_request_t, what: &str) -> bool {
+        let mut wanted = false;
+        // SAFETY: r is live; its header list is initialised.
+        unsafe {
+            for_each_header(&(*r).headers_in.headers, |h| {
+                if ngx_bytes(&h.key).eq_ignore_ascii_case(b"x-wsgi-fail")
+                    && ngx_bytes(&h.value) == what.as_bytes()
+                {
+                    wanted = true;
+                }
+            });
+        }
+        wanted
     }
 
     /// Panics once after a request asked for it (`wakeup`, `tick`).

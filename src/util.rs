@@ -129,3 +129,48 @@ pub fn parse_size(value: &[u8]) -> Option<usize> {
 pub fn eq_ignore_case(a: &[u8], b: &[u8]) -> bool {
     a.eq_ignore_ascii_case(b)
 }
+
+/// Moves `value` into `pool`'s memory, to be dropped when the pool is
+/// destroyed; `Err(value)` (nothing changed in the pool but an inert
+/// clean-up entry) when the pool is out of memory. ngx 0.5's
+/// `Pool::allocate` writes through `ngx_palloc`'s result unchecked.
+///
+/// # Safety
+/// nginx thread; `pool` is a live pool, and the value may live as long as
+/// it (it is dropped from the pool's clean-up, on the nginx thread).
+pub unsafe fn pool_alloc<T>(pool: *mut ngx_pool_t, value: T) -> Result<*mut T, T> {
+    const {
+        // ngx_palloc aligns to NGX_ALIGNMENT (sizeof(unsigned long))
+        assert!(core::mem::align_of::<T>() <= core::mem::size_of::<core::ffi::c_ulong>())
+    };
+    // The clean-up first: a clean-up entry whose handler stays NULL is
+    // skipped by ngx_destroy_pool, so failing after it changes nothing.
+    // SAFETY: the caller's promise; size 0 allocates no data.
+    let cln = unsafe { nginx_sys::ngx_pool_cleanup_add(pool, 0) };
+    if cln.is_null() {
+        return Err(value);
+    }
+    // SAFETY: the caller's promise.
+    let p = unsafe { nginx_sys::ngx_palloc(pool, core::mem::size_of::<T>()) }.cast::<T>();
+    if p.is_null() {
+        return Err(value);
+    }
+    // SAFETY: `p` is fresh pool memory of T's size and alignment (checked
+    // above); `cln` is ours; the handler drops that T once, from the pool's
+    // destruction.
+    unsafe {
+        ptr::write(p, value);
+        (*cln).data = p.cast();
+        (*cln).handler = Some(drop_in_pool::<T>);
+    }
+    Ok(p)
+}
+
+/// The clean-up handler of [`pool_alloc`].
+///
+/// # Safety
+/// Called by nginx once, with the `T` that `pool_alloc` wrote.
+unsafe extern "C" fn drop_in_pool<T>(data: *mut core::ffi::c_void) {
+    // SAFETY: the caller's promise.
+    unsafe { ptr::drop_in_place(data.cast::<T>()) };
+}

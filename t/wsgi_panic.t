@@ -33,7 +33,7 @@ $ENV{TEST_NGINX_GLOBALS} = ($ENV{TEST_NGINX_GLOBALS} // '')
 	=~ s/load_module\s+[^;]*ngx_http_wsgi_module[^;]*;//r;
 $ENV{TEST_NGINX_GLOBALS} .= " load_module $module;";
 
-my $t = Test::Nginx->new()->has(qw/http/)->plan(28)->todo_alerts()
+my $t = Test::Nginx->new()->has(qw/http/)->plan(33)->todo_alerts()
 	->write_file_expand('nginx.conf', <<'EOF');
 
 %%TEST_GLOBALS%%
@@ -79,7 +79,7 @@ import os, time
 STATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'state')
 
 def application(environ, start_response):
-    if environ['PATH_INFO'] == '/slow':
+    if environ['PATH_INFO'] in ('/slow', '/hold'):
         mark = environ['QUERY_STRING']
         if mark:
             open(os.path.join(STATE, mark), 'w').close()
@@ -150,6 +150,18 @@ like(get('/', 'tick'), qr/pid $pid\z/, 'tick armed: response');
 like(get('/'), qr/pid $pid\z/, 'tick: response after');
 ok(wait_log($log, qr/\[alert\].*wsgi: panic in deferral timer: injected panic in tick/),
 	'tick: alert');
+
+# the request's state cannot be allocated (an out-of-memory pool, played by
+# "X-Wsgi-Fail: request slot"): a 500, and the worker's count of requests
+# in flight stays right for the one that is
+
+my $held = http("GET /hold?held HTTP/1.0\r\nHost: localhost\r\n\r\n", start => 1);
+ok(wait_file("$state/held"), 'allocation failure: a request in flight');
+like(http("GET / HTTP/1.0\r\nHost: localhost\r\nX-Wsgi-Fail: request slot\r\n\r\n"),
+	qr/^HTTP\/1\.[01] 500 /, 'allocation failure: 500');
+like(get('/status'), qr/"in_flight":1,/, 'allocation failure: the request in flight is still counted');
+like(http_end($held), qr/pid $pid\z/, 'the request in flight completes');
+like(get('/status'), qr/"in_flight":0,/, 'and then none is counted');
 
 $t->stop();
 
