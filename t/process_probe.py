@@ -64,12 +64,12 @@ def stream_facts(name, phase):
         'write_through': attempt(lambda: s.write_through),
         'name': attempt(lambda: s.name),
         'mode': attempt(lambda: s.mode),
-        'writable': attempt(s.writable),
-        'readable': attempt(s.readable),
-        'seekable': attempt(s.seekable),
-        'isatty': attempt(s.isatty),
+        'writable': attempt(lambda: s.writable()),
+        'readable': attempt(lambda: s.readable()),
+        'seekable': attempt(lambda: s.seekable()),
+        'isatty': attempt(lambda: s.isatty()),
         'closed': attempt(lambda: s.closed),
-        'fileno': attempt(s.fileno),
+        'fileno': attempt(lambda: s.fileno()),
         'os.write(fileno())': attempt(lambda: os.write(s.fileno(), (
             'probe: %s.fileno() bytes at %s\n' % (name, phase)).encode())),
         'flush': attempt(lambda: s.flush() or 'ok'),
@@ -83,7 +83,7 @@ def stream_facts(name, phase):
         out['buffer.write'] = attempt(lambda: buf.write(
             ('probe: %s.buffer bytes at %s \xe9 \xff\n' % (name, phase))
             .encode('latin-1')))
-        out['buffer.fileno'] = attempt(buf.fileno)
+        out['buffer.fileno'] = attempt(lambda: buf.fileno())
         raw = getattr(buf, 'raw', None)
         if raw is None:
             out['raw'] = 'missing'
@@ -200,14 +200,16 @@ def facts(phase):
 
 
 def at_exit():
-    print('probe: atexit handler ran')
     os.makedirs(STATE, exist_ok=True)
     with open(os.path.join(STATE, 'atexit-%d' % os.getpid()), 'w') as f:
         f.write('ran\n')
+    print('probe: atexit handler ran')
 
 
-# multiprocessing's spawn children import this module too: no checks there
-if multiprocessing.parent_process() is None:
+# multiprocessing's spawn children import this module too, while they
+# unpickle what to run (the flag multiprocessing itself checks then): no
+# checks there
+if not getattr(multiprocessing.current_process(), '_inheriting', False):
     atexit.register(at_exit)
     IMPORT = facts('import')
 

@@ -93,7 +93,7 @@ pub fn run(
     let head_only = job.env.get(job.env.method) == b"HEAD";
     let responder = Arc::new(Responder::new(job.exchange.clone(), hub.clone(), head_only));
     let outcome = call_app(py, tctx, hub, app, job, &responder);
-    // (A failed request's 500 is yet to go.)
+    // (The last reply did it, if one went: not for a cancelled request.)
     errors::end_of_request();
     tctx.recycled.release(py);
     let when = if responder.head_sent() {
@@ -166,9 +166,6 @@ fn call_app(
             app_error_line(py, &e, "while closing the response iterable"),
         );
     }
-    // Before the last reply, as the trace line below: the request is still
-    // registered on the nginx side, so the lines carry its context.
-    errors::end_of_request();
     if trace {
         // Before the last reply: the request is still registered on the
         // nginx side, so the line carries its context.
