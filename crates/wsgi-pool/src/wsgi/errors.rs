@@ -557,3 +557,68 @@ pub fn flush_log_streams(py: Python<'_>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Completion;
+
+    fn lines(hub: &Hub) -> Vec<String> {
+        let mut out = vec![];
+        hub.drain_quiet(|c| {
+            if let Completion::Log { text, .. } = c {
+                out.push(text);
+            }
+        });
+        out
+    }
+
+    #[test]
+    fn complete_lines_only_and_per_thread() {
+        let hub = Arc::new(Hub::new().unwrap());
+        let sink = Arc::new(LineSink::new(hub.clone(), LogLevel::Info, 0));
+        assert!(sink.write(b"one\ntw"));
+        let s2 = sink.clone();
+        // another thread's partial line does not join this one's
+        std::thread::spawn(move || {
+            assert!(s2.write(b"other "));
+            assert!(!s2.write(b"thread\n"));
+        })
+        .join()
+        .unwrap();
+        assert!(!sink.write(b"o\r\n\nthree\n"));
+        assert_eq!(
+            lines(&hub),
+            [
+                "wsgi: one",
+                "wsgi: other thread",
+                "wsgi: two",
+                "wsgi: three"
+            ]
+        );
+    }
+
+    #[test]
+    fn bytes_not_utf8_are_replaced() {
+        let hub = Arc::new(Hub::new().unwrap());
+        let sink = LineSink::new(hub.clone(), LogLevel::Err, 0);
+        // a character split across writes stays whole
+        sink.write(b"caf\xc3");
+        sink.write(b"\xa9 \xff\n");
+        assert_eq!(lines(&hub), ["wsgi: caf\u{e9} \u{fffd}"]);
+    }
+
+    #[test]
+    fn partial_lines_wait_for_their_newline_or_a_flush() {
+        let hub = Arc::new(Hub::new().unwrap());
+        let sink = LineSink::new(hub.clone(), LogLevel::Info, 0);
+        sink.write(b"partial");
+        assert!(lines(&hub).is_empty());
+        sink.flush_thread();
+        assert_eq!(lines(&hub), ["wsgi: partial"]);
+        sink.write_now(b"raw\nwrite");
+        assert_eq!(lines(&hub), ["wsgi: raw", "wsgi: write"]);
+        sink.write(&[b'x'; MAX_PARTIAL + 1]);
+        assert_eq!(lines(&hub).len(), 1, "a long partial line is cut");
+    }
+}
