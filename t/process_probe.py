@@ -74,24 +74,20 @@ def stream_facts(name, phase):
             'probe: %s.fileno() bytes at %s\n' % (name, phase)).encode())),
         'flush': attempt(lambda: s.flush() or 'ok'),
     }
-    buf = getattr(s, 'buffer', None)
-    if buf is None:
-        out['buffer'] = 'missing'
-    else:
-        out['buffer'] = type_name(buf)
-        out['buffer is BufferedIOBase'] = isinstance(buf, io.BufferedIOBase)
-        out['buffer.write'] = attempt(lambda: buf.write(
-            ('probe: %s.buffer bytes at %s \xe9 \xff\n' % (name, phase))
-            .encode('latin-1')))
-        out['buffer.fileno'] = attempt(lambda: buf.fileno())
-        raw = getattr(buf, 'raw', None)
-        if raw is None:
-            out['raw'] = 'missing'
-        else:
-            out['raw'] = type_name(raw)
-            out['raw is RawIOBase'] = isinstance(raw, io.RawIOBase)
-            out['raw.write'] = attempt(lambda: raw.write(
-                b'probe: %s.buffer.raw bytes at %s\n' % (name.encode(), phase.encode())))
+    # the binary layers, each written to (bytes that are not UTF-8 in the
+    # buffer's line)
+    layers = (('buffer', io.BufferedIOBase, ' \xe9 \xff'), ('raw', io.RawIOBase, ''))
+    stream, label = s, name
+    for attr, base, extra in layers:
+        stream, label = getattr(stream, attr, None), '%s.%s' % (label, attr)
+        if stream is None:
+            out[attr] = 'missing'
+            break
+        out[attr] = type_name(stream)
+        out['%s is %s' % (attr, base.__name__)] = isinstance(stream, base)
+        line = 'probe: %s bytes at %s%s\n' % (label, phase, extra)
+        out[attr + '.write'] = attempt(lambda: stream.write(line.encode('latin-1')))
+        out[attr + '.fileno'] = attempt(lambda: stream.fileno())
     out['reconfigure'] = attempt(lambda: reconfigure_facts(s))
     return out
 
