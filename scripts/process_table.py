@@ -275,7 +275,7 @@ def rows(stacks):
 # WSGIDestroyInterpreter), for the rows it speaks of.
 MOD_WSGI = {
     '`print()` at import': "Apache's error log",
-    '`print()` in a request': "Apache's error log, with the request",
+    '`print()` in a request': "Apache's error log, with the request (`WSGIRestrictStdout Off`, the default since 3.0)",
     '`print(file=sys.stderr)` in a request': "Apache's error log, with the request",
     '`logging.warning()` with no handler configured': "Apache's error log (through `sys.stderr`)",
     '`signal.signal()` at import': 'ignored, with a warning (`WSGIRestrictSignal On`)',
