@@ -14,6 +14,7 @@ Other paths:
                 write a line: it waits in the wrapper
   /release      sys.stdout.flush(), and the configuration of import back
   /partial      a line without its newline, flushed
+  /threads      1000 lines written at once by 5 threads, each in 3 pieces
   /mark?TEXT    one line to sys.stderr (a marker in the log)
 Files go to state/ beside this module (it must be writable by the app).
 """
@@ -28,6 +29,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 STATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'state')
 
@@ -251,6 +253,26 @@ def partial():
     return {'written': True}
 
 
+def threads():
+    """This request's thread and 4 threads of its own write 200 lines
+    each, every line in 3 pieces (text, then bytes through .buffer), all at
+    once: each line must come out whole."""
+    def lines(who):
+        for i in range(200):
+            sys.stdout.write('probe: %s line %d' % (who, i))
+            time.sleep(0)  # gives up the GIL: the others write in between
+            sys.stdout.write(' of 200')
+            time.sleep(0)
+            sys.stdout.buffer.write(b' ends here\n')
+    workers = [threading.Thread(target=lines, args=('thread %d' % n,)) for n in range(4)]
+    for w in workers:
+        w.start()
+    lines('request')
+    for w in workers:
+        w.join()
+    return {'threads': len(workers)}
+
+
 def mark(text):
     print('probe: mark %s' % text, file=sys.stderr)
     return {'marked': text}
@@ -263,6 +285,7 @@ ROUTES = {
     '/hold': hold,
     '/release': release,
     '/partial': partial,
+    '/threads': threads,
 }
 
 

@@ -32,7 +32,7 @@ use Test::WSGI qw/ slurp poll wait_log worker_pid /;
 select STDERR; $| = 1;
 select STDOUT; $| = 1;
 
-my $t = Test::Nginx->new()->has(qw/http/)->plan(109)
+my $t = Test::Nginx->new()->has(qw/http/)->plan(113)
 	->write_file_expand('nginx.conf', <<'EOF');
 
 %%TEST_GLOBALS%%
@@ -213,6 +213,20 @@ ok(wait_log("$d/error.log", entry('info', 'probe: held back in the wrapper', '/r
 get_json('/partial');
 ok(wait_log("$d/error.log", entry('info', 'probe: a partial line, flushed', '/partial')),
 	'partial line written at the end of its request');
+
+# five threads write at once, each line in three pieces: every line comes
+# out whole, the request's own with the request, its threads' without
+
+get_json('/threads');
+ok(wait_log("$d/error.log", qr/probe: request line 199 of 200 ends here/), 'threads: lines in the log');
+$log = log_text();
+my @lines = $log =~ /^.*wsgi: probe: (?:request|thread \d) line .*$/mg;
+is(scalar(grep { /wsgi: probe: (request|thread \d) line \d+ of 200 ends here(, client: .*)?$/ } @lines), 1000,
+	'threads: 1000 lines, each whole');
+is(scalar(grep { /\[info\] \d+#\d+: \*\d+ wsgi: probe: request line \d+ of 200 ends here, client: 127\.0\.0\.1, server: localhost, request: "GET \/threads / } @lines), 200,
+	'threads: the request\'s 200 with the request');
+is(scalar(grep { /\[info\] \d+#\d+: wsgi: probe: thread \d line \d+ of 200 ends here$/ } @lines), 800,
+	'threads: its threads\' 800 without one');
 
 # close(): closed for the rest of the request; the next one finds it open
 
