@@ -6,7 +6,8 @@
 # sys.__stderr__) are io.TextIOWrapper streams, at import and in a request:
 # their .buffer and .buffer.raw are binary streams whose bytes reach the
 # error log at the stream's level (bytes that are not UTF-8 replaced), with
-# the request; reconfigure() acts on what it is given (text held back in the
+# the request, each thread's lines whole when five threads write at once;
+# reconfigure() acts on what it is given (text held back in the
 # wrapper until flush() with line_buffering and write_through off); close()
 # closes the stream for the rest of its request only; sys.stdout has no
 # descriptor (io.UnsupportedOperation), sys.stderr's is nginx's stderr, the
