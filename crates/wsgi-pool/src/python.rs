@@ -284,6 +284,7 @@ pub fn import_apps(targets: &[AppTarget], hub: &Arc<Hub>) -> Vec<Option<Py<PyAny
                     }
                 })
                 .collect();
+            crate::wsgi::errors::end_of_request();
             if apps.iter().any(Option::is_some) {
                 if let Err(e) = install_default_logging(py) {
                     hub2.log(

@@ -122,6 +122,8 @@ pub fn run(
     let head_only = job.env.get(job.env.method) == b"HEAD";
     let responder = Arc::new(Responder::new(job.exchange.clone(), hub.clone(), head_only));
     let outcome = call_app(py, tctx, hub, app, job, &responder);
+    // (The last reply did it, if one went: not for a cancelled request.)
+    errors::end_of_request();
     tctx.recycled.release(py);
     let when = if responder.head_sent() {
         "while sending response to client"

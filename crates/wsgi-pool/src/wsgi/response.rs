@@ -92,6 +92,10 @@ impl Responder {
     fn push(&self, py: Python<'_>, replies: Vec<Reply>) -> Result<(), SendError> {
         let weight: usize = replies.iter().map(Reply::weight).sum();
         let last = matches!(replies.last(), Some(Reply::End | Reply::Error { .. }));
+        if last {
+            // While nginx still has the request: its lines carry its context.
+            super::errors::end_of_request();
+        }
         let r = if self.exchange.is_full(weight) {
             py.detach(|| self.exchange.push(replies))
         } else {
