@@ -219,8 +219,9 @@ ok(grep({ $_ eq 'PROBE_GIVEN' } @{$p->{environ} || []}), 'what "env" gives is th
 
 # descriptors: what the document lists, nothing else
 my @fds = @{$p->{fds} || []};
-my @listening = sort map { /^listening:(\d+)$/ ? $1 : () } @fds;
-is("@listening", '8080 8443', 'the app sees the listening sockets of every server block, the TLS one included');
+my @listening = sort { $a <=> $b } map { /^listening:(\d+)$/ ? $1 : () } @fds;
+my @ours = sort { $a <=> $b } map { Test::Nginx::port($_) } 8080, 8443;
+is("@listening", "@ours", 'the app sees the listening sockets of every server block, the TLS one included');
 ok(!grep({ /site\.(key|crt)/ } @fds), 'no descriptor of the key or certificate file');
 my @files = grep { m{^/} && !m{^/dev/null$} } @fds;
 my @unexpected = grep { !m{^\Q$d\E/(error|access)\.log$} } @files;
