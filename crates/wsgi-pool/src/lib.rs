@@ -10,7 +10,9 @@
 //! * [`pool`] — the threads: signal masks, thread states, the job loop;
 //! * [`wsgi`] — environ, `start_response`, `wsgi.input`, iteration;
 //! * [`python`] — interpreter start-up per worker, app import;
-//! * [`target`] — what `wsgi_pass` names (module:callable or a file).
+//! * [`target`] — what `wsgi_pass` names (module:callable or a file);
+//! * [`timezone`] — the process's time zone, which nginx's log times
+//!   follow, watched for an app that changes it.
 
 // The bench-only `transport-floor` build skips the WSGI call, leaving it unused.
 #![cfg_attr(feature = "transport-floor", allow(dead_code))]
@@ -19,4 +21,5 @@ pub mod message;
 pub mod pool;
 pub mod python;
 pub mod target;
+pub mod timezone;
 pub mod wsgi;
