@@ -8,10 +8,10 @@
 //! module does not undo it; it says so, once per zone and worker, at `warn`,
 //! with the zone and the remedy.
 //!
-//! When it looks: after Python's start-up (which applies the worker's `TZ`,
-//! e.g. one from nginx's `env TZ=...;`, which the master never applies),
-//! after each app's import, and after a request once nginx's log offset
-//! has changed. nginx's thread only publishes that offset (an atomic, no
+//! When it looks: after Python's start-up (should it apply the worker's
+//! `TZ`, e.g. one from nginx's `env TZ=...;`, which the master never
+//! applies; 3.11's does not), after each app's import, and after a request
+//! once nginx's log offset has changed. nginx's thread only publishes that offset (an atomic, no
 //! GIL); the comparison runs on a pool thread, with the GIL held, which
 //! also makes reading `TZ` safe against Python's `os.environ` writes.
 
@@ -111,7 +111,7 @@ pub struct ZoneWatch {
 
 impl ZoneWatch {
     /// The zone now, as the worker's master left it. Call before Python
-    /// starts, while this is the process's only thread (`TZ` is read).
+    /// starts: `TZ` is read, and nothing writes the environment yet.
     pub fn new() -> ZoneWatch {
         // SAFETY: time(NULL) only returns the time.
         let now = unsafe { libc::time(std::ptr::null_mut()) };
