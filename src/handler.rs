@@ -25,7 +25,7 @@ use crate::conf::{LocConf, Param};
 use crate::fields::{self, buf, connection, event, headers_in, req, Client};
 use crate::message::{Body, BodySegment, BodyStream, Exchange, Job, MallocBlock, RequestEnv};
 use crate::request::{self, NewRequest, RequestCtx};
-use crate::util::{for_each_header, ngx_bytes};
+use crate::util::{self, for_each_header, ngx_bytes};
 use crate::{app_stack, notify, output, trace, worker, HttpWsgiModule};
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -211,6 +211,8 @@ fn submit(cx: &mut RequestCtx, job: Job) {
     }
     let counters = &rt.hub.counters;
     counters.requests.fetch_add(1, Ordering::Relaxed);
+    // For the pool's look at the time zone after the request.
+    rt.hub.zone.set_log_offset(util::log_offset_minutes());
     let id = job.id;
     match rt.submit(job) {
         Ok(()) => {

@@ -27,6 +27,14 @@ pub unsafe fn ngx_bytes<'a>(s: &ngx_str_t) -> &'a [u8] {
     }
 }
 
+/// The UTC offset, in minutes, of nginx's cached log times: the process's
+/// time zone as nginx's thread last applied it.
+pub fn log_offset_minutes() -> i64 {
+    // SAFETY: nginx points ngx_cached_time at a filled slot before any
+    // module code runs; only this (nginx's) thread moves it.
+    unsafe { (*nginx_sys::ngx_cached_time).gmtoff as i64 }
+}
+
 /// The core module's settings of `cycle` (`env`, `worker_shutdown_timeout`).
 ///
 /// # Safety

@@ -8,6 +8,8 @@
 # redirects, custom 404/500 templates, uploads; static files collected
 # with collectstatic and served by nginx, not Django; the project mounted
 # under /app with wsgi_script_name, where reverse() builds /app/... URLs.
+# Django's default TIME_ZONE (America/Chicago) becomes the worker's zone at
+# import: reported against the master's (UTC here).
 
 ###############################################################################
 
@@ -19,7 +21,7 @@ use Test::More;
 use Digest::MD5 qw/ md5_hex /;
 
 use Test::Nginx;
-use Test::WSGI qw/ http_post /;
+use Test::WSGI qw/ http_post wait_log /;
 
 ###############################################################################
 
@@ -32,7 +34,7 @@ plan(skip_all => 'TEST_WSGI_VENV not set (a venv with Django from '
 	unless defined $venv && length $venv;
 my $python = $ENV{TEST_WSGI_PYTHON} || "$venv/bin/python";
 
-my $t = Test::Nginx->new()->has(qw/http/)->plan(63)
+my $t = Test::Nginx->new()->has(qw/http/)->plan(64)
 	->write_file_expand('nginx.conf', <<"EOF");
 
 %%TEST_GLOBALS%%
@@ -265,9 +267,18 @@ $t->write_file('site/mysite/static/css/site.css', $css);
 my $collect = `cd $d/site && $python manage.py collectstatic --noinput 2>&1`;
 is($?, 0, 'collectstatic') or diag($collect);
 
-$t->run();
+{
+	local $ENV{TZ} = 'UTC';
+	$t->run();
+}
 
 ###############################################################################
+
+# Django's default TIME_ZONE, set at import
+
+ok(wait_log($t->testdir() . '/error.log',
+	qr/\[warn\] .*wsgi: app "mysite\.wsgi:application" changed the time zone to "America\/Chicago", .*; the master process logs in UTC \(UTC\+00:00\): start nginx with TZ=America\/Chicago in its environment/),
+	'TIME_ZONE: the worker\'s new zone reported');
 
 # a view rendering a template
 

@@ -5,7 +5,8 @@
 # from the file's current offset and cut at a shorter Content-Length, with
 # sendfile on and off; a file-like object without fileno() is iterated;
 # close() is called on every path, client abort included, and no
-# descriptor stays open.
+# descriptor stays open; a file's close() runs before nginx has the end of
+# the response, so what it logs names the request.
 
 ###############################################################################
 
@@ -19,14 +20,14 @@ use IO::Select;
 use Time::HiRes qw/ time sleep /;
 
 use Test::Nginx qw/ :DEFAULT http_end http_content /;
-use Test::WSGI qw/ wait_file read_until state_dir worker_pid fd_count /;
+use Test::WSGI qw/ wait_file wait_log read_until state_dir worker_pid fd_count /;
 
 ###############################################################################
 
 select STDERR; $| = 1;
 select STDOUT; $| = 1;
 
-my $t = Test::Nginx->new()->has(qw/http/)->plan(35)
+my $t = Test::Nginx->new()->has(qw/http/)->plan(38)
 	->write_file_expand('nginx.conf', <<'EOF');
 
 %%TEST_GLOBALS%%
@@ -68,7 +69,7 @@ EOF
 # every file object is kept in OBJECTS so that it is never garbage
 # collected: a close() recorded is a close() the server called
 $t->write_file('files.py', <<'EOF');
-import io, json, os
+import io, json, os, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STATE = os.path.join(HERE, 'state')
@@ -79,17 +80,24 @@ def touch(name):
     open(os.path.join(STATE, name), 'w').close()
 
 class Tracked(io.FileIO):
-    def __init__(self, path, tag):
+    def __init__(self, path, tag, fail=False):
         super().__init__(path, 'rb')
         self.tag = tag
+        self.fail = fail
         reads[tag] = 0
     def read(self, *args):
         reads[self.tag] += 1
         return super().read(*args)
     def close(self):
-        if not self.closed:
-            touch('closed-' + self.tag)
+        if self.closed:
+            return
+        if self.fail:
+            # a slow clean-up: the response must still wait for it
+            time.sleep(0.5)
+        touch('closed-' + self.tag)
         super().close()
+        if self.fail:
+            raise RuntimeError('file clean-up failed')
 
 class TrackedBytes(io.BytesIO):
     def __init__(self, data, tag):
@@ -130,7 +138,7 @@ def application(environ, start_response):
         f = TrackedBytes(data, tag)
     else:
         name = 'big.bin' if what == 'big' else 'data.bin'
-        f = Tracked(os.path.join(HERE, name), tag)
+        f = Tracked(os.path.join(HERE, name), tag, fail=what == 'close-raises')
     OBJECTS.append(f)
 
     if what in ('seek', 'seek-cl'):
@@ -214,6 +222,20 @@ $r = http_head('/file?head');
 like($r, qr/^Content-Length: $len\x0d?$/mi, 'HEAD: Content-Length');
 is(http_content($r), '', 'HEAD: no body');
 ok(wait_file("$state/closed-head"), 'HEAD: close() called');
+
+# close() raises: the response is whole, close() ran before its end
+# reached the client, and the error names the request
+
+$r = http_get('/close-raises?close-raises');
+is(md5_hex(http_content($r) // ''), md5_hex($data), 'close() raises: body whole');
+ok(-e "$state/closed-close-raises", 'close() raises: called before the response ended');
+my $log = $t->testdir() . '/error.log';
+wait_log($log, qr/file clean-up failed while closing/);
+# the entry: its first line, the traceback, then nginx's context
+my ($entry) = $t->read_file('error.log')
+	=~ /(\[error\][^\n]*wsgi: app raised RuntimeError: file clean-up failed while closing the response iterable.*?)(?=\n\d{4}\/\d\d\/\d\d |\z)/s;
+like($entry, qr/request: "GET \/close-raises\?close-raises HTTP\/1\.0"/,
+	'close() raises: logged with the request');
 
 # none of those read the file in Python
 

@@ -33,7 +33,7 @@ use Test::WSGI qw/ slurp state_dir wait_file wait_log /;
 select STDERR; $| = 1;
 select STDOUT; $| = 1;
 
-my $t = Test::Nginx->new()->has(qw/http debug/)->plan(13)
+my $t = Test::Nginx->new()->has(qw/http debug/)->plan(16)
 	->write_file_expand('nginx.conf', <<'EOF');
 
 %%TEST_GLOBALS%%
@@ -65,13 +65,21 @@ EOF
 my $state = state_dir($t);
 
 $t->write_file('app.py', <<'EOF');
-import os, time
+import io, os, time
 
 STATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'state')
+
+class SlowClose(io.FileIO):
+    def close(self):
+        if not self.closed:
+            time.sleep(0.3)
+        super().close()
 
 def application(environ, start_response):
     path = environ['PATH_INFO']
     start_response('200 OK', [('Content-Type', 'text/plain')])
+    if path == '/file':
+        return environ['wsgi.file_wrapper'](SlowClose(__file__))
     if path == '/stream':
         return (b'x' * 65536 for _ in range(256))
     if path == '/slow':
@@ -115,6 +123,20 @@ ok(defined $at{finalized} && $at{finalized} > $at{head} && $at{finalized} > $at{
 	'finalized last');
 like($text, qr/wsgi: job #$id took \d+ replies$req/, 'replies taken');
 like($text, qr/wsgi: wake-up: \d+ completions drained/, 'wake-ups drained');
+
+# a complete response (a list, a file) is handed to nginx in one message
+# after the iterable's close(): a slow close() keeps the trace in order, and
+# its line names the request (it came after "finalized", without the
+# request, when the message went out before close())
+
+like(http_get('/file'), qr/import io, os, time/, 'file');
+$req = qr/, request: "GET \/file HTTP\/1\.0"/;
+ok(wait_log($log, qr/wsgi: job #\d+ finalized with rc 0$req/m), 'file: finalized');
+$text = slurp($log);
+($id) = $text =~ /wsgi: job #(\d+) queued for the app.*$req/m;
+my ($closed, $finalized) = (at(qr/job #$id iterable closed$req/),
+	at(qr/job #$id finalized with rc 0$req/));
+ok(defined $closed && $closed < $finalized, 'file: iterable closed, before finalized');
 
 # backpressure: a client that does not read pauses the response, then it
 # resumes when the client reads

@@ -11,7 +11,9 @@
 //! * [`wsgi`] — environ, `start_response`, `wsgi.input`, iteration;
 //! * [`python`] — interpreter start-up per worker, app import;
 //! * [`target`] — what `wsgi_pass` names (module:callable or a file);
-//! * [`sandbox`] — `wsgi_sandbox`: Landlock rules for the Python threads.
+//! * [`sandbox`] — `wsgi_sandbox`: Landlock rules for the Python threads;
+//! * [`timezone`] — the process's time zone, which nginx's log times
+//!   follow, watched for an app that changes it.
 
 // The bench-only `transport-floor` build skips the WSGI call, leaving it unused.
 #![cfg_attr(feature = "transport-floor", allow(dead_code))]
@@ -21,4 +23,5 @@ pub mod pool;
 pub mod python;
 pub mod sandbox;
 pub mod target;
+pub mod timezone;
 pub mod wsgi;

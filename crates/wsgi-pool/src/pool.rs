@@ -365,6 +365,7 @@ fn run_job(
         transport_floor(shared, job);
     }
     slot.running.store(0, Ordering::Release);
+    shared.hub.zone.after_request(py, &shared.hub);
     // An interrupt that arrived as the app returned must not leak into the
     // next request. The watchdog sets `interrupted` with the GIL held, as we
     // hold it now, so this check cannot miss one.

@@ -15,6 +15,7 @@ use pyo3::types::{PyList, PyModule};
 use crate::message::{Hub, LogLevel};
 use crate::pool::spawn_with_signals_blocked;
 use crate::target::{AppSource, AppTarget};
+use crate::timezone::Seen;
 use crate::wsgi::errors::{install_log_streams, LogStream};
 
 pub struct Interpreter {
@@ -114,6 +115,8 @@ pub fn initialize(interp: &Interpreter, hub: &Arc<Hub>) -> Result<(), String> {
             .sandbox
             .as_ref()
             .map(|spec| python_paths(py).map(|own| (spec, own)));
+        // Python's `time` applies the worker's TZ as it starts.
+        hub.zone.check(py, hub, Seen::PythonStart);
         ffi::PyEval_SaveThread();
         setup.map_err(|e| format!("cannot set up Python: {e}"))?;
         match sandbox {
@@ -268,20 +271,25 @@ pub fn import_apps(targets: &[AppTarget], hub: &Arc<Hub>) -> Vec<Option<Py<PyAny
         Python::attach(|py| {
             let apps: Vec<Option<Py<PyAny>>> = targets
                 .iter()
-                .map(|t| match import_one(py, t) {
-                    Ok(app) => Some(app),
-                    Err(e) => {
-                        hub2.log(
-                            None,
-                            LogLevel::Err,
-                            format!(
-                                "wsgi: cannot load application \"{}\": {}",
-                                t,
-                                crate::wsgi::describe_error(py, &e)
-                            ),
-                        );
-                        None
-                    }
+                .map(|t| {
+                    let app = match import_one(py, t) {
+                        Ok(app) => Some(app),
+                        Err(e) => {
+                            hub2.log(
+                                None,
+                                LogLevel::Err,
+                                format!(
+                                    "wsgi: cannot load application \"{}\": {}",
+                                    t,
+                                    crate::wsgi::describe_error(py, &e)
+                                ),
+                            );
+                            None
+                        }
+                    };
+                    // Django sets TZ from TIME_ZONE as it is imported.
+                    hub2.zone.check(py, &hub2, Seen::Import(&t.to_string()));
+                    app
                 })
                 .collect();
             crate::wsgi::errors::end_of_request();

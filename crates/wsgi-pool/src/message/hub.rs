@@ -7,6 +7,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use super::*;
+use crate::timezone::ZoneWatch;
 use crossbeam_channel::{Receiver, Sender};
 use pyo3::types::PyBytes;
 use pyo3::{Py, Python};
@@ -85,12 +86,16 @@ pub struct Hub {
     /// nginx has a deferral timer armed: finished responses may wait for it.
     defer: AtomicBool,
     pub counters: Counters,
+    /// The worker's time zone as it started, and the changes reported.
+    pub zone: ZoneWatch,
     /// Python objects the nginx thread is done with (see [`SharedBytes`]).
     pub(super) graveyard_tx: Sender<Py<PyBytes>>,
     graveyard_rx: Receiver<Py<PyBytes>>,
 }
 
 impl Hub {
+    /// Made before Python starts: the zone watch takes the worker's zone
+    /// as it was then (its master's).
     pub fn new() -> std::io::Result<Hub> {
         // SAFETY: plain syscall; the result is checked before use.
         let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
@@ -109,6 +114,7 @@ impl Hub {
             pending: AtomicBool::new(false),
             defer: AtomicBool::new(false),
             counters: Counters::default(),
+            zone: ZoneWatch::new(),
         })
     }
 

@@ -196,8 +196,9 @@ fn call_app(
         );
     }
     if trace {
-        // Before the last reply: the request is still registered on the
-        // nginx side, so the line carries its context.
+        // Before the last reply (a complete response's too: `end` sends
+        // it): the request is still registered on the nginx side, so the
+        // line carries its context and comes before "finalized".
         hub.log(
             Some(id),
             LogLevel::Debug,
@@ -269,7 +270,7 @@ fn send_iterable(
     // wsgi.file_wrapper over a real file: let nginx send the file itself.
     if let Ok(fw) = result.cast::<file_wrapper::FileWrapper>() {
         match fw.get().as_file(py) {
-            Ok(Some(file)) => return responder.send_file(py, file).map_err(Failure::from),
+            Ok(Some(file)) => return responder.complete_with_file(file).map_err(Failure::from),
             Ok(None) => {}
             Err(e) => return Err(Failure::App(e)),
         }
@@ -289,7 +290,7 @@ fn send_iterable(
         for item in &items {
             parts.push(chunk_bytes(item)?);
         }
-        return responder.send_complete(py, &parts).map_err(Failure::from);
+        return responder.complete(&parts).map_err(Failure::from);
     }
     let iter = match result.try_iter() {
         // A bytes or str object is iterable, by element: the common slip

@@ -45,9 +45,16 @@ struct State {
     content_length: Option<u64>,
     sent: u64,
     truncated_logged: bool,
-    /// The last reply (End or Error) is queued: a list, tuple or file
-    /// response ends as it is sent, and the iterable's end adds nothing.
+    /// The last reply (End or Error) is made: a list, tuple or file
+    /// response is complete at once, and the iterable's end adds nothing.
     ended: bool,
+    /// A complete response (list, tuple, file), held until [`end`]: its
+    /// last reply lets nginx finalize the request, so it goes out after
+    /// the iterable's `close()`, whose errors and trace line are logged
+    /// while the request is still there to name.
+    ///
+    /// [`end`]: Responder::end
+    complete: Option<Vec<Reply>>,
 }
 
 /// The pool-thread half of one response.
@@ -72,6 +79,7 @@ impl Responder {
                 sent: 0,
                 truncated_logged: false,
                 ended: false,
+                complete: None,
             }),
         }
     }
@@ -182,6 +190,13 @@ impl Responder {
             };
         }
         let mut st = self.lock();
+        if st.ended {
+            // write() from the close() of a complete response: its last
+            // reply is made, nothing may follow it.
+            return Err(SendError::Protocol(
+                "write() called after the app returned its whole response".into(),
+            ));
+        }
         let mut replies = Vec::with_capacity(2);
         if let Some(h) = Self::take_head(&mut st)? {
             replies.push(h);
@@ -198,12 +213,9 @@ impl Responder {
         self.push(py, replies)
     }
 
-    /// A complete body (list or tuple): head, body and end in one message.
-    pub fn send_complete(
-        &self,
-        py: Python<'_>,
-        parts: &[BodyPart<'_, '_>],
-    ) -> Result<(), SendError> {
+    /// A complete body (list or tuple): head, body and end in one message,
+    /// which [`end`](Self::end) sends.
+    pub fn complete(&self, parts: &[BodyPart<'_, '_>]) -> Result<(), SendError> {
         let total: usize = parts.iter().map(|c| c.as_slice().len()).sum();
         let mut st = self.lock();
         if st.head.is_none() {
@@ -224,8 +236,8 @@ impl Responder {
             // and nothing went out yet: a 500.
             st.sent = total as u64;
             let end = self.end_reply(&mut st);
-            drop(st);
-            return self.push(py, vec![end]);
+            st.complete = Some(vec![end]);
+            return Ok(());
         }
         let mut replies = Vec::with_capacity(3);
         if let Some(h) = Self::take_head(&mut st)? {
@@ -252,13 +264,14 @@ impl Responder {
             replies.push(Reply::Body(body));
         }
         let end = self.end_reply(&mut st);
-        drop(st);
         replies.push(end);
-        self.push(py, replies)
+        st.complete = Some(replies);
+        Ok(())
     }
 
-    /// A `wsgi.file_wrapper` over a real file: nginx sends the range itself.
-    pub fn send_file(&self, py: Python<'_>, mut file: FileReply) -> Result<(), SendError> {
+    /// A `wsgi.file_wrapper` over a real file: nginx sends the range itself
+    /// (head, file and end in one message, which [`end`](Self::end) sends).
+    pub fn complete_with_file(&self, mut file: FileReply) -> Result<(), SendError> {
         let mut st = self.lock();
         if st.head.is_none() {
             return Err(SendError::Protocol(
@@ -285,9 +298,9 @@ impl Responder {
         st.sent += file.len;
         replies.push(Reply::File(file));
         let end = self.end_reply(&mut st);
-        drop(st);
         replies.push(end);
-        self.push(py, replies)
+        st.complete = Some(replies);
+        Ok(())
     }
 
     /// Whether `sent` body bytes fall short of the app's Content-Length
@@ -327,7 +340,13 @@ impl Responder {
     pub fn end(&self, py: Python<'_>) -> Result<(), SendError> {
         let mut st = self.lock();
         if st.ended {
-            return Ok(());
+            return match st.complete.take() {
+                Some(replies) => {
+                    drop(st);
+                    self.push(py, replies)
+                }
+                None => Ok(()),
+            };
         }
         if st.head.is_none() {
             return Err(SendError::Protocol(
