@@ -753,7 +753,7 @@ extern "C" fn timer_handler(ev: *mut ngx_event_t) {
         let r = (*ev).data as *mut ngx_http_request_t;
         let c = (*r).connection;
         event::set_timedout(ev, 0);
-        request::enter(r, "timer", on_timer);
+        request::enter_event(ev, request::SlotEvent::Timer, "timer", on_timer);
         nginx_sys::ngx_http_run_posted_requests(c);
     }
 }

@@ -19,7 +19,7 @@ use ngx::ngx_log_error;
 
 use crate::fields::{self, buf, connection, event};
 use crate::message::{Chunk, FileReply, Reply};
-use crate::request::{self, RequestCtx};
+use crate::request::{self, RequestCtx, SlotEvent};
 use crate::util::pool_str;
 use crate::{head, HttpWsgiModule};
 
@@ -47,7 +47,7 @@ pub extern "C" fn wake_handler(ev: *mut ngx_event_t) {
     unsafe {
         let r = (*ev).data as *mut ngx_http_request_t;
         let c = (*r).connection;
-        request::enter(r, "wake-up of the request", |cx| {
+        request::enter_event(ev, SlotEvent::Wake, "wake-up of the request", |cx| {
             // The app may have made room for more of the request body.
             if cx.stream.is_some() {
                 crate::handler::pull_body(cx);

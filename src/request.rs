@@ -332,6 +332,52 @@ pub unsafe fn enter(
     true
 }
 
+/// Which of a slot's own events fired.
+#[derive(Clone, Copy)]
+pub enum SlotEvent {
+    Wake,
+    Timer,
+}
+
+/// [`enter`] for the handler of one of a slot's own events (the wake-up
+/// posted for its job, its timer): the state entered is the one of the
+/// event's slot, and only while that slot is still the request's. After
+/// an internal redirect into another `wsgi_pass` (`X-Accel-Redirect`) the
+/// request has a new slot; a late wake-up or timer of the first job must
+/// not drive the second one's state, so it does nothing (false).
+///
+/// # Safety
+/// nginx thread; `ev` is the `which` event of a live slot, its `data` the
+/// slot's live request, and no `enter` for it is running.
+pub unsafe fn enter_event(
+    ev: *mut ngx_event_t,
+    which: SlotEvent,
+    what: &'static str,
+    f: impl FnOnce(&mut RequestCtx),
+) -> bool {
+    let offset = match which {
+        SlotEvent::Wake => core::mem::offset_of!(RequestSlot, wake),
+        SlotEvent::Timer => core::mem::offset_of!(RequestSlot, timer),
+    };
+    // SAFETY: the caller's promise: `ev` lies `offset` bytes into a slot,
+    // and `data` is that slot's live request.
+    let (slot, r) = unsafe {
+        (
+            ev.cast::<u8>()
+                .sub(offset)
+                .cast::<RequestSlot>()
+                .cast_const(),
+            (*ev).data.cast::<ngx_http_request_t>(),
+        )
+    };
+    // SAFETY: as above.
+    if !core::ptr::eq(unsafe { slot_of(r) }, slot) {
+        return false;
+    }
+    // SAFETY: the caller's promise.
+    unsafe { enter(r, what, f) }
+}
+
 /// For entry points without a request (the wake-up eventfd, the deferral
 /// timer, the status page): a panic is logged at `alert` instead of
 /// unwinding into nginx. Returns `None` if `f` panicked.
