@@ -346,28 +346,30 @@ pub unsafe extern "C" fn merge_loc_conf(
     prev: *mut c_void,
     conf: *mut c_void,
 ) -> *mut c_char {
-    // SAFETY: nginx passes the parent's and this location's confs.
-    let (prev, conf) = unsafe { (&*(prev as *const LocConf), &mut *(conf as *mut LocConf)) };
-    if conf.merge(prev).is_err() {
-        return CONF_ERROR;
-    }
-    // An `if` or `limit_except` block is part of its location, not a nested
-    // one: requests it matches still go to the location's app (as with
-    // proxy_pass), not to the static file handler under `root`.
-    // SAFETY: cf's context is this location's during the merge.
-    let clcf = unsafe { core_loc_conf(cf) };
-    // SAFETY: the location's own conf, being merged on this thread.
-    let noname = unsafe { core_loc_conf::noname(clcf) } != 0;
-    if noname && conf.app.is_none() && prev.app.is_some() {
-        conf.app = prev.app;
-        if conf.script_name.is_none() {
-            conf.script_name = prev.script_name.clone();
+    conf_guard(cf, || {
+        // SAFETY: nginx passes the parent's and this location's confs.
+        let (prev, conf) = unsafe { (&*(prev as *const LocConf), &mut *(conf as *mut LocConf)) };
+        if conf.merge(prev).is_err() {
+            return CONF_ERROR;
         }
-        if clcf.handler.is_none() {
-            clcf.handler = Some(crate::handler::content_handler);
+        // An `if` or `limit_except` block is part of its location, not a nested
+        // one: requests it matches still go to the location's app (as with
+        // proxy_pass), not to the static file handler under `root`.
+        // SAFETY: cf's context is this location's during the merge.
+        let clcf = unsafe { core_loc_conf(cf) };
+        // SAFETY: the location's own conf, being merged on this thread.
+        let noname = unsafe { core_loc_conf::noname(clcf) } != 0;
+        if noname && conf.app.is_none() && prev.app.is_some() {
+            conf.app = prev.app;
+            if conf.script_name.is_none() {
+                conf.script_name = prev.script_name.clone();
+            }
+            if clcf.handler.is_none() {
+                clcf.handler = Some(crate::handler::content_handler);
+            }
         }
-    }
-    CONF_OK
+        CONF_OK
+    })
 }
 
 /// Reports a configuration error at the current file:line and fails.
@@ -380,6 +382,53 @@ macro_rules! conf_err {
 
 fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
+}
+
+/// Runs a directive handler's body: a panic (a bug of ours) fails the
+/// directive with an `emerg` line naming it, as a bad value does, instead of
+/// aborting nginx (a panic must never unwind into nginx's C code).
+fn conf_guard(cf: *mut ngx_conf_t, f: impl FnOnce() -> *mut c_char) -> *mut c_char {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(rc) => rc,
+        Err(payload) => {
+            ngx_conf_log_error!(
+                NGX_LOG_EMERG,
+                cf,
+                "wsgi: internal error (a panic: {}) while parsing this directive",
+                panic_message(payload.as_ref())
+            );
+            CONF_ERROR
+        }
+    }
+}
+
+/// Runs a configuration hook (pre- and postconfiguration): a panic fails
+/// the configuration with an `emerg` line instead of aborting nginx.
+pub fn guard_hook(
+    cf: *mut ngx_conf_t,
+    what: &str,
+    f: impl FnOnce() -> nginx_sys::ngx_int_t,
+) -> nginx_sys::ngx_int_t {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|payload| {
+        // SAFETY: cf->log is the configuration's log.
+        let log = unsafe { (*cf).log };
+        ngx::ngx_log_error!(
+            NGX_LOG_EMERG,
+            log,
+            "wsgi: internal error (a panic: {}) in {}",
+            panic_message(payload.as_ref()),
+            what
+        );
+        nginx_sys::NGX_ERROR as nginx_sys::ngx_int_t
+    })
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
 }
 
 /// Shared "is duplicate" check: nginx says `"x" directive is duplicate`.
@@ -399,24 +448,26 @@ extern "C" fn set_python_path(
     _cmd: *mut ngx_command_t,
     _conf: *mut c_void,
 ) -> *mut c_char {
-    // SAFETY: called by nginx's parser with a valid cf.
-    let (args, mcf) = unsafe { (conf_args(cf), main_conf(cf)) };
-    for a in &args[1..] {
-        // SAFETY: arguments live in the conf pool.
-        let dir = unsafe { ngx_bytes(a) };
-        if dir.is_empty() {
-            conf_err!(cf, "empty path in \"wsgi_python_path\" directive");
+    conf_guard(cf, || {
+        // SAFETY: called by nginx's parser with a valid cf.
+        let (args, mcf) = unsafe { (conf_args(cf), main_conf(cf)) };
+        for a in &args[1..] {
+            // SAFETY: arguments live in the conf pool.
+            let dir = unsafe { ngx_bytes(a) };
+            if dir.is_empty() {
+                conf_err!(cf, "empty path in \"wsgi_python_path\" directive");
+            }
+            match std::str::from_utf8(dir) {
+                Ok(s) => mcf.python_path.push(s.to_string()),
+                Err(_) => conf_err!(
+                    cf,
+                    "path \"{}\" in \"wsgi_python_path\" directive is not valid UTF-8",
+                    lossy(dir)
+                ),
+            }
         }
-        match std::str::from_utf8(dir) {
-            Ok(s) => mcf.python_path.push(s.to_string()),
-            Err(_) => conf_err!(
-                cf,
-                "path \"{}\" in \"wsgi_python_path\" directive is not valid UTF-8",
-                lossy(dir)
-            ),
-        }
-    }
-    CONF_OK
+        CONF_OK
+    })
 }
 
 extern "C" fn set_python_home(
@@ -424,29 +475,31 @@ extern "C" fn set_python_home(
     _cmd: *mut ngx_command_t,
     _conf: *mut c_void,
 ) -> *mut c_char {
-    // SAFETY: called by nginx's parser with a valid cf.
-    let (args, mcf) = unsafe { (conf_args(cf), main_conf(cf)) };
-    if mcf.python_home.is_some() {
-        return DUPLICATE;
-    }
-    // SAFETY: arguments live in the conf pool.
-    let dir = unsafe { ngx_bytes(&args[1]) };
-    let Ok(dir) = std::str::from_utf8(dir) else {
-        conf_err!(cf, "\"wsgi_python_home\" path is not valid UTF-8");
-    };
-    if !dir.starts_with('/') {
-        conf_err!(
-            cf,
-            "\"wsgi_python_home\" must be an absolute path, not \"{}\"",
-            dir
-        );
-    }
-    let dir = dir.trim_end_matches('/');
-    if let Err(why) = check_python_home(dir, &embedded_python_version()) {
-        conf_err!(cf, "\"wsgi_python_home\" \"{}\" {}", dir, why);
-    }
-    mcf.python_home = Some(dir.to_string());
-    CONF_OK
+    conf_guard(cf, || {
+        // SAFETY: called by nginx's parser with a valid cf.
+        let (args, mcf) = unsafe { (conf_args(cf), main_conf(cf)) };
+        if mcf.python_home.is_some() {
+            return DUPLICATE;
+        }
+        // SAFETY: arguments live in the conf pool.
+        let dir = unsafe { ngx_bytes(&args[1]) };
+        let Ok(dir) = std::str::from_utf8(dir) else {
+            conf_err!(cf, "\"wsgi_python_home\" path is not valid UTF-8");
+        };
+        if !dir.starts_with('/') {
+            conf_err!(
+                cf,
+                "\"wsgi_python_home\" must be an absolute path, not \"{}\"",
+                dir
+            );
+        }
+        let dir = dir.trim_end_matches('/');
+        if let Err(why) = check_python_home(dir, &embedded_python_version()) {
+            conf_err!(cf, "\"wsgi_python_home\" \"{}\" {}", dir, why);
+        }
+        mcf.python_home = Some(dir.to_string());
+        CONF_OK
+    })
 }
 
 /// "3.11" for the libpython this module is linked with.
@@ -664,41 +717,43 @@ extern "C" fn set_sandbox_paths(
     _cmd: *mut ngx_command_t,
     _conf: *mut c_void,
 ) -> *mut c_char {
-    // SAFETY: called by nginx's parser with a valid cf.
-    let (args, mcf) = unsafe { (conf_args(cf), main_conf(cf)) };
-    // SAFETY: arguments live in the conf pool.
-    let name = unsafe { ngx_bytes(&args[0]) };
-    let write = name == b"wsgi_sandbox_write";
-    for a in &args[1..] {
+    conf_guard(cf, || {
+        // SAFETY: called by nginx's parser with a valid cf.
+        let (args, mcf) = unsafe { (conf_args(cf), main_conf(cf)) };
         // SAFETY: arguments live in the conf pool.
-        let path = unsafe { ngx_bytes(a) };
-        let Ok(path) = std::str::from_utf8(path) else {
-            conf_err!(
-                cf,
-                "path \"{}\" in \"{}\" directive is not valid UTF-8",
-                lossy(path),
-                lossy(name)
-            );
-        };
-        if !path.starts_with('/') {
-            conf_err!(
-                cf,
-                "\"{}\" takes absolute paths, not \"{}\"",
-                lossy(name),
-                path
-            );
+        let name = unsafe { ngx_bytes(&args[0]) };
+        let write = name == b"wsgi_sandbox_write";
+        for a in &args[1..] {
+            // SAFETY: arguments live in the conf pool.
+            let path = unsafe { ngx_bytes(a) };
+            let Ok(path) = std::str::from_utf8(path) else {
+                conf_err!(
+                    cf,
+                    "path \"{}\" in \"{}\" directive is not valid UTF-8",
+                    lossy(path),
+                    lossy(name)
+                );
+            };
+            if !path.starts_with('/') {
+                conf_err!(
+                    cf,
+                    "\"{}\" takes absolute paths, not \"{}\"",
+                    lossy(name),
+                    path
+                );
+            }
+            let path = match path.trim_end_matches('/') {
+                "" => "/",
+                p => p,
+            };
+            if write {
+                mcf.sandbox_write.push(path.to_string());
+            } else {
+                mcf.sandbox_read.push(path.to_string());
+            }
         }
-        let path = match path.trim_end_matches('/') {
-            "" => "/",
-            p => p,
-        };
-        if write {
-            mcf.sandbox_write.push(path.to_string());
-        } else {
-            mcf.sandbox_read.push(path.to_string());
-        }
-    }
-    CONF_OK
+        CONF_OK
+    })
 }
 one_value_directive!(set_read_timeout, loc, read_timeout, time_arg);
 one_value_directive!(set_request_buffering, loc, request_buffering, flag_arg);
@@ -709,41 +764,43 @@ extern "C" fn set_pass(
     _cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
-    // SAFETY: nginx passes our location conf as `conf` for LOC_CONF_OFFSET.
-    let lcf = unsafe { &mut *(conf as *mut LocConf) };
-    if lcf.app.is_some() {
-        return DUPLICATE;
-    }
-    // SAFETY: directive handler context; arguments live in the conf pool.
-    let (args, mcf) = unsafe { (conf_args(cf), main_conf(cf)) };
-    // SAFETY: as above.
-    let spec = unsafe { ngx_bytes(&args[1]) };
-    let Ok(spec) = std::str::from_utf8(spec) else {
-        conf_err!(cf, "\"wsgi_pass\" target is not valid UTF-8");
-    };
-    let target = match AppTarget::parse(spec) {
-        Ok(t) => t,
-        Err(e) => conf_err!(cf, "invalid \"wsgi_pass\" target: {}", e),
-    };
-    let index = match mcf.apps.iter().position(|t| *t == target) {
-        Some(i) => i,
-        None => {
-            mcf.apps.push(target);
-            mcf.apps.len() - 1
+    conf_guard(cf, || {
+        // SAFETY: nginx passes our location conf as `conf` for LOC_CONF_OFFSET.
+        let lcf = unsafe { &mut *(conf as *mut LocConf) };
+        if lcf.app.is_some() {
+            return DUPLICATE;
         }
-    };
-    lcf.app = Some(index);
+        // SAFETY: directive handler context; arguments live in the conf pool.
+        let (args, mcf) = unsafe { (conf_args(cf), main_conf(cf)) };
+        // SAFETY: as above.
+        let spec = unsafe { ngx_bytes(&args[1]) };
+        let Ok(spec) = std::str::from_utf8(spec) else {
+            conf_err!(cf, "\"wsgi_pass\" target is not valid UTF-8");
+        };
+        let target = match AppTarget::parse(spec) {
+            Ok(t) => t,
+            Err(e) => conf_err!(cf, "invalid \"wsgi_pass\" target: {}", e),
+        };
+        let index = match mcf.apps.iter().position(|t| *t == target) {
+            Some(i) => i,
+            None => {
+                mcf.apps.push(target);
+                mcf.apps.len() - 1
+            }
+        };
+        lcf.app = Some(index);
 
-    // SAFETY: the core module's location conf exists in every location.
-    let clcf = unsafe { core_loc_conf(cf) };
-    clcf.handler = Some(crate::handler::content_handler);
-    // As with proxy_pass: "/app" redirects to "/app/" for "location /app/".
-    // SAFETY: the location name lives in the conf pool.
-    if unsafe { ngx_bytes(&clcf.name) }.ends_with(b"/") {
-        // SAFETY: the location's own conf, being configured on this thread.
-        unsafe { core_loc_conf::set_auto_redirect(clcf, 1) };
-    }
-    CONF_OK
+        // SAFETY: the core module's location conf exists in every location.
+        let clcf = unsafe { core_loc_conf(cf) };
+        clcf.handler = Some(crate::handler::content_handler);
+        // As with proxy_pass: "/app" redirects to "/app/" for "location /app/".
+        // SAFETY: the location name lives in the conf pool.
+        if unsafe { ngx_bytes(&clcf.name) }.ends_with(b"/") {
+            // SAFETY: the location's own conf, being configured on this thread.
+            unsafe { core_loc_conf::set_auto_redirect(clcf, 1) };
+        }
+        CONF_OK
+    })
 }
 
 extern "C" fn set_script_name(
@@ -751,27 +808,29 @@ extern "C" fn set_script_name(
     _cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
-    // SAFETY: nginx passes our location conf as `conf`.
-    let lcf = unsafe { &mut *(conf as *mut LocConf) };
-    if lcf.script_name.is_some() {
-        return DUPLICATE;
-    }
-    // SAFETY: directive handler context.
-    let prefix = unsafe { ngx_bytes(&conf_args(cf)[1]) };
-    if !prefix.is_empty() && !prefix.starts_with(b"/") {
-        conf_err!(
-            cf,
-            "\"wsgi_script_name\" must be empty or start with \"/\", not \"{}\"",
-            lossy(prefix)
-        );
-    }
-    // "/app/" and "/app" mount the same way; SCRIPT_NAME never ends in "/".
-    let mut p = prefix.to_vec();
-    while p.ends_with(b"/") {
-        p.pop();
-    }
-    lcf.script_name = Some(p);
-    CONF_OK
+    conf_guard(cf, || {
+        // SAFETY: nginx passes our location conf as `conf`.
+        let lcf = unsafe { &mut *(conf as *mut LocConf) };
+        if lcf.script_name.is_some() {
+            return DUPLICATE;
+        }
+        // SAFETY: directive handler context.
+        let prefix = unsafe { ngx_bytes(&conf_args(cf)[1]) };
+        if !prefix.is_empty() && !prefix.starts_with(b"/") {
+            conf_err!(
+                cf,
+                "\"wsgi_script_name\" must be empty or start with \"/\", not \"{}\"",
+                lossy(prefix)
+            );
+        }
+        // "/app/" and "/app" mount the same way; SCRIPT_NAME never ends in "/".
+        let mut p = prefix.to_vec();
+        while p.ends_with(b"/") {
+            p.pop();
+        }
+        lcf.script_name = Some(p);
+        CONF_OK
+    })
 }
 
 extern "C" fn set_param(
@@ -779,49 +838,51 @@ extern "C" fn set_param(
     _cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
-    // SAFETY: nginx passes our conf for this level as `conf`.
-    let lcf = unsafe { &mut *(conf as *mut LocConf) };
-    // SAFETY: directive handler context.
-    let args = unsafe { conf_args(cf) };
-    // SAFETY: as above.
-    let name = unsafe { ngx_bytes(&args[1]) };
-    if name.is_empty() {
-        conf_err!(cf, "empty name in \"wsgi_param\" directive");
-    }
-    let if_not_empty = match args.get(3) {
-        None => false,
+    conf_guard(cf, || {
+        // SAFETY: nginx passes our conf for this level as `conf`.
+        let lcf = unsafe { &mut *(conf as *mut LocConf) };
+        // SAFETY: directive handler context.
+        let args = unsafe { conf_args(cf) };
         // SAFETY: as above.
-        Some(a) if unsafe { ngx_bytes(a) } == b"if_not_empty" => true,
-        Some(a) => conf_err!(
-            cf,
-            "invalid parameter \"{}\" in \"wsgi_param\" directive",
+        let name = unsafe { ngx_bytes(&args[1]) };
+        if name.is_empty() {
+            conf_err!(cf, "empty name in \"wsgi_param\" directive");
+        }
+        let if_not_empty = match args.get(3) {
+            None => false,
             // SAFETY: as above.
-            lossy(unsafe { ngx_bytes(a) })
-        ),
-    };
-    // SAFETY: pool allocation; zeroed as nginx's compile API expects.
-    let cv = unsafe {
-        ngx_pcalloc((*cf).pool, core::mem::size_of::<ngx_http_complex_value_t>())
-            as *mut ngx_http_complex_value_t
-    };
-    if cv.is_null() {
-        return CONF_ERROR;
-    }
-    // SAFETY: a plain C struct; all-zero is what nginx expects before filling it.
-    let mut ccv: ngx_http_compile_complex_value_t = unsafe { core::mem::zeroed() };
-    ccv.cf = cf;
-    ccv.value = &args[2] as *const ngx_str_t as *mut ngx_str_t;
-    ccv.complex_value = cv;
-    // SAFETY: ccv is fully initialised; nginx logs its own error on failure.
-    if unsafe { ngx_http_compile_complex_value(&mut ccv) } != NGX_OK as isize {
-        return CONF_ERROR;
-    }
-    lcf.params.get_or_insert_with(Vec::new).push(Param {
-        name: name.to_vec(),
-        value: cv,
-        if_not_empty,
-    });
-    CONF_OK
+            Some(a) if unsafe { ngx_bytes(a) } == b"if_not_empty" => true,
+            Some(a) => conf_err!(
+                cf,
+                "invalid parameter \"{}\" in \"wsgi_param\" directive",
+                // SAFETY: as above.
+                lossy(unsafe { ngx_bytes(a) })
+            ),
+        };
+        // SAFETY: pool allocation; zeroed as nginx's compile API expects.
+        let cv = unsafe {
+            ngx_pcalloc((*cf).pool, core::mem::size_of::<ngx_http_complex_value_t>())
+                as *mut ngx_http_complex_value_t
+        };
+        if cv.is_null() {
+            return CONF_ERROR;
+        }
+        // SAFETY: a plain C struct; all-zero is what nginx expects before filling it.
+        let mut ccv: ngx_http_compile_complex_value_t = unsafe { core::mem::zeroed() };
+        ccv.cf = cf;
+        ccv.value = &args[2] as *const ngx_str_t as *mut ngx_str_t;
+        ccv.complex_value = cv;
+        // SAFETY: ccv is fully initialised; nginx logs its own error on failure.
+        if unsafe { ngx_http_compile_complex_value(&mut ccv) } != NGX_OK as isize {
+            return CONF_ERROR;
+        }
+        lcf.params.get_or_insert_with(Vec::new).push(Param {
+            name: name.to_vec(),
+            value: cv,
+            if_not_empty,
+        });
+        CONF_OK
+    })
 }
 
 extern "C" fn set_buffer_size(
@@ -829,22 +890,24 @@ extern "C" fn set_buffer_size(
     _cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
-    // SAFETY: nginx passes our conf for this level as `conf`.
-    let lcf = unsafe { &mut *(conf as *mut LocConf) };
-    if lcf.buffer_size.is_some() {
-        return DUPLICATE;
-    }
-    // SAFETY: directive handler context.
-    let value = unsafe { ngx_bytes(&conf_args(cf)[1]) };
-    match parse_size(value) {
-        Some(n) if n >= 1024 => lcf.buffer_size = Some(n),
-        _ => conf_err!(
-            cf,
-            "invalid size \"{}\" in \"wsgi_buffer_size\" directive, it must be 1k or more",
-            lossy(value)
-        ),
-    }
-    CONF_OK
+    conf_guard(cf, || {
+        // SAFETY: nginx passes our conf for this level as `conf`.
+        let lcf = unsafe { &mut *(conf as *mut LocConf) };
+        if lcf.buffer_size.is_some() {
+            return DUPLICATE;
+        }
+        // SAFETY: directive handler context.
+        let value = unsafe { ngx_bytes(&conf_args(cf)[1]) };
+        match parse_size(value) {
+            Some(n) if n >= 1024 => lcf.buffer_size = Some(n),
+            _ => conf_err!(
+                cf,
+                "invalid size \"{}\" in \"wsgi_buffer_size\" directive, it must be 1k or more",
+                lossy(value)
+            ),
+        }
+        CONF_OK
+    })
 }
 
 extern "C" fn set_status(
@@ -852,10 +915,12 @@ extern "C" fn set_status(
     _cmd: *mut ngx_command_t,
     _conf: *mut c_void,
 ) -> *mut c_char {
-    // SAFETY: the core module's location conf exists in every location.
-    let clcf = unsafe { core_loc_conf(cf) };
-    clcf.handler = Some(crate::status::status_handler);
-    CONF_OK
+    conf_guard(cf, || {
+        // SAFETY: the core module's location conf exists in every location.
+        let clcf = unsafe { core_loc_conf(cf) };
+        clcf.handler = Some(crate::status::status_handler);
+        CONF_OK
+    })
 }
 
 /// The core module's conf for the location being parsed.
@@ -891,7 +956,7 @@ extern "C" fn set_hide_header(
     _cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
-    add_header_name(cf, conf, |l| &mut l.hide_headers)
+    conf_guard(cf, || add_header_name(cf, conf, |l| &mut l.hide_headers))
 }
 
 extern "C" fn set_pass_header(
@@ -899,7 +964,7 @@ extern "C" fn set_pass_header(
     _cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
-    add_header_name(cf, conf, |l| &mut l.pass_headers)
+    conf_guard(cf, || add_header_name(cf, conf, |l| &mut l.pass_headers))
 }
 
 extern "C" fn set_ignore_headers(
@@ -907,33 +972,35 @@ extern "C" fn set_ignore_headers(
     _cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
-    // SAFETY: nginx passes our conf for this level as `conf`.
-    let lcf = unsafe { &mut *(conf as *mut LocConf) };
-    if lcf.ignore_headers.is_some() {
-        return DUPLICATE;
-    }
-    let mut bits = 0;
-    // SAFETY: directive handler context.
-    for a in unsafe { &conf_args(cf)[1..] } {
-        // SAFETY: as above.
-        let v = unsafe { ngx_bytes(a) };
-        let bit = match v.to_ascii_lowercase().as_slice() {
-            b"x-accel-redirect" => IGNORE_XA_REDIRECT,
-            b"x-accel-limit-rate" => IGNORE_XA_LIMIT_RATE,
-            b"x-accel-buffering" => IGNORE_XA_BUFFERING,
-            b"x-accel-charset" => IGNORE_XA_CHARSET,
-            b"x-accel-expires" => IGNORE_XA_EXPIRES,
-            b"expires" | b"cache-control" | b"set-cookie" | b"vary" => IGNORE_CACHE_HEADERS,
-            _ => conf_err!(
-                cf,
-                "invalid value \"{}\" in \"wsgi_ignore_headers\" directive",
-                lossy(v)
-            ),
-        };
-        bits |= bit;
-    }
-    lcf.ignore_headers = Some(bits);
-    CONF_OK
+    conf_guard(cf, || {
+        // SAFETY: nginx passes our conf for this level as `conf`.
+        let lcf = unsafe { &mut *(conf as *mut LocConf) };
+        if lcf.ignore_headers.is_some() {
+            return DUPLICATE;
+        }
+        let mut bits = 0;
+        // SAFETY: directive handler context.
+        for a in unsafe { &conf_args(cf)[1..] } {
+            // SAFETY: as above.
+            let v = unsafe { ngx_bytes(a) };
+            let bit = match v.to_ascii_lowercase().as_slice() {
+                b"x-accel-redirect" => IGNORE_XA_REDIRECT,
+                b"x-accel-limit-rate" => IGNORE_XA_LIMIT_RATE,
+                b"x-accel-buffering" => IGNORE_XA_BUFFERING,
+                b"x-accel-charset" => IGNORE_XA_CHARSET,
+                b"x-accel-expires" => IGNORE_XA_EXPIRES,
+                b"expires" | b"cache-control" | b"set-cookie" | b"vary" => IGNORE_CACHE_HEADERS,
+                _ => conf_err!(
+                    cf,
+                    "invalid value \"{}\" in \"wsgi_ignore_headers\" directive",
+                    lossy(v)
+                ),
+            };
+            bits |= bit;
+        }
+        lcf.ignore_headers = Some(bits);
+        CONF_OK
+    })
 }
 
 type SetFn = unsafe extern "C" fn(*mut ngx_conf_t, *mut ngx_command_t, *mut c_void) -> *mut c_char;

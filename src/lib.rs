@@ -67,12 +67,16 @@ impl HttpModule for HttpWsgiModule {
 
     unsafe extern "C" fn preconfiguration(cf: *mut nginx_sys::ngx_conf_t) -> nginx_sys::ngx_int_t {
         // SAFETY: nginx calls this with a valid cf.
-        unsafe { variables::add_variables(cf) }
+        conf::guard_hook(cf, "preconfiguration", || unsafe {
+            variables::add_variables(cf)
+        })
     }
 
     unsafe extern "C" fn postconfiguration(cf: *mut nginx_sys::ngx_conf_t) -> nginx_sys::ngx_int_t {
         // SAFETY: nginx calls this with a valid cf, after the http block.
-        unsafe { conf::postconfiguration(cf) }
+        conf::guard_hook(cf, "postconfiguration", || unsafe {
+            conf::postconfiguration(cf)
+        })
     }
 }
 

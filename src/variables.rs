@@ -13,10 +13,10 @@ use crate::fields::variable_value;
 use crate::request;
 use crate::util::pool_str;
 
-type Getter =
-    unsafe extern "C" fn(*mut ngx_http_request_t, *mut ngx_variable_value_t, usize) -> ngx_int_t;
+/// What a variable shows of a request's shared state (`None`: not found).
+type Value = fn(&request::Shared) -> Option<String>;
 
-const VARIABLES: [(&str, Getter); 3] = [
+const VARIABLES: [(&str, Value); 3] = [
     ("wsgi_queue_time", queue_time),
     ("wsgi_app_time", app_time),
     ("wsgi_thread", thread),
@@ -27,7 +27,7 @@ const VARIABLES: [(&str, Getter); 3] = [
 /// # Safety
 /// `cf` must be the configuration being parsed.
 pub unsafe fn add_variables(cf: *mut ngx_conf_t) -> ngx_int_t {
-    for (name, get) in VARIABLES {
+    for (index, (name, _)) in VARIABLES.iter().enumerate() {
         let mut n = ngx_str_t {
             len: name.len(),
             data: name.as_ptr() as *mut u8,
@@ -39,8 +39,8 @@ pub unsafe fn add_variables(cf: *mut ngx_conf_t) -> ngx_int_t {
         }
         // SAFETY: v points at nginx's new variable entry.
         unsafe {
-            (*v).get_handler = Some(get);
-            (*v).data = 0;
+            (*v).get_handler = Some(get_variable);
+            (*v).data = index;
         }
     }
     NGX_OK as ngx_int_t
@@ -85,63 +85,54 @@ unsafe fn set(
     NGX_OK as ngx_int_t
 }
 
-/// `$wsgi_queue_time`.
+/// The get handler of every `$wsgi_*` variable (`data`: its index in
+/// [`VARIABLES`]), guarded as every entry point nginx calls: a panic is
+/// logged at `alert` and the variable fails (nginx logs an empty value).
 ///
 /// # Safety
 /// nginx calls variable getters on its thread with a live request and value.
-unsafe extern "C" fn queue_time(
+unsafe extern "C" fn get_variable(
     r: *mut ngx_http_request_t,
     v: *mut ngx_variable_value_t,
-    _: usize,
+    data: usize,
 ) -> ngx_int_t {
+    let Some(&(name, value)) = VARIABLES.get(data) else {
+        return NGX_ERROR as ngx_int_t;
+    };
     // SAFETY: nginx calls getters with a live request.
-    let value = unsafe { request::shared(r) }.and_then(|cx| {
-        cx.exchange
-            .started
-            .load(Ordering::Acquire)
-            .then(|| format_msec(cx.exchange.queue_time_us.load(Ordering::Relaxed) / 1000))
-    });
-    // SAFETY: nginx gave us a live request and value.
-    unsafe { set(r, v, value) }
+    let log = unsafe { (*(*r).connection).log };
+    request::guard(log, name, || {
+        #[cfg(feature = "panic-inject")]
+        request::inject::maybe_panic(r, name);
+        // SAFETY: as above; the shared part is only ever borrowed shared.
+        let shown = unsafe { request::shared(r) }.and_then(value);
+        // SAFETY: nginx gave us a live request and value.
+        unsafe { set(r, v, shown) }
+    })
+    .unwrap_or(NGX_ERROR as ngx_int_t)
 }
 
-/// `$wsgi_app_time`.
-///
-/// # Safety
-/// nginx calls variable getters on its thread with a live request and value.
-unsafe extern "C" fn app_time(
-    r: *mut ngx_http_request_t,
-    v: *mut ngx_variable_value_t,
-    _: usize,
-) -> ngx_int_t {
-    // SAFETY: as above.
-    let value = unsafe { request::shared(r) }.and_then(|cx| {
-        let first = cx.first_reply_at.get()?;
-        let queued_ms = cx.exchange.queue_time_us.load(Ordering::Relaxed) / 1000;
-        let started = cx.dispatched_at.wrapping_add(queued_ms as _);
-        let ms = first.wrapping_sub(started) as i64;
-        Some(format_msec(ms.max(0) as u64))
-    });
-    // SAFETY: as above.
-    unsafe { set(r, v, value) }
+/// `$wsgi_queue_time`: how long the job waited for a thread.
+fn queue_time(cx: &request::Shared) -> Option<String> {
+    cx.exchange
+        .started
+        .load(Ordering::Acquire)
+        .then(|| format_msec(cx.exchange.queue_time_us.load(Ordering::Relaxed) / 1000))
 }
 
-/// `$wsgi_thread`.
-///
-/// # Safety
-/// nginx calls variable getters on its thread with a live request and value.
-unsafe extern "C" fn thread(
-    r: *mut ngx_http_request_t,
-    v: *mut ngx_variable_value_t,
-    _: usize,
-) -> ngx_int_t {
-    // SAFETY: as above.
-    let value = unsafe { request::shared(r) }.and_then(|cx| {
-        let n = cx.exchange.thread_no.load(Ordering::Relaxed);
-        (n > 0).then(|| (n - 1).to_string())
-    });
-    // SAFETY: as above.
-    unsafe { set(r, v, value) }
+/// `$wsgi_app_time`: from the app's start to its first reply.
+fn app_time(cx: &request::Shared) -> Option<String> {
+    let first = cx.first_reply_at.get()?;
+    let queued_ms = cx.exchange.queue_time_us.load(Ordering::Relaxed) / 1000;
+    let started = cx.dispatched_at.wrapping_add(queued_ms as _);
+    let ms = first.wrapping_sub(started) as i64;
+    Some(format_msec(ms.max(0) as u64))
+}
+
+/// `$wsgi_thread`: the pool thread that ran the app.
+fn thread(cx: &request::Shared) -> Option<String> {
+    let n = cx.exchange.thread_no.load(Ordering::Relaxed);
+    (n > 0).then(|| (n - 1).to_string())
 }
 
 #[cfg(test)]

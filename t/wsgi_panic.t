@@ -33,7 +33,7 @@ $ENV{TEST_NGINX_GLOBALS} = ($ENV{TEST_NGINX_GLOBALS} // '')
 	=~ s/load_module\s+[^;]*ngx_http_wsgi_module[^;]*;//r;
 $ENV{TEST_NGINX_GLOBALS} .= " load_module $module;";
 
-my $t = Test::Nginx->new()->has(qw/http/)->plan(33)->todo_alerts()
+my $t = Test::Nginx->new()->has(qw/http/)->plan(36)->todo_alerts()
 	->write_file_expand('nginx.conf', <<'EOF');
 
 %%TEST_GLOBALS%%
@@ -50,9 +50,13 @@ http {
 
     wsgi_threads  4;
 
+    log_format  wsgi  '$request $wsgi_thread $wsgi_app_time';
+
     server {
         listen       127.0.0.1:8080;
         server_name  localhost;
+
+        access_log  %%TESTDIR%%/wsgi.log  wsgi;
 
         location / {
             wsgi_pass  %%TESTDIR%%/app.py;
@@ -150,6 +154,14 @@ like(get('/', 'tick'), qr/pid $pid\z/, 'tick armed: response');
 like(get('/'), qr/pid $pid\z/, 'tick: response after');
 ok(wait_log($log, qr/\[alert\].*wsgi: panic in deferral timer: injected panic in tick/),
 	'tick: alert');
+
+# a $wsgi_* variable's getter (the access log asks for it after the
+# response): the alert, an empty value, and the worker serves on
+
+like(get('/', 'wsgi_thread'), qr/pid $pid\z/, 'variable getter: the response is whole');
+ok(wait_log($log, qr/\[alert\].*wsgi: panic in wsgi_thread: injected panic in wsgi_thread/),
+	'variable getter: alert');
+like(get('/'), qr/pid $pid\z/, 'variable getter: same worker serves on');
 
 # the request's state cannot be allocated (an out-of-memory pool, played by
 # "X-Wsgi-Fail: request slot"): a 500, and the worker's count of requests
