@@ -70,12 +70,12 @@ http {
         client_max_body_size  64m;
 
         location /buffered/ {
-            wsgi_pass         %%TESTDIR%%/hgweb_wsgi.py;
+            wsgi_pass         %%TESTDIR%%/hgweb.wsgi;
             wsgi_script_name  /buffered;
         }
 
         location /unbuffered/ {
-            wsgi_pass               %%TESTDIR%%/hgweb_wsgi.py;
+            wsgi_pass               %%TESTDIR%%/hgweb.wsgi;
             wsgi_script_name        /unbuffered;
             wsgi_request_buffering  off;
         }
@@ -84,8 +84,8 @@ http {
 
 EOF
 
-# as Mercurial's contrib/hgweb.wsgi (wsgi_pass takes .py files)
-$t->write_file('hgweb_wsgi.py', <<'EOF');
+# Mercurial's contrib/hgweb.wsgi, as its users deploy it: a .wsgi script
+$t->write_file('hgweb.wsgi', <<'EOF');
 import os
 
 config = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'repo').encode()

@@ -2,6 +2,7 @@
 # by `wsgi_import_check` in a child process at configuration time
 # (check.rs), so the check loads it exactly as the workers will.
 import importlib
+import importlib.machinery
 import importlib.util
 import os
 import sys
@@ -19,7 +20,10 @@ def load_app(kind, src, attr, name):
         d = os.path.dirname(src)
         if d and d not in sys.path:
             sys.path.append(d)
-        spec = importlib.util.spec_from_file_location(name, src)
+        # A .wsgi script (mod_wsgi's and uWSGI's convention) is Python
+        # source too, whatever its suffix says.
+        loader = importlib.machinery.SourceFileLoader(name, src)
+        spec = importlib.util.spec_from_file_location(name, src, loader=loader)
         if spec is None:
             raise ImportError('cannot load %r: not a Python file' % src)
         obj = importlib.util.module_from_spec(spec)

@@ -76,17 +76,21 @@ impl AppTarget {
         if spec.is_empty() {
             return Err("empty target".into());
         }
+        // A Python file: `.py`, or a `.wsgi` script as mod_wsgi and uWSGI
+        // load them (given as a path: "app:factory.wsgi" is a module's
+        // dotted callable).
+        let is_script = |p: &str| p.ends_with(".py") || p.ends_with(".wsgi");
         let is_path = spec.starts_with('/') || spec.starts_with("./") || spec.ends_with(".py");
         if is_path {
             // A path may hold ':' itself; only a final ":identifier" after
-            // the ".py" names the callable.
+            // the ".py" or ".wsgi" names the callable.
             let (path, callable) = match spec.rsplit_once(':') {
-                Some((p, c)) if p.ends_with(".py") => (p, c),
+                Some((p, c)) if is_script(p) => (p, c),
                 _ => (spec, "application"),
             };
-            if !path.ends_with(".py") {
+            if !is_script(path) {
                 return Err(format!(
-                    "\"{spec}\" is neither \"module:callable\" nor a path to a .py file"
+                    "\"{spec}\" is neither \"module:callable\" nor a path to a .py or .wsgi file"
                 ));
             }
             if !is_dotted(callable) {
@@ -146,6 +150,11 @@ mod tests {
         assert_eq!(t.callable, "app");
         let t = AppTarget::parse("/srv/we:ird/app.py").unwrap();
         assert_eq!(t.source, AppSource::File("/srv/we:ird/app.py".into()));
+        let t = AppTarget::parse("/srv/hg/hgweb.wsgi").unwrap();
+        assert_eq!(t.source, AppSource::File("/srv/hg/hgweb.wsgi".into()));
+        assert_eq!(t.callable, "application");
+        let t = AppTarget::parse("/srv/hg/hgweb.wsgi:app").unwrap();
+        assert_eq!(t.callable, "app");
     }
 
     #[test]
