@@ -825,6 +825,7 @@ fn on_timer(cx: &mut RequestCtx) {
         unsafe { app_stack::expect(cx.id, log) };
         rt.interrupt(cx.id, cx.exchange.thread_ident.load(Ordering::Acquire));
     }
+    crate::hooks::wait_job_done(cx.id);
     let rc = if cx.head_sent {
         NGX_ERROR as ngx_int_t
     } else {

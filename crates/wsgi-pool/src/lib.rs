@@ -10,11 +10,13 @@
 //! * [`pool`] — the threads: signal masks, thread states, the job loop;
 //! * [`wsgi`] — environ, `start_response`, `wsgi.input`, iteration;
 //! * [`python`] — interpreter start-up per worker, app import;
-//! * [`target`] — what `wsgi_pass` names (module:callable or a file).
+//! * [`target`] — what `wsgi_pass` names (module:callable or a file);
+//! * [`hooks`] — tests only: holds a thread where two threads race.
 
 // The bench-only `transport-floor` build skips the WSGI call, leaving it unused.
 #![cfg_attr(feature = "transport-floor", allow(dead_code))]
 
+pub mod hooks;
 pub mod message;
 pub mod pool;
 pub mod python;

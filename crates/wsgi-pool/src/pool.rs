@@ -13,6 +13,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
+use crate::hooks;
 use crate::message::{self, Hub, Job, LogLevel, Reply};
 use crate::wsgi;
 
@@ -308,6 +309,20 @@ fn run_job(
     job: Job,
     started: Instant,
 ) {
+    hooks::arm(job.id, &job.env);
+    let id = job.id;
+    run_started_job(py, shared, slot, tctx, job, started);
+    hooks::job_done(id);
+}
+
+fn run_started_job(
+    py: Python<'_>,
+    shared: &Shared,
+    slot: &Slot,
+    tctx: &mut wsgi::ThreadContext,
+    job: Job,
+    started: Instant,
+) {
     let waited = started.saturating_duration_since(job.queued_at);
     job.exchange
         .queue_time_us
@@ -420,6 +435,7 @@ fn watchdog(shared: Arc<Shared>, rx: Receiver<Watch>) {
                     "wsgi: the app had returned when its stack was read".into(),
                 );
             }
+            hooks::hold(py, hooks::Point::Watchdog, id);
             // Read before the exception is raised: the thread still
             // stands where the timeout found it. Only C calls (no bytecode,
             // so the GIL stays ours): were it released between the check

@@ -93,6 +93,7 @@ pub fn run(
     let head_only = job.env.get(job.env.method) == b"HEAD";
     let responder = Arc::new(Responder::new(job.exchange.clone(), hub.clone(), head_only));
     let outcome = call_app(py, tctx, hub, app, job, &responder);
+    crate::hooks::hold(py, crate::hooks::Point::ResponseEnd, id);
     tctx.recycled.release(py);
     let when = if responder.head_sent() {
         "while sending response to client"
