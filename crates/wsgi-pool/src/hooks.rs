@@ -35,7 +35,6 @@ pub enum Point {
 
 #[cfg(feature = "test-hooks")]
 mod imp {
-    use std::collections::HashSet;
     use std::path::PathBuf;
     use std::sync::{Condvar, Mutex};
     use std::time::{Duration, Instant};
@@ -58,12 +57,12 @@ mod imp {
     /// [`Point::Timeout`] that are done.
     struct Registry {
         armed: Vec<(RequestId, Point)>,
-        done: HashSet<RequestId>,
+        done: Vec<RequestId>,
     }
 
     static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
         armed: Vec::new(),
-        done: HashSet::new(),
+        done: Vec::new(),
     });
     static JOB_DONE: Condvar = Condvar::new();
 
@@ -119,7 +118,7 @@ mod imp {
         let timeout = reg.armed.contains(&(id, Point::Timeout));
         reg.armed.retain(|&(i, p)| i != id || p == Point::Timeout);
         if timeout {
-            reg.done.insert(id);
+            reg.done.push(id);
             JOB_DONE.notify_all();
         }
     }
@@ -130,7 +129,7 @@ mod imp {
         }
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut reg = registry();
-        while !reg.done.remove(&id) {
+        while !reg.done.contains(&id) {
             let now = Instant::now();
             if now >= deadline {
                 return;
@@ -140,6 +139,7 @@ mod imp {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
+        reg.done.retain(|&d| d != id);
     }
 }
 
