@@ -53,15 +53,17 @@ mod imp {
         const ALL: [Point; 3] = [Point::Watchdog, Point::ResponseEnd, Point::Timeout];
     }
 
-    /// Armed (request, point) pairs, and the jobs of requests armed with
-    /// [`Point::Timeout`] that are done.
+    /// Armed (request, point) pairs; requests whose timeout waits for
+    /// their job ([`Point::Timeout`]), and those whose job is done.
     struct Registry {
         armed: Vec<(RequestId, Point)>,
+        waiting: Vec<RequestId>,
         done: Vec<RequestId>,
     }
 
     static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
         armed: Vec::new(),
+        waiting: Vec::new(),
         done: Vec::new(),
     });
     static JOB_DONE: Condvar = Condvar::new();
@@ -115,7 +117,7 @@ mod imp {
 
     pub fn job_done(id: RequestId) {
         let mut reg = registry();
-        let timeout = reg.armed.contains(&(id, Point::Timeout));
+        let timeout = reg.armed.contains(&(id, Point::Timeout)) || reg.waiting.contains(&id);
         reg.armed.retain(|&(i, p)| i != id || p == Point::Timeout);
         if timeout {
             reg.done.push(id);
@@ -124,15 +126,17 @@ mod imp {
     }
 
     pub fn wait_job_done(id: RequestId) {
-        if !take(Point::Timeout, id) {
-            return;
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
         let mut reg = registry();
+        let Some(i) = reg.armed.iter().position(|&a| a == (id, Point::Timeout)) else {
+            return;
+        };
+        reg.armed.swap_remove(i);
+        reg.waiting.push(id);
+        let deadline = Instant::now() + Duration::from_secs(10);
         while !reg.done.contains(&id) {
             let now = Instant::now();
             if now >= deadline {
-                return;
+                break;
             }
             reg = JOB_DONE
                 .wait_timeout(reg, deadline - now)
@@ -140,6 +144,7 @@ mod imp {
                 .0;
         }
         reg.done.retain(|&d| d != id);
+        reg.waiting.retain(|&w| w != id);
     }
 }
 
