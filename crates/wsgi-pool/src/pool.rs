@@ -5,13 +5,13 @@
 //! GIL released and runs one app call per job. No `ngx_*` here.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyType};
 
 use crate::hooks;
 use crate::message::{self, Hub, Job, LogLevel, Reply};
@@ -34,18 +34,99 @@ enum Watch {
     Stop,
 }
 
-/// One pool thread as the others see it.
+/// One pool thread as the others see it (the thread itself and the
+/// watchdog).
 struct Slot {
-    /// Python thread ident (for `PyThreadState_SetAsyncExc`).
+    /// Python thread ident (for `PyThreadState_SetAsyncExc`). Written once
+    /// by the thread before it takes a job. No two live slots share one: a
+    /// slot leaves `Shared::slots` before its thread ends.
     ident: AtomicU64,
-    /// Request id being run, 0 when idle.
-    running: AtomicU64,
+    /// The request the thread runs and whether the watchdog interrupted
+    /// it. This mutex, not the GIL, makes "is the thread still on request
+    /// `id`?" and "raise in it" one step against the thread finishing the
+    /// request ([`Slot::interrupt`], [`Slot::finish`]).
+    run: Mutex<Running>,
     /// Leave after the current job: a replacement already took our place.
+    /// Set by the watchdog inside `run`'s lock, read by the thread after
+    /// [`Slot::finish`] took that lock.
     retire: AtomicBool,
-    /// The watchdog raised `RequestTimeout` in this thread (set with the GIL held).
-    interrupted: AtomicBool,
     /// Thread number (as in its name, `wsgi-N`).
     number: u64,
+}
+
+/// A slot's request, under `Slot::run`.
+#[derive(Default)]
+struct Running {
+    /// The request being run, 0 between requests.
+    id: u64,
+    /// `RequestTimeout` was raised in the thread for `id`.
+    interrupted: bool,
+}
+
+impl Slot {
+    fn run(&self) -> MutexGuard<'_, Running> {
+        self.run.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Pool thread: it starts request `id`.
+    fn begin(&self, id: u64) {
+        *self.run() = Running {
+            id,
+            interrupted: false,
+        };
+    }
+
+    /// Whether the thread is on request `id` now.
+    fn is_on(&self, id: u64) -> bool {
+        self.run().id == id
+    }
+
+    /// Watchdog: raises `exc` in the thread if, and only if, it is still on
+    /// request `id`, and marks it to retire after the request if `retire`.
+    /// False if it had finished the request. In the lock: a few C calls
+    /// that run no Python code and wait on no other thread (so neither the
+    /// GIL nor a free-threaded build's stop-the-world can be waited for
+    /// while the thread waits on this lock).
+    fn interrupt(&self, _py: Python<'_>, id: u64, exc: &Bound<'_, PyType>, retire: bool) -> bool {
+        let mut run = self.run();
+        if run.id != id {
+            return false;
+        }
+        // Before the exception: a thread running Python takes it at once
+        // and may be back in its job loop, checking `retire`, very soon.
+        self.retire.store(retire, Ordering::Release);
+        // SAFETY: the thread state is attached (`_py`); `exc` is a live
+        // exception type. Only sets the target thread's pending exception.
+        unsafe {
+            pyo3::ffi::PyThreadState_SetAsyncExc(
+                self.ident.load(Ordering::Acquire) as _,
+                exc.as_ptr(),
+            )
+        };
+        run.interrupted = true;
+        true
+    }
+
+    /// Pool thread, once none of the app's code runs for the request any
+    /// more: from here on no interrupt can be raised for it, and one that
+    /// was raised and not yet taken is cleared, so it cannot hit the next
+    /// request.
+    fn finish(&self, py: Python<'_>) {
+        let mut run = self.run();
+        run.id = 0;
+        if std::mem::take(&mut run.interrupted) {
+            // SAFETY: the thread state is attached (`py`); NULL clears this
+            // thread's pending async exception.
+            unsafe {
+                pyo3::ffi::PyThreadState_SetAsyncExc(
+                    self.ident.load(Ordering::Acquire) as _,
+                    std::ptr::null_mut(),
+                )
+            };
+        }
+        drop(run);
+        let _ = PyErr::take(py);
+    }
 }
 
 struct Shared {
@@ -199,9 +280,8 @@ fn spawn_worker(shared: &Arc<Shared>) -> std::io::Result<JoinHandle<()>> {
     let n = shared.spawned.fetch_add(1, Ordering::AcqRel);
     let slot = Arc::new(Slot {
         ident: AtomicU64::new(0),
-        running: AtomicU64::new(0),
+        run: Mutex::new(Running::default()),
         retire: AtomicBool::new(false),
-        interrupted: AtomicBool::new(false),
         number: n as u64,
     });
     shared.slots.lock().unwrap().push(slot.clone());
@@ -359,30 +439,18 @@ fn run_started_job(
     };
     let counters = &shared.hub.counters;
     counters.busy_threads.fetch_add(1, Ordering::Relaxed);
-    // `running` changes only while we hold the GIL, which is what the
-    // watchdog holds while it checks it: an interrupt can never hit the
-    // next request by mistake.
-    slot.running.store(job.id, Ordering::Release);
+    // From here until `finish` (called by `wsgi::run` as soon as the app's
+    // code is done with the request) the watchdog may interrupt it.
+    slot.begin(job.id);
     #[cfg(not(feature = "transport-floor"))]
-    wsgi::run(py, tctx, &shared.hub, app.bind(py), job);
+    wsgi::run(py, tctx, &shared.hub, app.bind(py), job, |py| {
+        slot.finish(py)
+    });
     #[cfg(feature = "transport-floor")]
     {
         let _ = (app, &tctx);
         transport_floor(shared, job);
-    }
-    slot.running.store(0, Ordering::Release);
-    // An interrupt that arrived as the app returned must not leak into the
-    // next request. The watchdog sets `interrupted` with the GIL held, as we
-    // hold it now, so this check cannot miss one.
-    if slot.interrupted.swap(false, Ordering::AcqRel) {
-        // SAFETY: we hold the GIL; NULL clears a pending async exception.
-        unsafe {
-            pyo3::ffi::PyThreadState_SetAsyncExc(
-                slot.ident.load(Ordering::Relaxed) as _,
-                std::ptr::null_mut(),
-            )
-        };
-        let _ = PyErr::take(py);
+        slot.finish(py);
     }
     counters.busy_threads.fetch_sub(1, Ordering::Relaxed);
 }
@@ -428,30 +496,28 @@ fn watchdog(shared: Arc<Shared>, rx: Receiver<Watch>) {
             report_stack(&shared, id, "wsgi: the app's thread was not found".into());
             continue;
         };
+        // (Tests: the interrupt is in hand, about to be raised.)
+        hooks::hold_detached(hooks::Point::Watchdog, id);
+        let returned = || {
+            (
+                false,
+                "wsgi: the app had returned when its stack was read".into(),
+            )
+        };
         let (replace, stack) = Python::attach(|py| {
-            if slot.running.load(Ordering::Acquire) != id {
-                return (
-                    false,
-                    "wsgi: the app had returned when its stack was read".into(),
-                );
+            if !slot.is_on(id) {
+                return returned();
             }
-            hooks::hold(py, hooks::Point::Watchdog, id);
             // Read before the exception is raised: the thread still
-            // stands where the timeout found it. Only C calls (no bytecode,
-            // so the GIL stays ours): were it released between the check
-            // of `running` above and the exception below, the app could
-            // return and its thread take the exception into its next job.
+            // stands where the timeout found it. The thread may finish the
+            // request meanwhile; the frames are then discarded below.
             let frames = stack_frames(py, ident);
             // Bound the spares: at most as many stuck threads as real ones.
             let replace = *shared.alive.lock().unwrap() < shared.threads * 2;
-            // Decided before the exception is raised: a thread running
-            // Python gets it as soon as we drop the GIL and may be back in
-            // its job loop, checking `retire`, before this thread runs again.
-            slot.retire.store(replace, Ordering::Release);
             let exc = py.get_type::<wsgi::RequestTimeout>();
-            slot.interrupted.store(true, Ordering::Release);
-            // SAFETY: we hold the GIL; `exc` is a live exception type.
-            unsafe { pyo3::ffi::PyThreadState_SetAsyncExc(ident as _, exc.as_ptr()) };
+            if !slot.interrupt(py, id, &exc, replace) {
+                return returned();
+            }
             // Source lines come from linecache (Python code): only now.
             (replace, format_stack(py, frames))
         });

@@ -15,7 +15,7 @@ use pyo3::exceptions::PyBaseException;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyList, PyString, PyTuple};
 
-use crate::message::{Hub, Job, LogLevel, RequestId};
+use crate::message::{Hub, Job, LogLevel, Outcome, RequestId};
 use response::{BodyPart, Responder, SendError};
 
 pub use environ::ThreadContext;
@@ -80,20 +80,30 @@ thread_local! {
     pub static CURRENT: std::cell::Cell<Option<RequestId>> = const { std::cell::Cell::new(None) };
 }
 
-/// Runs one request to completion (or cancellation).
+/// Runs one request to completion (or cancellation). `app_done` is called
+/// as soon as none of the app's code runs for the request any more (the
+/// pool closes the window in which the watchdog may interrupt it), before
+/// the outcome is judged.
 pub fn run(
     py: Python<'_>,
     tctx: &mut ThreadContext,
     hub: &Arc<Hub>,
     app: &Bound<'_, PyAny>,
     job: Job,
+    app_done: impl FnOnce(Python<'_>),
 ) {
     let id = job.id;
     CURRENT.with(|c| c.set(Some(id)));
     let head_only = job.env.get(job.env.method) == b"HEAD";
+    let exchange = job.exchange.clone();
     let responder = Arc::new(Responder::new(job.exchange.clone(), hub.clone(), head_only));
     let outcome = call_app(py, tctx, hub, app, job, &responder);
+    // (Tests: the response's end is handed over, the clean-up not done.)
     crate::hooks::hold(py, crate::hooks::Point::ResponseEnd, id);
+    app_done(py);
+    // A start_response or write() the app kept is dead from here on (if
+    // the response ended, it has been since before its end was queued).
+    responder.close();
     tctx.recycled.release(py);
     let when = if responder.head_sent() {
         "while sending response to client"
@@ -105,9 +115,14 @@ pub fn run(
         Err(Failure::App(err)) => Some(app_error_line(py, &err, when)),
         Err(Failure::Output(msg)) => Some(format!("wsgi: {msg} {when}")),
     };
+    // Counted once: unless nginx's thread ended the request first (a
+    // timeout, whose interrupt may be what the app raised, or a client
+    // gone), in which case it counts it and nobody waits for a reply.
     if let Some(line) = failed {
-        report_app_error(hub, id, line);
-        responder.fail(py, 500);
+        if exchange.claim(Outcome::AppError) {
+            report_app_error(hub, id, line);
+            responder.fail(py, 500);
+        }
     }
     CURRENT.with(|c| c.set(None));
 }
@@ -116,7 +131,8 @@ pub fn run(
 enum Failure {
     /// The request ended on the nginx side (client gone, timeout).
     Cancelled,
-    /// The app raised.
+    /// The app raised (an app error, unless nginx's thread ended the
+    /// request first: see [`Outcome`]).
     App(PyErr),
     /// The app's output broke the protocol (message for the log).
     Output(String),
@@ -125,7 +141,9 @@ enum Failure {
 impl From<SendError> for Failure {
     fn from(e: SendError) -> Failure {
         match e {
-            SendError::Cancelled => Failure::Cancelled,
+            // (Closed: only a kept write() finds its request closed, never
+            // the request's own iterable, which ends before it closes.)
+            SendError::Cancelled | SendError::Closed => Failure::Cancelled,
             SendError::Protocol(m) => Failure::Output(m),
         }
     }
@@ -159,11 +177,13 @@ fn call_app(
         // The body is what the app meant to send: a failing close() is the
         // app's clean-up going wrong, logged but not cutting the response
         // short (as gunicorn, uWSGI and mod_wsgi do).
-        report_app_error(
-            hub,
-            id,
-            app_error_line(py, &e, "while closing the response iterable"),
-        );
+        if responder.claim(Outcome::AppError) {
+            report_app_error(
+                hub,
+                id,
+                app_error_line(py, &e, "while closing the response iterable"),
+            );
+        }
     }
     if trace {
         // Before the last reply: the request is still registered on the

@@ -8,7 +8,9 @@ use pyo3::exceptions::{PyAssertionError, PyOSError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
-use crate::message::{Chunk, Exchange, FileReply, Hub, LogLevel, Reply, ResponseHead, SharedBytes};
+use crate::message::{
+    Chunk, Exchange, FileReply, Hub, LogLevel, Outcome, Reply, ResponseHead, SharedBytes,
+};
 
 /// Body pieces at least this large go to nginx without a copy (the bytes
 /// object itself is kept alive); smaller ones are cheaper to copy.
@@ -35,6 +37,8 @@ impl BodyPart<'_, '_> {
 pub enum SendError {
     /// The request is over on the nginx side.
     Cancelled,
+    /// The request is over on the pool side: a `write()` kept past it.
+    Closed,
     /// The app broke the protocol (message for the log).
     Protocol(String),
 }
@@ -48,6 +52,12 @@ struct State {
     /// The last reply (End or Error) is queued: a list, tuple or file
     /// response ends as it is sent, and the iterable's end adds nothing.
     ended: bool,
+    /// The request is over for the app: a `start_response` or `write()` it
+    /// kept refuses to work. Set, under this lock, before the response's
+    /// last reply is queued (or when the pool thread is done with the
+    /// request), and checked under it by both: whichever thread calls a
+    /// kept one later finds it dead, without the GIL's help.
+    closed: bool,
 }
 
 /// The pool-thread half of one response.
@@ -72,6 +82,7 @@ impl Responder {
                 sent: 0,
                 truncated_logged: false,
                 ended: false,
+                closed: false,
             }),
         }
     }
@@ -86,6 +97,17 @@ impl Responder {
 
     pub fn is_cancelled(&self) -> bool {
         self.exchange.is_cancelled()
+    }
+
+    /// See [`Exchange::claim`].
+    pub fn claim(&self, outcome: Outcome) -> bool {
+        self.exchange.claim(outcome)
+    }
+
+    /// Pool thread, when it is done with the request: `start_response` and
+    /// `write()` of this request refuse to work from now on.
+    pub fn close(&self) {
+        self.lock().closed = true;
     }
 
     /// Queues replies, releasing the GIL if the exchange is full.
@@ -167,9 +189,13 @@ impl Responder {
     /// One body chunk from the iterable or `write()`.
     pub fn send_body(&self, py: Python<'_>, part: &BodyPart<'_, '_>) -> Result<(), SendError> {
         let data = part.as_slice();
+        let mut st = self.lock();
+        if st.closed {
+            return Err(SendError::Closed);
+        }
         if data.is_empty() {
             // Headers wait for the first non-empty chunk (PEP 3333).
-            return if self.lock().head.is_none() {
+            return if st.head.is_none() {
                 Err(SendError::Protocol(
                     "app returned a response body before calling start_response()".into(),
                 ))
@@ -177,7 +203,6 @@ impl Responder {
                 Ok(())
             };
         }
-        let mut st = self.lock();
         let mut replies = Vec::with_capacity(2);
         if let Some(h) = Self::take_head(&mut st)? {
             replies.push(h);
@@ -298,6 +323,7 @@ impl Responder {
     /// The response's last reply: End, or an Error if the body fell short.
     fn end_reply(&self, st: &mut State) -> Reply {
         st.ended = true;
+        st.closed = true;
         if let Some(cl) = st.content_length {
             if self.falls_short(st, st.sent) {
                 let then = if st.head_sent {
@@ -355,6 +381,7 @@ impl Responder {
     /// The app failed: nginx answers 500, or cuts the connection if the
     /// headers already went out.
     pub fn fail(&self, py: Python<'_>, status: u16) {
+        self.close();
         let _ = self.push(py, vec![Reply::Error { status }]);
     }
 }
@@ -500,6 +527,9 @@ impl StartResponse {
         let exc_info = exc_info.filter(|e| !e.is_none());
         {
             let st = responder.lock();
+            if st.closed {
+                return Err(outside_request());
+            }
             if let Some(info) = exc_info {
                 if st.head_sent {
                     // Too late to change the response: re-raise (PEP 3333).
@@ -580,6 +610,10 @@ impl StartResponse {
             out.push((name, value));
         }
         let mut st = responder.lock();
+        // (Checked again: the request may have ended while we parsed.)
+        if st.closed {
+            return Err(outside_request());
+        }
         st.head = Some(ResponseHead {
             status: code,
             status_line,
@@ -622,6 +656,7 @@ impl Write {
             Err(SendError::Cancelled) => Err(PyOSError::new_err(
                 "client connection closed (request ended in nginx)",
             )),
+            Err(SendError::Closed) => Err(outside_request()),
             Err(SendError::Protocol(m)) => Err(PyAssertionError::new_err(m)),
         }
     }
