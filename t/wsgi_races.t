@@ -42,10 +42,11 @@ $ENV{TEST_NGINX_GLOBALS} = ($ENV{TEST_NGINX_GLOBALS} // '')
 	=~ s/load_module\s+[^;]*ngx_http_wsgi_module[^;]*;//r;
 $ENV{TEST_NGINX_GLOBALS} .= " load_module $module;";
 
-my $t = Test::Nginx->new()->has(qw/http/)->plan(22);
+my $t = Test::Nginx->new()->has(qw/http/)->plan(28);
 
 sub conf {
-	my ($t, $threads, $app) = @_;
+	my ($t, $threads, $app, $extra) = @_;
+	$extra //= '';
 	$t->write_file_expand('nginx.conf', <<"EOF");
 
 %%TEST_GLOBALS%%
@@ -55,6 +56,7 @@ daemon off;
 worker_processes 1;
 
 env WSGI_TEST_HOLD_DIR=%%TESTDIR%%/state;
+$extra
 
 events {
 }
@@ -116,6 +118,8 @@ def application(environ, start_response):
         elif path == '/t/spin':
             while True:
                 pass
+        elif path == '/t/sleep':
+            time.sleep(3)
         elif path == '/keep':
             KEPT['start_response'] = start_response
             KEPT['write'] = start_response('200 OK', text)
@@ -210,6 +214,26 @@ is(http_content(http_get('/stale')),
 	'kept: start_response and write refused on the other thread');
 $t->write_file('state/release-response-end', '');
 ok(poll(sub { !-e "$state/held-response-end" }), 'kept: released');
+
+$t->stop();
+
+# without the GIL the watchdog does not read another thread's frames (not
+# safe there): the interrupted thread reports where RequestTimeout landed
+# (WSGI_TEST_STACK=self makes a GIL build do the same)
+
+unlink glob("$state/*");
+conf($t, 1, 'app.py', 'env WSGI_TEST_STACK=self;');
+$t->run();
+
+like(http_get('/t/spin'), qr/^HTTP\/1\.1 504 /, 'own stack: spinning app timed out');
+ok(wait_log("$d/error.log", qr/\[error\] .*wsgi: the app's thread was at:\n  File "[^"]*app\.py", line \d+, in application\n    (?:while True:|pass)\nwhile reading response from application, client: .*request: "GET \/t\/spin /),
+	'own stack: where the interrupt landed, with the request');
+like(http_get('/t/sleep'), qr/^HTTP\/1\.1 504 /, 'own stack: sleeping app timed out');
+ok(wait_log("$d/error.log", qr/\[error\] .*wsgi: the app's thread was at: unknown, no stack within 1000 ms: the interrupt has not landed .*\nwhile reading response from application, client: .*request: "GET \/t\/sleep /),
+	'own stack: in C code, not landed yet, said so with the request');
+ok(wait_log("$d/error.log", qr/\[info\] .*wsgi: the app's thread was at:\n  File "[^"]*app\.py", line \d+, in application\n    time\.sleep\(3\)\n/),
+	'own stack: logged once it landed');
+like(http_get('/x'), qr/^HTTP\/1\.1 200 .*\/x done\z/s, 'own stack: served after');
 
 $t->stop();
 

@@ -166,6 +166,13 @@ mod imp {
     pub fn wait_job_done(_: RequestId) {}
 }
 
+/// Whether interrupted threads report their own stack even with the GIL
+/// (the way they do without it, see pool.rs): the worker's environment
+/// variable `WSGI_TEST_STACK=self`, in test-hooks builds only.
+pub fn threads_report_stacks() -> bool {
+    cfg!(feature = "test-hooks") && std::env::var_os("WSGI_TEST_STACK").is_some_and(|v| v == "self")
+}
+
 /// Pool thread, as it starts request `id`'s job: arms the points its
 /// `X-Wsgi-Hold` header names.
 pub fn arm(id: RequestId, env: &RequestEnv) {

@@ -110,11 +110,12 @@ impl Slot {
     /// Pool thread, once none of the app's code runs for the request any
     /// more: from here on no interrupt can be raised for it, and one that
     /// was raised and not yet taken is cleared, so it cannot hit the next
-    /// request.
-    fn finish(&self, py: Python<'_>) {
+    /// request. Returns whether the request was interrupted.
+    fn finish(&self, py: Python<'_>) -> bool {
         let mut run = self.run();
         run.id = 0;
-        if std::mem::take(&mut run.interrupted) {
+        let interrupted = std::mem::take(&mut run.interrupted);
+        if interrupted {
             // SAFETY: the thread state is attached (`py`); NULL clears this
             // thread's pending async exception.
             unsafe {
@@ -126,6 +127,7 @@ impl Slot {
         }
         drop(run);
         let _ = PyErr::take(py);
+        interrupted
     }
 }
 
@@ -136,6 +138,9 @@ struct Shared {
     slots: Mutex<Vec<Arc<Slot>>>,
     threads: usize,
     multiprocess: bool,
+    /// The watchdog reads a timed-out app's stack from its thread (see
+    /// [`watchdog`]); false where the interrupted thread reports it itself.
+    read_stacks: bool,
     /// Threads alive, and a condvar signalled as they exit.
     alive: Mutex<usize>,
     exited: Condvar,
@@ -183,7 +188,10 @@ impl Pool {
     ) -> Result<Pool, String> {
         let (tx, rx) = crossbeam_channel::bounded(cfg.queue_size);
         let (wtx, wrx) = crossbeam_channel::unbounded();
+        let read_stacks =
+            Python::attach(crate::python::gil_enabled) && !hooks::threads_report_stacks();
         let shared = Arc::new(Shared {
+            read_stacks,
             hub,
             apps,
             jobs: rx,
@@ -242,6 +250,13 @@ impl Pool {
     /// nginx thread: ask the watchdog to stop the app running request `id`.
     pub fn interrupt(&self, id: u64, ident: u64) {
         let _ = self.watch.send(Watch::Interrupt { id, ident });
+    }
+
+    /// Whether a timed-out app's stack is read by the watchdog as the
+    /// timeout fires (with the GIL), rather than reported by the app's
+    /// thread when the interrupt lands (without it).
+    pub fn reads_stacks(&self) -> bool {
+        self.shared.read_stacks
     }
 
     /// Threads that exist now (including ones replaced after a timeout).
@@ -444,7 +459,7 @@ fn run_started_job(
     slot.begin(job.id);
     #[cfg(not(feature = "transport-floor"))]
     wsgi::run(py, tctx, &shared.hub, app.bind(py), job, |py| {
-        slot.finish(py)
+        slot.finish(py) && !shared.read_stacks
     });
     #[cfg(feature = "transport-floor")]
     {
@@ -483,6 +498,12 @@ fn transport_floor(shared: &Shared, job: Job) {
 /// `RequestTimeout` in its thread (effective in Python code; a thread
 /// blocked in C sees it when it returns), and starts a replacement so the
 /// pool keeps its capacity; the stuck thread retires once its call returns.
+///
+/// Where the app was: with the GIL, read here from the thread's frames
+/// (`sys._current_frames()`) while the GIL keeps them still. Without it
+/// that is not safe (CPython: frame objects of another running thread may
+/// not be read), so the interrupted thread reports the traceback of the
+/// `RequestTimeout` it raises instead (`wsgi::run`), when it lands.
 fn watchdog(shared: Arc<Shared>, rx: Receiver<Watch>) {
     while let Ok(Watch::Interrupt { id, ident }) = rx.recv() {
         let slot = {
@@ -498,12 +519,7 @@ fn watchdog(shared: Arc<Shared>, rx: Receiver<Watch>) {
         };
         // (Tests: the interrupt is in hand, about to be raised.)
         hooks::hold_detached(hooks::Point::Watchdog, id);
-        let returned = || {
-            (
-                false,
-                "wsgi: the app had returned when its stack was read".into(),
-            )
-        };
+        let returned = || (false, Some(RETURNED.to_string()));
         let (replace, stack) = Python::attach(|py| {
             if !slot.is_on(id) {
                 return returned();
@@ -511,7 +527,7 @@ fn watchdog(shared: Arc<Shared>, rx: Receiver<Watch>) {
             // Read before the exception is raised: the thread still
             // stands where the timeout found it. The thread may finish the
             // request meanwhile; the frames are then discarded below.
-            let frames = stack_frames(py, ident);
+            let frames = shared.read_stacks.then(|| stack_frames(py, ident));
             // Bound the spares: at most as many stuck threads as real ones.
             let replace = *shared.alive.lock().unwrap() < shared.threads * 2;
             let exc = py.get_type::<wsgi::RequestTimeout>();
@@ -519,9 +535,11 @@ fn watchdog(shared: Arc<Shared>, rx: Receiver<Watch>) {
                 return returned();
             }
             // Source lines come from linecache (Python code): only now.
-            (replace, format_stack(py, frames))
+            (replace, frames.map(|f| format_stack(py, f)))
         });
-        report_stack(&shared, id, stack);
+        if let Some(text) = stack {
+            report_stack(&shared, id, text);
+        }
         if replace {
             if let Err(e) = spawn_worker(&shared) {
                 shared.hub.log(
@@ -534,12 +552,14 @@ fn watchdog(shared: Arc<Shared>, rx: Receiver<Watch>) {
     }
 }
 
+/// What the watchdog reports when the thread finished the request first.
+const RETURNED: &str = "wsgi: the app had returned when its stack was read";
+
 fn report_stack(shared: &Shared, id: u64, text: String) {
     shared.hub.send(message::Completion::AppStack { id, text });
 }
 
-/// Innermost frames of a timed-out app's stack that go to the log.
-const STACK_LIMIT: usize = 50;
+use wsgi::STACK_LIMIT;
 
 /// One frame of a stack: file, line, function.
 struct Frame {

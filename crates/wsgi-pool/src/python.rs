@@ -151,6 +151,18 @@ fn setup_interpreter(py: Python<'_>, interp: &Interpreter, hub: &Arc<Hub>) -> Py
     Ok(())
 }
 
+/// Whether the GIL is enabled now: `sys._is_gil_enabled()` where it exists
+/// (3.13+), else true. A free-threaded build starts without it and turns
+/// it on for good when it imports an extension module that does not
+/// declare it can run without it (`Py_mod_gil`), or with `PYTHON_GIL=1`.
+pub fn gil_enabled(py: Python<'_>) -> bool {
+    py.import("sys")
+        .and_then(|sys| sys.getattr("_is_gil_enabled"))
+        .and_then(|f| f.call0())
+        .and_then(|v| v.extract::<bool>())
+        .unwrap_or(true)
+}
+
 /// `ngx_wsgi.emit_log(levelno, message)`: Python logging to nginx's log.
 #[pyfunction]
 fn emit_log(levelno: i64, message: &str) {
