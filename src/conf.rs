@@ -9,7 +9,8 @@ use nginx_sys::{
     ngx_http_complex_value_t, ngx_http_core_loc_conf_t, ngx_http_core_module, ngx_msec_t,
     ngx_pcalloc, ngx_str_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_FLAG, NGX_CONF_NOARGS,
     NGX_CONF_TAKE1, NGX_CONF_TAKE12, NGX_CONF_TAKE23, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
-    NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_OK,
+    NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_LOG_WARN,
+    NGX_OK,
 };
 use ngx::http::{HttpModuleMainConf, Merge, MergeConfigError};
 use ngx::ngx_conf_log_error;
@@ -160,13 +161,31 @@ pub unsafe fn postconfiguration(cf: *mut ngx_conf_t) -> nginx_sys::ngx_int_t {
             }
         }
     }
-    if !mcf.import_check.unwrap_or(true) {
+    // `nginx -t` says which Python the workers will run, and whether with
+    // the GIL (what wsgi_threads buys depends on it).
+    // SAFETY: a plain read of nginx's flag, set before configuration.
+    let testing = unsafe { nginx_sys::ngx_test_config } != 0;
+    let check = mcf.import_check.unwrap_or(true);
+    if !check && !testing {
         return NGX_OK as nginx_sys::ngx_int_t;
     }
     // SAFETY: cf is the configuration being parsed.
     let env = crate::check::worker_environment(&unsafe { env_directives(cf) });
-    match crate::check::check_imports(mcf, &env) {
-        Ok(()) => NGX_OK as nginx_sys::ngx_int_t,
+    match crate::check::check_imports(mcf, &env, !check) {
+        Ok(report) => {
+            if let Some(report) = report.filter(|_| testing) {
+                let (level, text) = report.notice();
+                if level > NGX_LOG_WARN as usize {
+                    // As nginx -t's own lines: on the terminal, not only in
+                    // the log (nginx copies warn and above there itself).
+                    crate::util::log_stderr(&text);
+                }
+                // SAFETY: cf->log is the configuration log.
+                crate::notify::log_lines(unsafe { (*cf).log }, level, &text);
+            }
+            NGX_OK as nginx_sys::ngx_int_t
+        }
+        Err(_) if !check => NGX_OK as nginx_sys::ngx_int_t,
         Err(report) => {
             // SAFETY: cf->log is the configuration log.
             let log = unsafe { (*cf).log };

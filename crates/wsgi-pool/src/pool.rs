@@ -141,6 +141,10 @@ struct Shared {
     /// The watchdog reads a timed-out app's stack from its thread (see
     /// [`watchdog`]); false where the interrupted thread reports it itself.
     read_stacks: bool,
+    /// The embedded Python's version, and whether it is a free-threaded
+    /// build.
+    version: String,
+    free_threaded: bool,
     /// Threads alive, and a condvar signalled as they exit.
     alive: Mutex<usize>,
     exited: Condvar,
@@ -188,10 +192,14 @@ impl Pool {
     ) -> Result<Pool, String> {
         let (tx, rx) = crossbeam_channel::bounded(cfg.queue_size);
         let (wtx, wrx) = crossbeam_channel::unbounded();
-        let read_stacks =
-            Python::attach(crate::python::gil_enabled) && !hooks::threads_report_stacks();
+        let (gil, (version, free_threaded)) =
+            Python::attach(|py| (crate::python::gil_enabled(py), crate::python::build(py)));
+        hub.gil.store(gil, Ordering::Relaxed);
+        let read_stacks = gil && !hooks::threads_report_stacks();
         let shared = Arc::new(Shared {
             read_stacks,
+            version,
+            free_threaded,
             hub,
             apps,
             jobs: rx,
@@ -257,6 +265,26 @@ impl Pool {
     /// thread when the interrupt lands (without it).
     pub fn reads_stacks(&self) -> bool {
         self.shared.read_stacks
+    }
+
+    /// The worker's start-up line: which Python, and whether the GIL is
+    /// enabled (what `wsgi_threads` buys depends on it).
+    pub fn describe(&self) -> String {
+        let s = &self.shared;
+        let gil = if s.hub.gil.load(Ordering::Relaxed) {
+            "GIL enabled: one pool thread runs Python at a time"
+        } else {
+            "GIL disabled: pool threads run Python in parallel"
+        };
+        let build = if s.free_threaded {
+            " free-threaded"
+        } else {
+            ""
+        };
+        format!(
+            "wsgi: Python {}{build}, {} pool threads, {gil}",
+            s.version, s.threads
+        )
     }
 
     /// Threads that exist now (including ones replaced after a timeout).
@@ -339,6 +367,7 @@ fn thread_main(shared: &Shared, slot: &Slot) {
             }
         };
         let mut run_time = RunTime::default();
+        let mut modules = 0;
         loop {
             // Take the next job while still holding the GIL: under load the
             // queue is rarely empty, and handing the GIL to another thread
@@ -364,8 +393,10 @@ fn thread_main(shared: &Shared, slot: &Slot) {
             // it follows.
             message::set_short_jobs(run_time.short());
             let started = Instant::now();
+            let id = job.id;
             run_job(py, shared, slot, &mut tctx, *job, started);
             run_time.add(started.elapsed());
+            watch_gil(py, &shared.hub, &mut modules, id);
             if slot.retire.load(Ordering::Acquire) {
                 break;
             }
@@ -373,6 +404,34 @@ fn thread_main(shared: &Shared, slot: &Slot) {
         // Leaving: wake nginx for what this thread finished last.
         shared.hub.flush_owed();
     });
+}
+
+/// Free-threaded builds: an import during a request can turn the GIL on
+/// for good (an extension module that does not declare it can run without
+/// it). Keeps `hub.gil` true to that, and says so once. Looked at only
+/// while the GIL is off, and only when `sys.modules` has grown (one C call
+/// per request).
+fn watch_gil(py: Python<'_>, hub: &Hub, modules: &mut isize, id: u64) {
+    if hub.gil.load(Ordering::Relaxed) {
+        return;
+    }
+    // SAFETY: the thread state is attached (`py`); the interpreter's
+    // modules dict is a borrowed reference that lives as long as it does.
+    let n = unsafe { pyo3::ffi::PyDict_Size(pyo3::ffi::PyImport_GetModuleDict()) };
+    if n == *modules {
+        return;
+    }
+    *modules = n;
+    if crate::python::gil_enabled(py) && !hub.gil.swap(true, Ordering::Relaxed) {
+        hub.log(
+            Some(id),
+            LogLevel::Warn,
+            "wsgi: the app imported a module that enabled the GIL (Python's RuntimeWarning \
+             names it: it does not declare it can run without it); this worker's pool \
+             threads run Python one at a time from now on while handling request"
+                .into(),
+        );
+    }
 }
 
 /// A pool thread's recent app run times (moving average).

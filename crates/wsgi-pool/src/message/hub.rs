@@ -85,6 +85,10 @@ pub struct Hub {
     /// nginx has a deferral timer armed: finished responses may wait for it.
     defer: AtomicBool,
     pub counters: Counters,
+    /// Whether the worker's Python has the GIL enabled (the status page):
+    /// set by the pool at start, and by a pool thread if an import during a
+    /// request turns it on (free-threaded builds; it never goes off again).
+    pub gil: AtomicBool,
     /// Python objects the nginx thread is done with (see [`SharedBytes`]).
     pub(super) graveyard_tx: Sender<Py<PyBytes>>,
     graveyard_rx: Receiver<Py<PyBytes>>,
@@ -109,6 +113,7 @@ impl Hub {
             pending: AtomicBool::new(false),
             defer: AtomicBool::new(false),
             counters: Counters::default(),
+            gil: AtomicBool::new(true),
         })
     }
 
@@ -231,7 +236,10 @@ impl Hub {
     }
 }
 
-/// Per-worker counters, updated without locks from either side.
+/// Per-worker counters, updated without locks from either side: each is
+/// one atomic read-modify-write (no lost update, with or without the GIL);
+/// Relaxed, as nothing else is published through them and the status page
+/// reads each on its own (a snapshot, not a consistent cut).
 #[derive(Default)]
 pub struct Counters {
     pub requests: AtomicU64,
