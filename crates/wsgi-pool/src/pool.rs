@@ -131,10 +131,17 @@ impl Slot {
     }
 }
 
+/// What the pool's threads share (see README "Threads without the GIL"
+/// for every piece of shared state and its guard).
 struct Shared {
     hub: Arc<Hub>,
+    /// The apps' callables: written once before any thread starts, then
+    /// only read; pool threads call one at once (`wsgi.multithread`: the
+    /// app's own state is its business, GIL or not).
     apps: Arc<Vec<Option<Py<PyAny>>>>,
+    /// Jobs from nginx's thread (a channel: its own lock-free queue).
     jobs: Receiver<Work>,
+    /// The live threads, for the watchdog to find one (this mutex).
     slots: Mutex<Vec<Arc<Slot>>>,
     threads: usize,
     multiprocess: bool,
@@ -148,6 +155,7 @@ struct Shared {
     /// Threads alive, and a condvar signalled as they exit.
     alive: Mutex<usize>,
     exited: Condvar,
+    /// Threads ever started (their numbers): an atomic counter.
     spawned: AtomicUsize,
 }
 

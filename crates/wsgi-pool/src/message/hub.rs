@@ -89,7 +89,10 @@ pub struct Hub {
     /// set by the pool at start, and by a pool thread if an import during a
     /// request turns it on (free-threaded builds; it never goes off again).
     pub gil: AtomicBool,
-    /// Python objects the nginx thread is done with (see [`SharedBytes`]).
+    /// Python objects the nginx thread is done with (see [`SharedBytes`]):
+    /// a channel; the nginx thread sends them without touching their
+    /// reference count, a pool thread drops them with its thread state
+    /// attached (the GIL, or a free-threaded build's attached state).
     pub(super) graveyard_tx: Sender<Py<PyBytes>>,
     graveyard_rx: Receiver<Py<PyBytes>>,
 }
@@ -120,7 +123,10 @@ impl Hub {
     /// Pool thread: releases the Python objects nginx has finished sending.
     pub fn release_python(&self, _py: Python<'_>) {
         while let Ok(obj) = self.graveyard_rx.try_recv() {
-            drop(obj); // with the GIL held: `_py` proves it
+            // attached (`_py` proves it); any pool thread may drop any of
+            // them: without the GIL a decref from another thread than the
+            // one that made the object is CPython's shared-count path
+            drop(obj);
         }
     }
 

@@ -61,8 +61,9 @@ impl From<Vec<u8>> for Chunk {
 }
 
 /// The first `len` bytes of a Python `bytes` object, readable without the
-/// GIL: a `bytes` buffer never changes or moves while the object lives, and
-/// we hold a strong reference. That reference is never released here (the
+/// GIL (or any attached thread state): a `bytes` buffer never changes or
+/// moves while the object lives (CPython moves no object, with or without
+/// the GIL), and we hold a strong reference. That reference is never released here (the
 /// nginx thread must not touch Python): dropping hands it to the hub's
 /// graveyard, which pool threads empty while holding the GIL.
 pub struct SharedBytes {
@@ -158,6 +159,9 @@ struct ExchangeState {
 }
 
 /// The per-request meeting point of one pool thread and the nginx thread.
+/// The reply queue is under `state`'s mutex (with `room` to wait on), the
+/// flags are atomics: none of it relies on the GIL (nginx's thread never
+/// has it).
 ///
 /// The pool thread pushes replies; pushing blocks while more than `limit`
 /// bytes wait, so a slow client slows the app instead of growing memory.

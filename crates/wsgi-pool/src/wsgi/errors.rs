@@ -20,9 +20,9 @@ pub struct LogStream {
     level: LogLevel,
     /// The request (wsgi.errors) plus one; 0: the thread's current request
     /// (sys.stdout, sys.stderr). A pool thread's wsgi.errors is recycled
-    /// from request to request (`rebind`).
+    /// from request to request (`rebind`). An atomic (frozen pyclass).
     request: AtomicU64,
-    /// Partial lines, per writing thread (sys.stderr is shared).
+    /// Partial lines, per writing thread (sys.stderr is shared): a mutex.
     pending: Mutex<HashMap<std::thread::ThreadId, String>>,
     fd: i32,
 }
