@@ -26,21 +26,15 @@ use strict;
 use Test::More;
 
 use Test::Nginx qw/ :DEFAULT http_end http_content /;
-use Test::WSGI qw/ slurp poll state_dir wait_file wait_log wsgi_status /;
+use Test::WSGI qw/ load_test_build slurp poll state_dir wait_file wait_log wsgi_status /;
 
 ###############################################################################
 
 select STDERR; $| = 1;
 select STDOUT; $| = 1;
 
-my $module = $ENV{TEST_WSGI_HOOKS_MODULE};
-plan(skip_all => 'TEST_WSGI_HOOKS_MODULE not set (a --features test-hooks build)')
-	unless $module && -f $module;
-
 # This file loads the test-hooks build instead of the suite's module.
-$ENV{TEST_NGINX_GLOBALS} = ($ENV{TEST_NGINX_GLOBALS} // '')
-	=~ s/load_module\s+[^;]*ngx_http_wsgi_module[^;]*;//r;
-$ENV{TEST_NGINX_GLOBALS} .= " load_module $module;";
+load_test_build('TEST_WSGI_HOOKS_MODULE', '--features test-hooks');
 
 my $t = Test::Nginx->new()->has(qw/http/)->plan(28);
 
@@ -94,18 +88,22 @@ import os, time
 STATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'state')
 KEPT = {}
 
-def state(name):
-    return os.path.join(STATE, name)
-
 def touch(name, text=''):
-    with open(state(name), 'w') as f:
-        f.write(text)
+    open(os.path.join(STATE, name), 'w').write(text)
 
-def wait_for(name):
+def wait_for(name, secs=30):
     # in Python between short sleeps: an interrupt lands within 10 ms
-    deadline = time.monotonic() + 30
-    while not os.path.exists(state(name)) and time.monotonic() < deadline:
+    while not os.path.exists(os.path.join(STATE, name)) and secs > 0:
         time.sleep(0.005)
+        secs -= 0.005
+
+def use_kept():
+    for name, args in (('start_response', ('200 OK', [])), ('write', (b'stale',))):
+        try:
+            KEPT['sr' if name == 'start_response' else name](*args)
+            yield name + ' worked'
+        except Exception as e:
+            yield '%s %s: %s' % (name, type(e).__name__, e)
 
 def application(environ, start_response):
     path = environ['PATH_INFO']
@@ -121,21 +119,11 @@ def application(environ, start_response):
         elif path == '/t/sleep':
             time.sleep(3)
         elif path == '/keep':
-            KEPT['start_response'] = start_response
-            KEPT['write'] = start_response('200 OK', text)
+            KEPT.update(sr=start_response, write=start_response('200 OK', text))
             return [b'kept']
         elif path == '/stale':
-            out = []
-            for name, call in (
-                    ('start_response', lambda: KEPT['start_response']('200 OK', [])),
-                    ('write', lambda: KEPT['write'](b'stale'))):
-                try:
-                    call()
-                    out.append(name + ' worked')
-                except Exception as e:
-                    out.append('%s %s: %s' % (name, type(e).__name__, e))
             start_response('200 OK', text)
-            return ['\n'.join(out).encode()]
+            return ['\n'.join(use_kept()).encode()]
     except BaseException as e:
         touch(path.strip('/').replace('/', '-') + '-exc', type(e).__name__)
         raise

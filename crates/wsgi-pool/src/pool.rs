@@ -402,7 +402,9 @@ fn thread_main(shared: &Shared, slot: &Slot) {
             message::set_short_jobs(run_time.short());
             let started = Instant::now();
             let id = job.id;
+            hooks::arm(id, &job.env);
             run_job(py, shared, slot, &mut tctx, *job, started);
+            hooks::job_done(id);
             run_time.add(started.elapsed());
             watch_gil(py, &shared.hub, &mut modules, id);
             if slot.retire.load(Ordering::Acquire) {
@@ -464,20 +466,6 @@ impl RunTime {
 }
 
 fn run_job(
-    py: Python<'_>,
-    shared: &Shared,
-    slot: &Slot,
-    tctx: &mut wsgi::ThreadContext,
-    job: Job,
-    started: Instant,
-) {
-    hooks::arm(job.id, &job.env);
-    let id = job.id;
-    run_started_job(py, shared, slot, tctx, job, started);
-    hooks::job_done(id);
-}
-
-fn run_started_job(
     py: Python<'_>,
     shared: &Shared,
     slot: &Slot,
