@@ -127,9 +127,10 @@ SCENARIOS = [
          "temp file first)", path="/upload", body=64 * MiB, conns=2,
          expect_body=str(64 * MiB), stacks=APP_STACKS),
     dict(name="cpu", what="GET, about 5 ms of pure Python per request (a fixed loop, "
-         "/work/75: 75,000 iterations); 16 connections; ours with 1 worker x 1, 2 and %d "
-         "threads, and %d workers x 1 thread; servers not pinned (they may use every CPU)"
-         % (NCPU, NCPU), path="/work/75", conns=16, expect=2, stacks=CPU_STACKS),
+         "/work/75: 75,000 iterations); 16 connections; ours as W workers x T threads: %s; "
+         "servers not pinned (they may use every CPU), wrk pinned as usual"
+         % ", ".join(x[4:].replace("w", " x ").replace("t", "") for x in CPU_STACKS),
+         path="/work/75", conns=16, expect=2, stacks=CPU_STACKS),
     dict(name="memory", what="peak RSS: a slow client (~10 MiB/s) streaming a "
          "large generator response, then a large upload from a generator client",
          special="memory", stacks=APP_STACKS),
@@ -1295,7 +1296,8 @@ def markdown(meta, results, memory, tgts, title="# ngx-wsgi benchmark"):
              "nginx in front with %d worker(s)" % (a["workers"], a["threads"], a["workers"]))
     L.append("- runs: %d repetition(s) × %d s after a %d s warm-up, stacks interleaved; "
              "medians, req/s spread min–max" % (a["reps"], a["duration"], a["warmup"]))
-    L.append("- pinning: %s" % meta["pinning"])
+    L.append("- pinning: %s%s" % (meta["pinning"], "; not the cpu scenario's servers"
+                                  if "cpu" in results else ""))
     L.append("- disturbance: a run in which other processes used more than %.2f of a core "
              "is repeated (up to %d times); ⚠ marks rows where it stayed disturbed" % (
                  a["noise"], a["retries"]))
