@@ -11,6 +11,9 @@ Routes (PATH_INFO):
                          reads wsgi.input to the end (64 KiB reads), answers the count
   /sleep/MS              time.sleep(MS / 1000), then 2 bytes
   /cpu/MS                burns MS milliseconds of CPU in Python, then 2 bytes
+  /work/K                K thousand iterations of a pure-Python loop (a fixed
+                         amount of work, unlike /cpu: /work/75 is about 5 ms
+                         on CPython 3.11 here), then 2 bytes
 Only the standard library: it must import the same in every server.
 """
 import time
@@ -88,6 +91,11 @@ def application(environ, start_response):
             return _ok(start_response, [body], len(body))
         if name == "sleep":
             time.sleep(int(parts[1]) / 1000.0)
+            return _ok(start_response, [b"ok"], 2)
+        if name == "work":
+            n = 0
+            for i in range(int(parts[1]) * 1000):
+                n += i * i % 7
             return _ok(start_response, [b"ok"], 2)
         if name == "cpu":
             end = time.thread_time() + int(parts[1]) / 1000.0

@@ -12,6 +12,8 @@ Starts every stack once, on 127.0.0.1, each on its own port:
   floor          ours built with --features transport-floor: pool threads answer
                  without calling Python (hello only: the hand-off's own cost)
   ceiling        nginx alone: return 200 / the same bytes as static files
+  cpu-WwTt       ours with W worker processes x T threads (only in the cpu
+                 scenario: 1x1, 1x2, 1xN and Nx1 for N CPUs), not pinned
 When a TLS scenario runs, every stack in it gets a second server on a second
 port: a second nginx from the same template with "listen ... ssl" and
 bench/tls.conf.in (TLS 1.3, HTTP/2 or HTTP/1.1 by ALPN) in front of the same
@@ -67,10 +69,16 @@ TLS_GROUP = "X25519"
 TICK = os.sysconf("SC_CLK_TCK")
 KiB, MiB, GiB = 1024, 1024 * 1024, 1024 * 1024 * 1024
 
+# The cpu scenario: ours with 1 worker x 1, 2 and N threads, and N workers x
+# 1 thread, N = the CPUs here (what threads buy with and without the GIL,
+# against processes).
+NCPU = len(os.sched_getaffinity(0))
+CPU_STACKS = list(dict.fromkeys(
+    ["cpu-1w1t", "cpu-1w2t", "cpu-1w%dt" % NCPU, "cpu-%dw1t" % NCPU]))
 ALL_STACKS = ["ours", "ours-64t", "uwsgi", "gunicorn", "granian", "granian-nginx", "floor",
-              "ceiling"]
+              "ceiling"] + CPU_STACKS
 # Stacks that run only in the scenarios that name them.
-NAMED_ONLY = ("ours-64t", "floor")
+NAMED_ONLY = ("ours-64t", "floor", *CPU_STACKS)
 NGINX_FRONTED = ["ours", "uwsgi", "gunicorn", "granian-nginx"]
 APP_STACKS = ["ours", "uwsgi", "gunicorn", "granian", "granian-nginx"]
 # The TLS scenarios' stacks: TLS (and HTTP/2) at nginx, or Granian's own.
@@ -118,6 +126,11 @@ SCENARIOS = [
     dict(name="upload-64m", what="POST 64 MiB, read fully (nginx in front spools it to a "
          "temp file first)", path="/upload", body=64 * MiB, conns=2,
          expect_body=str(64 * MiB), stacks=APP_STACKS),
+    dict(name="cpu", what="GET, about 5 ms of pure Python per request (a fixed loop, "
+         "/work/75: 75,000 iterations); 16 connections; ours as W workers x T threads: %s; "
+         "servers not pinned (they may use every CPU), wrk pinned as usual"
+         % ", ".join(x[4:].replace("w", " x ").replace("t", "") for x in CPU_STACKS),
+         path="/work/75", conns=16, expect=2, stacks=CPU_STACKS),
     dict(name="memory", what="peak RSS: a slow client (~10 MiB/s) streaming a "
          "large generator response, then a large upload from a generator client",
          special="memory", stacks=APP_STACKS),
@@ -333,14 +346,14 @@ class Stack:
                               "floor", "ceiling")
 
     # -- configuration
-    def nginx_conf(self, template, threads=None, module=MODULE, tls=False):
+    def nginx_conf(self, template, threads=None, module=MODULE, tls=False, workers=None):
         name = self.name + "-tls" if tls else self.name
         values = dict(
             RUN=RUN, NAME=name, PORT=self.tls_port if tls else self.port,
             SSL="ssl " if tls else "",
             TLS_CONF="include %s/tls.conf;  # TLS 1.3, HTTP/2 or HTTP/1.1 by ALPN" % RUN
             if tls else "# plain HTTP",
-            WORKERS=self.args.workers,
+            WORKERS=workers or self.args.workers,
             DOCROOT=os.path.join(RUN, "docroot"), APPDIR=os.path.join(RUN, "app"),
             MODULE=module, THREADS=threads or self.args.threads, SOCK=self.sock,
             UWSGI_PARAMS=os.path.join(BENCH, "uwsgi_params"),
@@ -352,9 +365,10 @@ class Stack:
         fill(template, values, conf)
         return conf
 
-    def start_nginx(self, template, tls_too=True, **kw):
+    def start_nginx(self, template, tls_too=True, pin=True, **kw):
         """The plain nginx, and when a TLS scenario runs the TLS one (with
-        the app server, if any, in tls_procs as well)."""
+        the app server, if any, in tls_procs as well); pinned to the servers'
+        CPUs unless pin is false."""
         app = list(self.procs)
         for tls in ((False, True) if tls_too and self.args.tls else (False,)):
             name = self.name + "-tls" if tls else self.name
@@ -363,7 +377,7 @@ class Stack:
                 os.makedirs(os.path.join(RUN, "tmp", "%s_%s" % (d, name)), exist_ok=True)
             err = open(os.path.join(RUN, "logs", "%s.nginx.stderr" % name), "w")
             p = spawn([NGINX, "-p", RUN + "/", "-c", conf],
-                      cpus=self.args.server_cpus, stdout=err, stderr=err)
+                      cpus=self.args.server_cpus if pin else None, stdout=err, stderr=err)
             if tls:
                 self.tls_procs[:] = app + [p]
             else:
@@ -395,6 +409,10 @@ class Stack:
             self.start_nginx("ours.conf.in", tls_too=False, threads=64)
         elif self.name == "floor":
             self.start_nginx("ours.conf.in", module=FLOOR_MODULE)
+        elif self.name in CPU_STACKS:
+            w, t = re.match(r"cpu-(\d+)w(\d+)t$", self.name).groups()
+            self.start_nginx("ours.conf.in", tls_too=False, pin=False, threads=int(t),
+                             workers=int(w))
         elif self.name == "ceiling":
             self.start_nginx("ceiling.conf.in")
         elif self.name == "uwsgi":
@@ -1278,7 +1296,8 @@ def markdown(meta, results, memory, tgts, title="# ngx-wsgi benchmark"):
              "nginx in front with %d worker(s)" % (a["workers"], a["threads"], a["workers"]))
     L.append("- runs: %d repetition(s) × %d s after a %d s warm-up, stacks interleaved; "
              "medians, req/s spread min–max" % (a["reps"], a["duration"], a["warmup"]))
-    L.append("- pinning: %s" % meta["pinning"])
+    L.append("- pinning: %s%s" % (meta["pinning"], "; not the cpu scenario's servers"
+                                  if "cpu" in results else ""))
     L.append("- disturbance: a run in which other processes used more than %.2f of a core "
              "is repeated (up to %d times); ⚠ marks rows where it stayed disturbed" % (
                  a["noise"], a["retries"]))
@@ -1342,8 +1361,12 @@ def markdown(meta, results, memory, tgts, title="# ngx-wsgi benchmark"):
             L.append("")
             continue
         ours = rows.get("ours", {}).get("rps")
+        base = "ours"
+        if name == "cpu":
+            base = CPU_STACKS[0]
+            ours = rows.get(base, {}).get("rps")
         L.append("| stack | req/s | min–max | p50 ms | p99 ms | CPU s/10k req | peak RSS MiB "
-                 "| vs ours | other | client |")
+                 "| vs %s | other | client |" % base)
         L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for n, r in rows.items():
             if "invalid" in r:

@@ -105,8 +105,10 @@ resolve_python() {
                 p=/usr/bin/python$spec
                 [ "$(readlink -f /usr/bin/python3)" = "$(readlink -f "$p")" ] && p=/usr/bin/python3
             else
-                local d
-                d=$(ls -d "$(pyenv_root)/versions/$spec".* 2>/dev/null | sort -V | tail -1)
+                # pyenv names a free-threaded 3.14t "3.14.0t"
+                local d base=${spec%t} ft=${spec#"${spec%t}"}
+                d=$(ls -d "$(pyenv_root)/versions/$base".*"$ft" 2>/dev/null | grep -E "/$base\.[0-9]+$ft\$" \
+                    | sort -V | tail -1)
                 if [ -n "$d" ] && [ -x "$d/bin/python$spec" ]; then
                     p=$d/bin/python$spec
                 elif command -v "python$spec" >/dev/null; then
@@ -118,10 +120,19 @@ resolve_python() {
     return 0
 }
 
-# python_version PY: "3.13" (with full=1: "3.13.0").
+# python_version PY: "3.13" (with full=1: "3.13.0"); a free-threaded
+# build ends in "t" ("3.14t", "3.14.0t"), as its lib/python3.14t does, so
+# that its build directory and test venv are not the GIL build's.
 python_version() {
-    "$1" -c 'import sys; print("%d.%d" % sys.version_info[:2] if len(sys.argv) < 2 else "%d.%d.%d" % sys.version_info[:3])' \
+    "$1" -c 'import sys; print(("%d.%d" % sys.version_info[:2] if len(sys.argv) < 2 else "%d.%d.%d" % sys.version_info[:3]) + ("t" if "t" in getattr(sys, "abiflags", "") else ""))' \
         ${2:+full}
+}
+
+# python_free_threaded PY: 1 for a free-threaded build (--disable-gil:
+# sysconfig's Py_GIL_DISABLED), else 0.
+python_free_threaded() {
+    "$1" -c 'import sysconfig; print(1 if sysconfig.get_config_var("Py_GIL_DISABLED") else 0)' 2>/dev/null \
+        || echo 0
 }
 
 # The directory a pair's build goes to: build/ for the default pair (Debian's

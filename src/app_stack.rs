@@ -2,7 +2,8 @@
 //!
 //! The request ends (504, or a cut connection) as the timeout fires, but
 //! the app's Python stack can only be read on a pool-side thread holding
-//! the GIL (the watchdog, see `pool.rs`), and it comes back later. So the
+//! the GIL (the watchdog, see `pool.rs`), or, without the GIL, is reported
+//! by the app's thread when the interrupt lands; it comes back later. So the
 //! timed-out request's log context (its connection number and what its log
 //! handler appends: client, server, request line, host) is rendered while
 //! the request is alive and kept here, with a copy of its log, until the
@@ -17,10 +18,11 @@ use nginx_sys::{ngx_event_t, ngx_log_t, u_char, NGX_LOG_ERR};
 
 use crate::fields::{self, event};
 use crate::message::RequestId;
-use crate::{notify, request};
+use crate::{notify, request, worker};
 
 /// How long the stack may take: the watchdog needs the GIL, which a thread
-/// in C code that does not release it holds until it returns.
+/// in C code that does not release it holds until it returns (without the
+/// GIL: the interrupted thread reports it, once the interrupt lands).
 pub const WAIT_MS: nginx_sys::ngx_msec_t = 1000;
 
 /// nginx's NGX_MAX_ERROR_STR: no log line is longer.
@@ -155,10 +157,19 @@ extern "C" fn on_wait_expired(ev: *mut ngx_event_t) {
         let Some(mut p) = PENDING.with(|m| m.borrow_mut().remove(&id)) else {
             return;
         };
+        // With the GIL the watchdog reads the stack and waits for the GIL
+        // to do it; without it the app's thread reports where the
+        // interrupt landed, which a thread in C code takes only when it
+        // returns (see wsgi-pool's pool.rs).
+        let why = if worker::runtime().is_none_or(|rt| rt.pool.reads_stacks()) {
+            "the GIL was not released (the thread may be in C code that holds it)"
+        } else {
+            "the interrupt has not landed (the thread may be in C code; where it was is \
+             logged when it returns)"
+        };
         let text = format!(
             "wsgi: the app's thread was at: unknown, no stack within {WAIT_MS} ms: \
-             the GIL was not released (the thread may be in C code that holds it)\n\
-             while reading response from application"
+             {why}\nwhile reading response from application"
         );
         notify::log_lines(p.log(), NGX_LOG_ERR as usize, &text);
     });

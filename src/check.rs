@@ -23,21 +23,102 @@ const CHECK_DRIVER: &str = r#"
 import sys, os, traceback
 if sys.path and sys.path[0] in ('', os.getcwd()):
     del sys.path[0]
+REPORT = '\x1fwsgi-python'
 paths = [p for p in os.environ.get('NGX_WSGI_CHECK_PATH', '').split('\x1f') if p]
 sys.path[0:0] = paths
+gil = getattr(sys, '_is_gil_enabled', lambda: True)
+gil_before, gil_modules = gil(), []
 failed = 0
 for arg in sys.argv[1:]:
     kind, src, attr, name, shown = arg.split('\x1f')
     try:
-        load_app(kind, src, attr, name)
+        gil_modules += load_app_watching_gil(kind, src, attr, name)[1]
     except BaseException as e:
         failed += 1
         sys.stderr.write('wsgi: cannot load application "%s":\n' % shown)
         strip_loader_frames(e)
         traceback.print_exception(type(e), e, e.__traceback__)
+sys.stderr.write('\n%s\x1f%s\x1f%d\x1f%d\x1f%d\x1f%s\n' % (
+    REPORT, sys.version.split()[0], 't' in getattr(sys, 'abiflags', ''),
+    gil_before, gil(), ','.join(gil_modules)))
 sys.stderr.flush()
 os._exit(1 if failed else 0)
 "#;
+
+/// Starts the check's line about the Python (last on its stderr).
+const REPORT: &str = "\x1fwsgi-python";
+
+/// What the check's Python says of itself: for `nginx -t`'s notice.
+#[derive(Debug, Default, PartialEq)]
+pub struct PythonReport {
+    pub version: String,
+    pub free_threaded: bool,
+    /// The GIL before the apps were imported, and after.
+    pub gil_before: bool,
+    pub gil_after: bool,
+    /// Modules the GIL was enabled for (their RuntimeWarning named them).
+    pub gil_modules: Vec<String>,
+}
+
+impl PythonReport {
+    /// Takes the report line out of the child's stderr.
+    fn split_from(output: &str) -> (Option<PythonReport>, String) {
+        let Some((before, line)) = output.rsplit_once(REPORT) else {
+            return (None, output.to_string());
+        };
+        let f: Vec<&str> = line.trim_end().split('\x1f').collect();
+        let report = match f.as_slice() {
+            ["", version, ft, before, after, modules] => Some(PythonReport {
+                version: version.to_string(),
+                free_threaded: *ft == "1",
+                gil_before: *before == "1",
+                gil_after: *after == "1",
+                gil_modules: modules
+                    .split(',')
+                    .filter(|m| !m.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+            }),
+            _ => None,
+        };
+        (report, before.to_string())
+    }
+
+    /// `nginx -t`'s line: the level, and the text.
+    pub fn notice(&self) -> (usize, String) {
+        let python = format!(
+            "wsgi: Python {}{}",
+            self.version,
+            if self.free_threaded {
+                " free-threaded"
+            } else {
+                ""
+            }
+        );
+        if self.gil_before || !self.gil_after {
+            let gil = if self.gil_after {
+                "GIL enabled: a worker's pool threads run Python one at a time"
+            } else {
+                "GIL disabled: a worker's pool threads run Python in parallel"
+            };
+            return (
+                nginx_sys::NGX_LOG_NOTICE as usize,
+                format!("{python}, {gil}"),
+            );
+        }
+        let by = match self.gil_modules.as_slice() {
+            [] => "a module that does not declare it can run without it".to_string(),
+            m => format!("\"{}\" (not declared to run without it)", m.join("\", \"")),
+        };
+        (
+            nginx_sys::NGX_LOG_WARN as usize,
+            format!(
+                "{python}, but importing the applications enabled the GIL for {by}: \
+                 a worker's pool threads run Python one at a time"
+            ),
+        )
+    }
+}
 
 /// The interpreter the check runs: the venv's, or the one we embed.
 pub fn python_executable(mcf: &MainConf) -> String {
@@ -134,17 +215,24 @@ pub fn signal_option<'a>(args: &[&'a [u8]]) -> Option<&'a [u8]> {
 }
 
 /// Runs the check; the error is the child's report (with tracebacks).
-pub fn check_imports(mcf: &MainConf, environment: &[(OsString, OsString)]) -> Result<(), String> {
+/// With `probe`, imports nothing: only the Python's report (`nginx -t`
+/// with `wsgi_import_check off`).
+pub fn check_imports(
+    mcf: &MainConf,
+    environment: &[(OsString, OsString)],
+    probe: bool,
+) -> Result<Option<PythonReport>, String> {
     if mcf.apps.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
+    let apps = if probe { &[][..] } else { &mcf.apps[..] };
     let python = python_executable(mcf);
     let mut cmd = Command::new(&python);
     cmd.env_clear()
         .envs(environment.iter().map(|(k, v)| (k, v)))
         .arg("-c")
         .arg(format!("{LOAD_APP}\n{CHECK_DRIVER}"))
-        .args(mcf.apps.iter().map(target_arg))
+        .args(apps.iter().map(target_arg))
         .env("NGX_WSGI_CHECK_PATH", mcf.python_path.join("\x1f"))
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .stdin(Stdio::null())
@@ -176,9 +264,9 @@ pub fn check_imports(mcf: &MainConf, environment: &[(OsString, OsString)]) -> Re
             }
         }
     };
-    let output = reader.join().unwrap_or_default();
+    let (report, output) = PythonReport::split_from(&reader.join().unwrap_or_default());
     match status {
-        Some(st) if st.success() => Ok(()),
+        Some(st) if st.success() => Ok(report),
         Some(_) if !output.trim().is_empty() => Err(output.trim_end().to_string()),
         Some(st) => Err(format!(
             "wsgi: import check with \"{python}\" failed ({st})"
@@ -356,8 +444,38 @@ fn unreadable(path: &std::path::Path, user: &WorkerUser) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{hardening_warnings, signal_option, unreadable, worker_environment, WorkerUser};
+    use super::{
+        hardening_warnings, signal_option, unreadable, worker_environment, PythonReport, WorkerUser,
+    };
     use crate::conf::MainConf;
+
+    #[test]
+    fn python_report_out_of_the_check_output() {
+        let out = "Traceback ...\nSyntaxError: x\n\n\x1fwsgi-python\x1f3.14.7\x1f1\x1f0\x1f1\x1flxml.etree,x._y\n";
+        let (report, rest) = PythonReport::split_from(out);
+        assert_eq!(rest.trim_end(), "Traceback ...\nSyntaxError: x");
+        let report = report.expect("a report");
+        assert_eq!(report.version, "3.14.7");
+        assert!(report.free_threaded && !report.gil_before && report.gil_after);
+        assert_eq!(report.gil_modules, ["lxml.etree", "x._y"]);
+        let (level, text) = report.notice();
+        assert_eq!(level, nginx_sys::NGX_LOG_WARN as usize);
+        assert!(
+            text.contains("enabled the GIL for \"lxml.etree\", \"x._y\""),
+            "{text}"
+        );
+        let gil = PythonReport {
+            version: "3.11.2".into(),
+            gil_before: true,
+            gil_after: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            gil.notice().1,
+            "wsgi: Python 3.11.2, GIL enabled: a worker's pool threads run Python one at a time"
+        );
+        assert_eq!(PythonReport::split_from("no report").0, None);
+    }
 
     #[test]
     fn signal_as_nginx_parses_it() {

@@ -192,13 +192,31 @@ pub unsafe fn postconfiguration(cf: *mut ngx_conf_t) -> nginx_sys::ngx_int_t {
             "wsgi: \"wsgi_sandbox_read\" and \"wsgi_sandbox_write\" have no effect without \"wsgi_sandbox on\""
         );
     }
-    if !mcf.import_check.unwrap_or(true) {
+    // `nginx -t` says which Python the workers will run, and whether with
+    // the GIL (what wsgi_threads buys depends on it).
+    // SAFETY: a plain read of nginx's flag, set before configuration.
+    let testing = unsafe { nginx_sys::ngx_test_config } != 0;
+    let check = mcf.import_check.unwrap_or(true);
+    if !check && !testing {
         return NGX_OK as nginx_sys::ngx_int_t;
     }
     // SAFETY: cf is the configuration being parsed.
     let env = crate::check::worker_environment(&unsafe { env_directives(cf) });
-    match crate::check::check_imports(mcf, &env) {
-        Ok(()) => NGX_OK as nginx_sys::ngx_int_t,
+    match crate::check::check_imports(mcf, &env, !check) {
+        Ok(report) => {
+            if let Some(report) = report.filter(|_| testing) {
+                let (level, text) = report.notice();
+                if level > NGX_LOG_WARN as usize {
+                    // As nginx -t's own lines: on the terminal, not only in
+                    // the log (nginx copies warn and above there itself).
+                    crate::util::log_stderr(&text);
+                }
+                // SAFETY: cf->log is the configuration log.
+                crate::notify::log_lines(unsafe { (*cf).log }, level, &text);
+            }
+            NGX_OK as nginx_sys::ngx_int_t
+        }
+        Err(_) if !check => NGX_OK as nginx_sys::ngx_int_t,
         Err(report) => {
             crate::notify::log_lines(log, NGX_LOG_EMERG as usize, &report);
             ngx::ngx_log_error!(
@@ -494,7 +512,8 @@ extern "C" fn set_python_home(
             );
         }
         let dir = dir.trim_end_matches('/');
-        if let Err(why) = check_python_home(dir, &embedded_python_version()) {
+        let version = embedded_python_version();
+        if let Err(why) = check_python_home(dir, &version, &stdlib_dir_name(&version)) {
             conf_err!(cf, "\"wsgi_python_home\" \"{}\" {}", dir, why);
         }
         mcf.python_home = Some(dir.to_string());
@@ -507,11 +526,23 @@ fn embedded_python_version() -> String {
     wsgi_pool::python::embedded_version()
 }
 
+/// The embedded Python's library directory name under a prefix or a venv's
+/// `lib/`: "python3.11", "python3.14t" for a free-threaded build, as its
+/// `sysconfig` said at build time (`WSGI_PYTHON_STDLIB`, python_paths.rs).
+fn stdlib_dir_name(version: &str) -> String {
+    option_env!("WSGI_PYTHON_STDLIB")
+        .and_then(|p| std::path::Path::new(p).file_name()?.to_str())
+        .filter(|n| n.starts_with("python"))
+        .map_or_else(|| format!("python{version}"), str::to_string)
+}
+
 /// A home must be a virtualenv (`pyvenv.cfg`) of the embedded Python's
-/// version, or a prefix with that version's standard library; otherwise
-/// the worker's Python cannot start (or imports nothing from it), and its
-/// own error ("No module named 'encodings'") does not say why.
-fn check_python_home(dir: &str, version: &str) -> Result<(), String> {
+/// version, or a prefix with that version's standard library (`lib/` +
+/// `lib_name`, which tells a free-threaded build's `python3.14t` from
+/// `python3.14`); otherwise the worker's Python cannot start (or imports
+/// nothing from it), and its own error ("No module named 'encodings'")
+/// does not say why.
+fn check_python_home(dir: &str, version: &str, lib_name: &str) -> Result<(), String> {
     let home = std::path::Path::new(dir);
     if !home.is_dir() {
         return Err("is not a directory".into());
@@ -526,12 +557,28 @@ fn check_python_home(dir: &str, version: &str) -> Result<(), String> {
             Some(v) if v != version && !v.starts_with(&format!("{version}.")) => Err(format!(
                 "is a virtualenv of Python {v}, but this module embeds Python {version}"
             )),
+            // Same version, the other build (a free-threaded Python's
+            // packages live in lib/python3.14t, the GIL one's in python3.14)
+            _ if !home.join("lib").join(lib_name).is_dir()
+                && home.join("lib").join(format!("python{version}t")).is_dir()
+                    != (lib_name == format!("python{version}t")) =>
+            {
+                Err(format!(
+                    "is a virtualenv of another build of Python {version} (no lib/{lib_name}): \
+                     this module embeds a{} build",
+                    if lib_name.ends_with('t') {
+                        " free-threaded"
+                    } else {
+                        " GIL"
+                    }
+                ))
+            }
             _ => Ok(()),
         };
     }
-    if !home.join(format!("lib/python{version}")).is_dir() {
+    if !home.join("lib").join(lib_name).is_dir() {
         return Err(format!(
-            "is neither a virtualenv (no pyvenv.cfg) nor a Python {version} prefix (no lib/python{version})"
+            "is neither a virtualenv (no pyvenv.cfg) nor a Python {version} prefix (no lib/{lib_name})"
         ));
     }
     Ok(())
@@ -1175,7 +1222,7 @@ mod tests {
 
         let missing = d.join("missing");
         assert_eq!(
-            check_python_home(&s(&missing), "3.11"),
+            check_python_home(&s(&missing), "3.11", "python3.11"),
             Err("is not a directory".to_string())
         );
 
@@ -1186,21 +1233,47 @@ mod tests {
             "home = /usr/bin\nversion = 3.11.2\n",
         )
         .unwrap();
-        assert_eq!(check_python_home(&s(&venv), "3.11"), Ok(()));
-        let err = check_python_home(&s(&venv), "3.1").unwrap_err();
+        assert_eq!(check_python_home(&s(&venv), "3.11", "python3.11"), Ok(()));
+        let err = check_python_home(&s(&venv), "3.1", "python3.1").unwrap_err();
         assert!(err.contains("virtualenv of Python 3.11.2"), "{err}");
 
         let uv = d.join("uv");
         fs::create_dir(&uv).unwrap();
         fs::write(uv.join("pyvenv.cfg"), "version_info = 3.12.1\n").unwrap();
-        let err = check_python_home(&s(&uv), "3.11").unwrap_err();
+        let err = check_python_home(&s(&uv), "3.11", "python3.11").unwrap_err();
         assert!(err.contains("virtualenv of Python 3.12.1, but this module embeds Python 3.11"));
 
         let prefix = d.join("prefix");
         fs::create_dir_all(prefix.join("lib/python3.11")).unwrap();
-        assert_eq!(check_python_home(&s(&prefix), "3.11"), Ok(()));
-        let err = check_python_home(&s(&prefix), "3.12").unwrap_err();
+        assert_eq!(check_python_home(&s(&prefix), "3.11", "python3.11"), Ok(()));
+        let err = check_python_home(&s(&prefix), "3.12", "python3.12").unwrap_err();
         assert!(err.contains("nor a Python 3.12 prefix"), "{err}");
+
+        // a free-threaded build: lib/python3.14t, in a prefix and a venv
+        let ft = d.join("ft");
+        fs::create_dir_all(ft.join("lib/python3.14t")).unwrap();
+        assert_eq!(check_python_home(&s(&ft), "3.14", "python3.14t"), Ok(()));
+        let err = check_python_home(&s(&ft), "3.14", "python3.14").unwrap_err();
+        assert!(err.contains("(no lib/python3.14)"), "{err}");
+        let ft_venv = d.join("ft-venv");
+        fs::create_dir_all(ft_venv.join("lib/python3.14t/site-packages")).unwrap();
+        fs::write(ft_venv.join("pyvenv.cfg"), "version = 3.14.7\n").unwrap();
+        assert_eq!(
+            check_python_home(&s(&ft_venv), "3.14", "python3.14t"),
+            Ok(())
+        );
+        let err = check_python_home(&s(&ft_venv), "3.14", "python3.14").unwrap_err();
+        assert!(err.contains("another build of Python 3.14"), "{err}");
+        assert!(err.contains("embeds a GIL build"), "{err}");
+        let gil_venv = d.join("gil-venv");
+        fs::create_dir_all(gil_venv.join("lib/python3.14/site-packages")).unwrap();
+        fs::write(gil_venv.join("pyvenv.cfg"), "version = 3.14.7\n").unwrap();
+        let err = check_python_home(&s(&gil_venv), "3.14", "python3.14t").unwrap_err();
+        assert!(err.contains("embeds a free-threaded build"), "{err}");
+        assert_eq!(
+            check_python_home(&s(&gil_venv), "3.14", "python3.14"),
+            Ok(())
+        );
 
         fs::remove_dir_all(&d).unwrap();
     }

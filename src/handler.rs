@@ -23,10 +23,12 @@ use ngx::ngx_log_error;
 
 use crate::conf::{LocConf, Param};
 use crate::fields::{self, buf, connection, event, headers_in, req, Client};
-use crate::message::{Body, BodySegment, BodyStream, Exchange, Job, MallocBlock, RequestEnv};
+use crate::message::{
+    Body, BodySegment, BodyStream, Exchange, Job, MallocBlock, Outcome, RequestEnv,
+};
 use crate::request::{self, NewRequest, RequestCtx};
 use crate::util::{self, for_each_header, ngx_bytes};
-use crate::{app_stack, notify, output, trace, worker, HttpWsgiModule};
+use crate::{app_stack, hooks, notify, output, trace, worker, HttpWsgiModule};
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -735,10 +737,12 @@ fn abort_request(cx: &mut RequestCtx, why: &str) {
         when
     );
     if let Some(rt) = worker::runtime() {
-        rt.hub
-            .counters
-            .client_aborts
-            .fetch_add(1, Ordering::Relaxed);
+        if cx.exchange.claim(Outcome::ClientGone) {
+            rt.hub
+                .counters
+                .client_aborts
+                .fetch_add(1, Ordering::Relaxed);
+        }
     }
     wsgi_trace!(cx.r, "job #{} client gone", cx.id);
     cx.end(NGX_HTTP_CLIENT_CLOSED_REQUEST as ngx_int_t, true);
@@ -816,13 +820,20 @@ fn on_timer(cx: &mut RequestCtx) {
         idle
     );
     if let Some(rt) = worker::runtime() {
-        rt.hub.counters.timeouts_504.fetch_add(1, Ordering::Relaxed);
+        // Claimed before the interrupt is sent: the RequestTimeout the app
+        // then raises cannot be counted as an app error too (the pool
+        // thread's claim comes after it and fails), whatever the timing.
+        if cx.exchange.claim(Outcome::TimedOut) {
+            rt.hub.counters.timeouts_504.fetch_add(1, Ordering::Relaxed);
+        }
         // The watchdog reports where the app was; its line gets this
         // request's context, kept past the request's end.
         // SAFETY: `log` is the live request's connection log.
         unsafe { app_stack::expect(cx.id, log) };
         rt.interrupt(cx.id, cx.exchange.thread_ident.load(Ordering::Acquire));
     }
+    // (Tests: the interrupt is sent, the request not ended yet.)
+    hooks::wait_job_done(cx.id);
     let rc = if cx.head_sent {
         NGX_ERROR as ngx_int_t
     } else {

@@ -47,7 +47,7 @@ mod variables;
 mod worker;
 
 // The pool side lives in its own crate, which has no nginx dependency.
-use wsgi_pool::{message, pool, python, target};
+use wsgi_pool::{hooks, message, pool, python, target};
 
 /// Buffers move between threads on every request (a body chunk made on a
 /// pool thread is freed on nginx's); glibc's malloc serialises such frees on

@@ -52,6 +52,8 @@ struct Waiter {
 
 type Waiting = HashMap<RequestId, Waiter, BuildHasherDefault<IdHasher>>;
 
+// nginx's thread only (thread-locals): pool threads reach it through the
+// hub's channel and eventfd, never through these.
 thread_local! {
     /// Requests with a job in the pool, by id. Only the nginx thread uses it.
     static WAITING: RefCell<Waiting> = RefCell::new(Waiting::default());

@@ -32,6 +32,9 @@ pub struct Snapshot {
     pub app_errors: u64,
     pub client_aborts: u64,
     pub bytes_out: u64,
+    /// The worker's Python runs with the GIL (always true but on a
+    /// free-threaded build that no import has turned it on in).
+    pub gil: bool,
 }
 
 impl Snapshot {
@@ -45,7 +48,7 @@ impl Snapshot {
                 "{{\"pid\":{},\"threads\":{{\"configured\":{},\"alive\":{},\"busy\":{},\"idle\":{}}},",
                 "\"queue\":{},\"in_flight\":{},\"requests\":{},\"responses\":{},",
                 "\"rejected_503\":{},\"timeouts_504\":{},\"app_errors\":{},",
-                "\"client_aborts\":{},\"bytes_out\":{}}}\n"
+                "\"client_aborts\":{},\"bytes_out\":{},\"gil\":{}}}\n"
             ),
             self.pid,
             self.threads,
@@ -60,7 +63,8 @@ impl Snapshot {
             self.timeouts_504,
             self.app_errors,
             self.client_aborts,
-            self.bytes_out
+            self.bytes_out,
+            self.gil
         )
     }
 
@@ -138,6 +142,12 @@ impl Snapshot {
             "Response body bytes handed to nginx.",
             self.bytes_out.to_string(),
         );
+        metric(
+            "gil_enabled",
+            "gauge",
+            "1 if the worker's Python runs with the GIL (one thread at a time).",
+            u8::from(self.gil).to_string(),
+        );
         out
     }
 }
@@ -161,6 +171,7 @@ fn snapshot() -> Snapshot {
         s.app_errors = c.app_errors.load(Ordering::Relaxed);
         s.client_aborts = c.client_aborts.load(Ordering::Relaxed);
         s.bytes_out = c.bytes_out.load(Ordering::Relaxed);
+        s.gil = rt.hub.gil.load(Ordering::Relaxed);
     }
     s
 }
@@ -263,6 +274,7 @@ mod tests {
         assert!(j.contains("\"requests\":10"), "{j}");
         assert!(j.contains("\"rejected_503\":0"), "{j}");
         assert!(j.starts_with("{\"pid\":7,"), "{j}");
+        assert!(j.ends_with(",\"gil\":false}\n"), "{j}");
     }
 
     #[test]

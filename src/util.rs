@@ -182,3 +182,18 @@ unsafe extern "C" fn drop_in_pool<T>(data: *mut core::ffi::c_void) {
     // SAFETY: the caller's promise.
     unsafe { ptr::drop_in_place(data.cast::<T>()) };
 }
+
+/// Writes `nginx: TEXT` to stderr as nginx's own `nginx -t` lines are
+/// (`ngx_log_stderr`), unless nginx runs quiet (`-q`).
+pub fn log_stderr(text: &str) {
+    // SAFETY: a plain read of nginx's flag, set from the command line.
+    if unsafe { nginx_sys::ngx_quiet_mode } != 0 {
+        return;
+    }
+    let Ok(text) = std::ffi::CString::new(text) else {
+        return;
+    };
+    // SAFETY: "%s" takes one NUL-terminated string, which `text` is, alive
+    // for the call.
+    unsafe { nginx_sys::ngx_log_stderr(0, c"%s".as_ptr(), text.as_ptr()) };
+}

@@ -279,6 +279,13 @@ fn start(cycle: *mut ngx_cycle_t, mcf: &crate::conf::MainConf) -> Result<(), Str
         app_names: mcf.apps.iter().map(|a| a.to_string()).collect(),
         app_ready,
     };
+    ngx_log_error!(
+        NGX_LOG_NOTICE,
+        // SAFETY: cycle is live.
+        unsafe { (*cycle).log },
+        "{} while starting worker process",
+        rt.pool.describe()
+    );
     let _ = RUNTIME.set(rt);
     // SAFETY: cycle is live.
     let limit = max_requests(mcf, unsafe { (*cycle).log });

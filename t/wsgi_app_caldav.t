@@ -173,7 +173,11 @@ for my $run (['', 'work'], ['/unbuffered', 'home']) {
 	my ($prefix, $cal) = @$run;
 	my $name = $prefix ? "unbuffered, under $prefix" : 'buffered';
 
-	my $out = `timeout 120 $py $d/client.py $url$prefix/ $cal 2>&1`;
+	# its stdout is the JSON; what it says on stderr (a warning, such as
+	# a free-threaded Python's about lxml enabling the GIL) is shown apart
+	my $out = `timeout 120 $py $d/client.py $url$prefix/ $cal 2>$d/client.err`;
+	my $err = slurp("$d/client.err");
+	diag("client stderr: $err") if $err =~ /\S/;
 	my $r = eval { decode_json($out) } or diag($out);
 	$r ||= {};
 

@@ -38,6 +38,11 @@ my $python = $ENV{TEST_WSGI_PYTHON};
 plan(skip_all => 'no TEST_WSGI_PYTHON (the test venv of scripts/test, '
 	. 'with aioquic from t/requirements.txt)')
 	unless $python && -x $python;
+# aioquic (every version) builds only with the limited C API, which a
+# free-threaded Python refuses: t/requirements.txt leaves it out there
+plan(skip_all => 'a free-threaded Python: aioquic, the HTTP/3 client, builds '
+	. 'only with the limited C API, which free-threaded builds refuse')
+	if `'$python' -c 'import sysconfig; print(sysconfig.get_config_var("Py_GIL_DISABLED"))' 2>/dev/null` =~ /^1$/m;
 plan(skip_all => "aioquic not importable by $python (t/requirements.txt)")
 	unless system("'$python' -c 'import aioquic.h3.connection' 2>/dev/null") == 0;
 

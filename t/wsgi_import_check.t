@@ -24,7 +24,7 @@ use Test::WSGI qw/ slurp poll /;
 select STDERR; $| = 1;
 select STDOUT; $| = 1;
 
-my $t = Test::Nginx->new()->has(qw/http/)->plan(115);
+my $t = Test::Nginx->new()->has(qw/http/)->plan(117);
 
 my $d = $t->testdir();
 
@@ -122,6 +122,16 @@ my ($rc, $out, $file) = nginx_t($t);
 is($rc, 0, 'good app: -t passes');
 like($out, qr/test is successful/, 'good app: -t says so');
 
+# -t names the workers' Python and says whether it runs with the GIL (as
+# that Python says of itself after importing the apps)
+my $gil = '(?:enabled|disabled)';
+if (my $py = $ENV{TEST_WSGI_PYTHON}) {
+	my $said = `$py -c "import sys; print(getattr(sys, '_is_gil_enabled', lambda: True)())" 2>/dev/null`;
+	$gil = $said =~ /^False$/m ? 'disabled' : 'enabled' if $said =~ /^(True|False)$/m;
+}
+like($out, qr/^nginx: wsgi: Python \d+\.\d+\.\d+\S*( free-threaded)?, GIL $gil: a worker's pool threads run Python (one at a time|in parallel)$/m,
+	'good app: -t names the Python and its GIL');
+
 ($rc, $out) = nginx_t($t, loc => "wsgi_pass  $d/syntax.py;");
 isnt($rc, 0, 'syntax error: -t fails');
 like($out, qr/\[emerg\] .*wsgi: cannot load application "\Q$d\E\/syntax\.py:application"/,
@@ -163,6 +173,8 @@ like($out, qr/TypeError: "VALUE" is not callable/, 'not callable: Python error')
 	loc => "wsgi_pass  $d/syntax.py;");
 is($rc, 0, 'import check off: -t passes with a broken app');
 unlike($out, qr/SyntaxError/, 'import check off: app not imported');
+like($out, qr/^nginx: wsgi: Python .*, GIL $gil: /m,
+	'import check off: -t still names the Python and its GIL');
 
 # the check imports the apps in the environment the workers get: what
 # nginx's "env" directives name, not everything nginx itself was started with

@@ -17,21 +17,15 @@ use strict;
 use Test::More;
 
 use Test::Nginx qw/ :DEFAULT http_end /;
-use Test::WSGI qw/ slurp state_dir wait_file wait_log /;
+use Test::WSGI qw/ load_test_build slurp state_dir wait_file wait_log /;
 
 ###############################################################################
 
 select STDERR; $| = 1;
 select STDOUT; $| = 1;
 
-my $module = $ENV{TEST_WSGI_PANIC_MODULE};
-plan(skip_all => 'TEST_WSGI_PANIC_MODULE not set (a --features panic-inject build)')
-	unless $module && -f $module;
-
 # This file loads the panic-inject build instead of the suite's module.
-$ENV{TEST_NGINX_GLOBALS} = ($ENV{TEST_NGINX_GLOBALS} // '')
-	=~ s/load_module\s+[^;]*ngx_http_wsgi_module[^;]*;//r;
-$ENV{TEST_NGINX_GLOBALS} .= " load_module $module;";
+load_test_build('TEST_WSGI_PANIC_MODULE', '--features panic-inject');
 
 my $t = Test::Nginx->new()->has(qw/http/)->plan(36)->todo_alerts()
 	->write_file_expand('nginx.conf', <<'EOF');

@@ -206,11 +206,11 @@ like($info, qr/"executable": "[^"]*\/bin\/python3?"/,
 	'venv: sys.executable is bin/python');
 like($info, qr/"executable": "\Q$ENV{TEST_WSGI_VENV}\E|"executable": "\Q$venv\E/,
 	'venv: sys.executable is in the venv');
-like($info, qr/"flask_file": "\Q$venv\E\/lib\/python3\.\d+\/site-packages\/flask\//,
+like($info, qr/"flask_file": "\Q$venv\E\/lib\/python3\.\d+t?\/site-packages\/flask\//,
 	'venv: flask imported from the venv site-packages');
 like($info, qr/"flask_version": "\d+\.\d+/, 'venv: flask metadata');
 like($info, qr/"system_site": false/, 'venv: no system site-packages');
-like($info, qr/"venv_site": \["\Q$venv\E\/lib\/python3\.\d+\/site-packages"\]/,
+like($info, qr/"venv_site": \["\Q$venv\E\/lib\/python3\.\d+t?\/site-packages"\]/,
 	'venv: its site-packages on sys.path');
 
 like(http_get('/flask/'), qr/^HTTP\/1\.1 200 .*\x0d\x0a\x0d\x0aflask says hi\z/s,

@@ -51,7 +51,8 @@ def find_executable(sys, os):
         return
     v = sys.version_info
     for d in (sys.prefix, sys.base_prefix):
-        for n in ("python%d.%d" % (v[0], v[1]), "python%d" % v[0], "python"):
+        for n in ("python%d.%d%s" % (v[0], v[1], getattr(sys, "abiflags", "")),
+                  "python%d.%d" % (v[0], v[1]), "python%d" % v[0], "python"):
             p = os.path.join(d, "bin", n)
             if os.path.isfile(p) and os.access(p, os.X_OK):
                 sys.executable = p

@@ -11,6 +11,7 @@
 //! * [`wsgi`] — environ, `start_response`, `wsgi.input`, iteration;
 //! * [`python`] — interpreter start-up per worker, app import;
 //! * [`target`] — what `wsgi_pass` names (module:callable or a file);
+//! * [`hooks`] — tests only: holds a thread where two threads race;
 //! * [`sandbox`] — `wsgi_sandbox`: Landlock rules for the Python threads;
 //! * [`timezone`] — the process's time zone, which nginx's log times
 //!   follow, watched for an app that changes it.
@@ -18,6 +19,7 @@
 // The bench-only `transport-floor` build skips the WSGI call, leaving it unused.
 #![cfg_attr(feature = "transport-floor", allow(dead_code))]
 
+pub mod hooks;
 pub mod message;
 pub mod pool;
 pub mod python;

@@ -44,6 +44,28 @@ def load_app(kind, src, attr, name):
     return obj
 
 
+def load_app_watching_gil(kind, src, attr, name):
+    """load_app, and the modules a free-threaded Python enabled the GIL
+    for meanwhile (an extension module that does not declare it can run
+    without it, Py_mod_gil): its RuntimeWarning names each. Other warnings
+    are shown as usual."""
+    import warnings
+    gil_modules, caught = [], []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            return load_app(kind, src, attr, name), gil_modules
+    finally:
+        # shown once catch_warnings has put the usual showwarning back
+        for w in caught:
+            text = str(w.message)
+            mark = "has been enabled to load module '"
+            if issubclass(w.category, RuntimeWarning) and mark in text:
+                gil_modules.append(text.split(mark, 1)[1].split("'", 1)[0])
+            else:
+                warnings.showwarning(w.message, w.category, w.filename,
+                                     w.lineno, w.file, w.line)
+
+
 def _loader_frame(tb):
     name = tb.tb_frame.f_code.co_filename
     return (name in ('load_app.py', '<string>')

@@ -5,14 +5,15 @@
 //! GIL released and runs one app call per job. No `ngx_*` here.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyType};
 
+use crate::hooks;
 use crate::message::{self, Hub, Job, LogLevel, Reply};
 use crate::wsgi;
 
@@ -33,30 +34,128 @@ enum Watch {
     Stop,
 }
 
-/// One pool thread as the others see it.
+/// One pool thread as the others see it (the thread itself and the
+/// watchdog).
 struct Slot {
-    /// Python thread ident (for `PyThreadState_SetAsyncExc`).
+    /// Python thread ident (for `PyThreadState_SetAsyncExc`). Written once
+    /// by the thread before it takes a job. No two live slots share one: a
+    /// slot leaves `Shared::slots` before its thread ends.
     ident: AtomicU64,
-    /// Request id being run, 0 when idle.
-    running: AtomicU64,
+    /// The request the thread runs and whether the watchdog interrupted
+    /// it. This mutex, not the GIL, makes "is the thread still on request
+    /// `id`?" and "raise in it" one step against the thread finishing the
+    /// request ([`Slot::interrupt`], [`Slot::finish`]).
+    run: Mutex<Running>,
     /// Leave after the current job: a replacement already took our place.
+    /// Set by the watchdog inside `run`'s lock, read by the thread after
+    /// [`Slot::finish`] took that lock.
     retire: AtomicBool,
-    /// The watchdog raised `RequestTimeout` in this thread (set with the GIL held).
-    interrupted: AtomicBool,
     /// Thread number (as in its name, `wsgi-N`).
     number: u64,
 }
 
+/// A slot's request, under `Slot::run`.
+#[derive(Default)]
+struct Running {
+    /// The request being run, 0 between requests.
+    id: u64,
+    /// `RequestTimeout` was raised in the thread for `id`.
+    interrupted: bool,
+}
+
+impl Slot {
+    fn run(&self) -> MutexGuard<'_, Running> {
+        self.run.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Pool thread: it starts request `id`.
+    fn begin(&self, id: u64) {
+        *self.run() = Running {
+            id,
+            interrupted: false,
+        };
+    }
+
+    /// Whether the thread is on request `id` now.
+    fn is_on(&self, id: u64) -> bool {
+        self.run().id == id
+    }
+
+    /// Watchdog: raises `exc` in the thread if, and only if, it is still on
+    /// request `id`, and marks it to retire after the request if `retire`.
+    /// False if it had finished the request. In the lock: a few C calls
+    /// that run no Python code and wait on no other thread (so neither the
+    /// GIL nor a free-threaded build's stop-the-world can be waited for
+    /// while the thread waits on this lock).
+    fn interrupt(&self, _py: Python<'_>, id: u64, exc: &Bound<'_, PyType>, retire: bool) -> bool {
+        let mut run = self.run();
+        if run.id != id {
+            return false;
+        }
+        // Before the exception: a thread running Python takes it at once
+        // and may be back in its job loop, checking `retire`, very soon.
+        self.retire.store(retire, Ordering::Release);
+        // SAFETY: the thread state is attached (`_py`); `exc` is a live
+        // exception type. Only sets the target thread's pending exception.
+        unsafe {
+            pyo3::ffi::PyThreadState_SetAsyncExc(
+                self.ident.load(Ordering::Acquire) as _,
+                exc.as_ptr(),
+            )
+        };
+        run.interrupted = true;
+        true
+    }
+
+    /// Pool thread, once none of the app's code runs for the request any
+    /// more: from here on no interrupt can be raised for it, and one that
+    /// was raised and not yet taken is cleared, so it cannot hit the next
+    /// request. Returns whether the request was interrupted.
+    fn finish(&self, py: Python<'_>) -> bool {
+        let mut run = self.run();
+        run.id = 0;
+        let interrupted = std::mem::take(&mut run.interrupted);
+        if interrupted {
+            // SAFETY: the thread state is attached (`py`); NULL clears this
+            // thread's pending async exception.
+            unsafe {
+                pyo3::ffi::PyThreadState_SetAsyncExc(
+                    self.ident.load(Ordering::Acquire) as _,
+                    std::ptr::null_mut(),
+                )
+            };
+        }
+        drop(run);
+        let _ = PyErr::take(py);
+        interrupted
+    }
+}
+
+/// What the pool's threads share (see README "Threads without the GIL"
+/// for every piece of shared state and its guard).
 struct Shared {
     hub: Arc<Hub>,
+    /// The apps' callables: written once before any thread starts, then
+    /// only read; pool threads call one at once (`wsgi.multithread`: the
+    /// app's own state is its business, GIL or not).
     apps: Arc<Vec<Option<Py<PyAny>>>>,
+    /// Jobs from nginx's thread (a channel: its own lock-free queue).
     jobs: Receiver<Work>,
+    /// The live threads, for the watchdog to find one (this mutex).
     slots: Mutex<Vec<Arc<Slot>>>,
     threads: usize,
     multiprocess: bool,
+    /// The watchdog reads a timed-out app's stack from its thread (see
+    /// [`watchdog`]); false where the interrupted thread reports it itself.
+    read_stacks: bool,
+    /// The embedded Python's version, and whether it is a free-threaded
+    /// build.
+    version: String,
+    free_threaded: bool,
     /// Threads alive, and a condvar signalled as they exit.
     alive: Mutex<usize>,
     exited: Condvar,
+    /// Threads ever started (their numbers): an atomic counter.
     spawned: AtomicUsize,
 }
 
@@ -101,7 +200,14 @@ impl Pool {
     ) -> Result<Pool, String> {
         let (tx, rx) = crossbeam_channel::bounded(cfg.queue_size);
         let (wtx, wrx) = crossbeam_channel::unbounded();
+        let (gil, (version, free_threaded)) =
+            Python::attach(|py| (crate::python::gil_enabled(py), crate::python::build(py)));
+        hub.gil.store(gil, Ordering::Relaxed);
+        let read_stacks = gil && !hooks::threads_report_stacks();
         let shared = Arc::new(Shared {
+            read_stacks,
+            version,
+            free_threaded,
             hub,
             apps,
             jobs: rx,
@@ -162,6 +268,33 @@ impl Pool {
         let _ = self.watch.send(Watch::Interrupt { id, ident });
     }
 
+    /// Whether a timed-out app's stack is read by the watchdog as the
+    /// timeout fires (with the GIL), rather than reported by the app's
+    /// thread when the interrupt lands (without it).
+    pub fn reads_stacks(&self) -> bool {
+        self.shared.read_stacks
+    }
+
+    /// The worker's start-up line: which Python, and whether the GIL is
+    /// enabled (what `wsgi_threads` buys depends on it).
+    pub fn describe(&self) -> String {
+        let s = &self.shared;
+        let gil = if s.hub.gil.load(Ordering::Relaxed) {
+            "GIL enabled: one pool thread runs Python at a time"
+        } else {
+            "GIL disabled: pool threads run Python in parallel"
+        };
+        let build = if s.free_threaded {
+            " free-threaded"
+        } else {
+            ""
+        };
+        format!(
+            "wsgi: Python {}{build}, {} pool threads, {gil}",
+            s.version, s.threads
+        )
+    }
+
     /// Threads that exist now (including ones replaced after a timeout).
     pub fn threads_alive(&self) -> usize {
         *self.shared.alive.lock().unwrap_or_else(|e| e.into_inner())
@@ -198,9 +331,8 @@ fn spawn_worker(shared: &Arc<Shared>) -> std::io::Result<JoinHandle<()>> {
     let n = shared.spawned.fetch_add(1, Ordering::AcqRel);
     let slot = Arc::new(Slot {
         ident: AtomicU64::new(0),
-        running: AtomicU64::new(0),
+        run: Mutex::new(Running::default()),
         retire: AtomicBool::new(false),
-        interrupted: AtomicBool::new(false),
         number: n as u64,
     });
     shared.slots.lock().unwrap().push(slot.clone());
@@ -252,6 +384,7 @@ fn thread_main(shared: &Shared, slot: &Slot) {
             }
         };
         let mut run_time = RunTime::default();
+        let mut modules = 0;
         loop {
             // Take the next job while still holding the GIL: under load the
             // queue is rarely empty, and handing the GIL to another thread
@@ -277,8 +410,12 @@ fn thread_main(shared: &Shared, slot: &Slot) {
             // it follows.
             message::set_short_jobs(run_time.short());
             let started = Instant::now();
+            let id = job.id;
+            hooks::arm(id, &job.env);
             run_job(py, shared, slot, &mut tctx, *job, started);
+            hooks::job_done(id);
             run_time.add(started.elapsed());
+            watch_gil(py, &shared.hub, &mut modules, id);
             if slot.retire.load(Ordering::Acquire) {
                 break;
             }
@@ -286,6 +423,34 @@ fn thread_main(shared: &Shared, slot: &Slot) {
         // Leaving: wake nginx for what this thread finished last.
         shared.hub.flush_owed();
     });
+}
+
+/// Free-threaded builds: an import during a request can turn the GIL on
+/// for good (an extension module that does not declare it can run without
+/// it). Keeps `hub.gil` true to that, and says so once. Looked at only
+/// while the GIL is off, and only when `sys.modules` has grown (one C call
+/// per request).
+fn watch_gil(py: Python<'_>, hub: &Hub, modules: &mut isize, id: u64) {
+    if hub.gil.load(Ordering::Relaxed) {
+        return;
+    }
+    // SAFETY: the thread state is attached (`py`); the interpreter's
+    // modules dict is a borrowed reference that lives as long as it does.
+    let n = unsafe { pyo3::ffi::PyDict_Size(pyo3::ffi::PyImport_GetModuleDict()) };
+    if n == *modules {
+        return;
+    }
+    *modules = n;
+    if crate::python::gil_enabled(py) && !hub.gil.swap(true, Ordering::Relaxed) {
+        hub.log(
+            Some(id),
+            LogLevel::Warn,
+            "wsgi: the app imported a module that enabled the GIL (Python's RuntimeWarning \
+             names it: it does not declare it can run without it); this worker's pool \
+             threads run Python one at a time from now on while handling request"
+                .into(),
+        );
+    }
 }
 
 /// A pool thread's recent app run times (moving average).
@@ -353,32 +518,20 @@ fn run_job(
     };
     let counters = &shared.hub.counters;
     counters.busy_threads.fetch_add(1, Ordering::Relaxed);
-    // `running` changes only while we hold the GIL, which is what the
-    // watchdog holds while it checks it: an interrupt can never hit the
-    // next request by mistake.
-    slot.running.store(job.id, Ordering::Release);
+    // From here until `finish` (called by `wsgi::run` as soon as the app's
+    // code is done with the request) the watchdog may interrupt it.
+    slot.begin(job.id);
     #[cfg(not(feature = "transport-floor"))]
-    wsgi::run(py, tctx, &shared.hub, app.bind(py), job);
+    wsgi::run(py, tctx, &shared.hub, app.bind(py), job, |py| {
+        slot.finish(py) && !shared.read_stacks
+    });
     #[cfg(feature = "transport-floor")]
     {
         let _ = (app, &tctx);
         transport_floor(shared, job);
+        slot.finish(py);
     }
-    slot.running.store(0, Ordering::Release);
     shared.hub.zone.after_request(py, &shared.hub);
-    // An interrupt that arrived as the app returned must not leak into the
-    // next request. The watchdog sets `interrupted` with the GIL held, as we
-    // hold it now, so this check cannot miss one.
-    if slot.interrupted.swap(false, Ordering::AcqRel) {
-        // SAFETY: we hold the GIL; NULL clears a pending async exception.
-        unsafe {
-            pyo3::ffi::PyThreadState_SetAsyncExc(
-                slot.ident.load(Ordering::Relaxed) as _,
-                std::ptr::null_mut(),
-            )
-        };
-        let _ = PyErr::take(py);
-    }
     counters.busy_threads.fetch_sub(1, Ordering::Relaxed);
 }
 
@@ -410,6 +563,12 @@ fn transport_floor(shared: &Shared, job: Job) {
 /// `RequestTimeout` in its thread (effective in Python code; a thread
 /// blocked in C sees it when it returns), and starts a replacement so the
 /// pool keeps its capacity; the stuck thread retires once its call returns.
+///
+/// Where the app was: with the GIL, read here from the thread's frames
+/// (`sys._current_frames()`) while the GIL keeps them still. Without it
+/// that is not safe (CPython: frame objects of another running thread may
+/// not be read), so the interrupted thread reports the traceback of the
+/// `RequestTimeout` it raises instead (`wsgi::run`), when it lands.
 fn watchdog(shared: Arc<Shared>, rx: Receiver<Watch>) {
     // It runs Python too (the stack's source lines come from the app's
     // loaders): bound like the pool threads.
@@ -433,33 +592,29 @@ fn watchdog(shared: Arc<Shared>, rx: Receiver<Watch>) {
             report_stack(&shared, id, "wsgi: the app's thread was not found".into());
             continue;
         };
+        // (Tests: the interrupt is in hand, about to be raised.)
+        hooks::hold_detached(hooks::Point::Watchdog, id);
+        let returned = || (false, Some(RETURNED.to_string()));
         let (replace, stack) = Python::attach(|py| {
-            if slot.running.load(Ordering::Acquire) != id {
-                return (
-                    false,
-                    "wsgi: the app had returned when its stack was read".into(),
-                );
+            if !slot.is_on(id) {
+                return returned();
             }
             // Read before the exception is raised: the thread still
-            // stands where the timeout found it. Only C calls (no bytecode,
-            // so the GIL stays ours): were it released between the check
-            // of `running` above and the exception below, the app could
-            // return and its thread take the exception into its next job.
-            let frames = stack_frames(py, ident);
+            // stands where the timeout found it. The thread may finish the
+            // request meanwhile; the frames are then discarded below.
+            let frames = shared.read_stacks.then(|| stack_frames(py, ident));
             // Bound the spares: at most as many stuck threads as real ones.
             let replace = *shared.alive.lock().unwrap() < shared.threads * 2;
-            // Decided before the exception is raised: a thread running
-            // Python gets it as soon as we drop the GIL and may be back in
-            // its job loop, checking `retire`, before this thread runs again.
-            slot.retire.store(replace, Ordering::Release);
             let exc = py.get_type::<wsgi::RequestTimeout>();
-            slot.interrupted.store(true, Ordering::Release);
-            // SAFETY: we hold the GIL; `exc` is a live exception type.
-            unsafe { pyo3::ffi::PyThreadState_SetAsyncExc(ident as _, exc.as_ptr()) };
+            if !slot.interrupt(py, id, &exc, replace) {
+                return returned();
+            }
             // Source lines come from linecache (Python code): only now.
-            (replace, format_stack(py, frames))
+            (replace, frames.map(|f| format_stack(py, f)))
         });
-        report_stack(&shared, id, stack);
+        if let Some(text) = stack {
+            report_stack(&shared, id, text);
+        }
         if replace {
             if let Err(e) = spawn_worker(&shared) {
                 shared.hub.log(
@@ -472,12 +627,14 @@ fn watchdog(shared: Arc<Shared>, rx: Receiver<Watch>) {
     }
 }
 
+/// What the watchdog reports when the thread finished the request first.
+const RETURNED: &str = "wsgi: the app had returned when its stack was read";
+
 fn report_stack(shared: &Shared, id: u64, text: String) {
     shared.hub.send(message::Completion::AppStack { id, text });
 }
 
-/// Innermost frames of a timed-out app's stack that go to the log.
-const STACK_LIMIT: usize = 50;
+use wsgi::STACK_LIMIT;
 
 /// One frame of a stack: file, line, function.
 struct Frame {

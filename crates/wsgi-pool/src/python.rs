@@ -247,6 +247,30 @@ fn setup_interpreter(py: Python<'_>, interp: &Interpreter, hub: &Arc<Hub>) -> Py
     Ok(())
 }
 
+/// The embedded Python for log lines: its version, and whether it is a
+/// free-threaded build (`t` in `sys.abiflags`, 3.13+).
+pub fn build(py: Python<'_>) -> (String, bool) {
+    let sys = py.import("sys");
+    let get =
+        |name: &str| -> Option<String> { sys.as_ref().ok()?.getattr(name).ok()?.extract().ok() };
+    let version = get("version")
+        .and_then(|v| v.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into());
+    (version, get("abiflags").is_some_and(|f| f.contains('t')))
+}
+
+/// Whether the GIL is enabled now: `sys._is_gil_enabled()` where it exists
+/// (3.13+), else true. A free-threaded build starts without it and turns
+/// it on for good when it imports an extension module that does not
+/// declare it can run without it (`Py_mod_gil`), or with `PYTHON_GIL=1`.
+pub fn gil_enabled(py: Python<'_>) -> bool {
+    py.import("sys")
+        .and_then(|sys| sys.getattr("_is_gil_enabled"))
+        .and_then(|f| f.call0())
+        .and_then(|v| v.extract::<bool>())
+        .unwrap_or(true)
+}
+
 /// `ngx_wsgi.emit_log(levelno, message)`: Python logging to nginx's log.
 #[pyfunction]
 fn emit_log(levelno: i64, message: &str) {
@@ -272,7 +296,7 @@ pub fn import_apps(targets: &[AppTarget], hub: &Arc<Hub>) -> Vec<Option<Py<PyAny
             let apps: Vec<Option<Py<PyAny>>> = targets
                 .iter()
                 .map(|t| {
-                    let app = match import_one(py, t) {
+                    let app = match import_watching_gil(py, t, &hub2) {
                         Ok(app) => Some(app),
                         Err(e) => {
                             hub2.log(
@@ -357,15 +381,47 @@ fn explain_missing_module(py: Python<'_>, err: PyErr, target: &str) -> PyErr {
     ))
 }
 
-fn import_one(py: Python<'_>, target: &AppTarget) -> PyResult<Py<PyAny>> {
+/// [`import_one`], saying so at `warn` if a free-threaded Python turned
+/// the GIL on for it, with the modules that made it (its RuntimeWarning
+/// names them; they are not declared to run without the GIL).
+fn import_watching_gil(py: Python<'_>, target: &AppTarget, hub: &Hub) -> PyResult<Py<PyAny>> {
+    let before = gil_enabled(py);
+    let (app, modules) = import_one(py, target)?;
+    if !before && gil_enabled(py) {
+        let by = match modules.as_slice() {
+            [] => "a module that does not declare it can run without it (Python's warning \
+                   naming it was filtered out)"
+                .to_string(),
+            [one] => format!("module \"{one}\", which does not declare it can run without it"),
+            many => format!(
+                "modules \"{}\", which do not declare they can run without it",
+                many.join("\", \"")
+            ),
+        };
+        hub.log(
+            None,
+            LogLevel::Warn,
+            format!(
+                "wsgi: importing application \"{target}\" enabled the GIL for {by}: \
+                 this worker's pool threads run Python one at a time (PYTHON_GIL=0 in \
+                 nginx's \"env\" keeps it off, at the app's own risk) while starting worker process"
+            ),
+        );
+    }
+    Ok(app)
+}
+
+/// The app's callable, and the modules the GIL was enabled for meanwhile.
+fn import_one(py: Python<'_>, target: &AppTarget) -> PyResult<(Py<PyAny>, Vec<String>)> {
     let code = CString::new(LOAD_APP).expect("no NUL");
     let loader = PyModule::from_code(py, &code, c"load_app.py", c"_ngx_wsgi_load_app")?;
     let [kind, src, attr] = target.load_args();
     let app = loader
-        .getattr("load_app")?
-        .call1((kind, src, attr, target.module_name()));
+        .getattr("load_app_watching_gil")?
+        .call1((kind, src, attr, target.module_name()))
+        .and_then(|r| r.extract::<(Py<PyAny>, Vec<String>)>());
     let err = match app {
-        Ok(app) => return Ok(app.unbind()),
+        Ok(loaded) => return Ok(loaded),
         // The traceback starts where the app's code does.
         Err(e) => match loader.call_method1("strip_loader_frames", (e.value(py),)) {
             Ok(stripped) => PyErr::from_value(stripped),

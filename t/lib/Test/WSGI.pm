@@ -17,13 +17,28 @@ use Test::Nginx qw/ http http_get http_content /;
 
 our @EXPORT_OK = qw/ worker_shutting_down slurp poll wait_file wait_glob wait_log read_until
 	state_dir worker_pid rss_kb fd_count wsgi_status http_post
-	http_post_chunked pattern_body reload_wait wait_stall /;
+	http_post_chunked pattern_body reload_wait wait_stall load_test_build /;
 
 # TEST_WSGI_TIME_FACTOR (default 1) stretches every wait below, for runs
 # where nginx is slow on purpose (scripts/memcheck runs it under valgrind)
 our $FACTOR = $ENV{TEST_WSGI_TIME_FACTOR} || 1;
 
 ###############################################################################
+
+# a test file that needs a test build of the module (panic-inject,
+# test-hooks: scripts/test builds it and names it in the environment
+# variable $var) loads it instead of the suite's module; without it the
+# whole file skips, naming what it needs
+sub load_test_build {
+	my ($var, $what) = @_;
+	my $module = $ENV{$var};
+	Test::More::plan(skip_all => "$var not set (a $what build)")
+		unless $module && -f $module;
+	$ENV{TEST_NGINX_GLOBALS} = ($ENV{TEST_NGINX_GLOBALS} // '')
+		=~ s/load_module\s+[^;]*ngx_http_wsgi_module[^;]*;//r;
+	$ENV{TEST_NGINX_GLOBALS} .= " load_module $module;";
+	return $module;
+}
 
 # the whole content of $file, or '' if it cannot be read
 sub slurp {

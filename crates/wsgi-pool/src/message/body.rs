@@ -171,7 +171,8 @@ pub const STREAM_CHUNK: usize = 64 * 1024;
 
 /// A request body streamed from the nginx thread to the app while it
 /// arrives. Bounded: past `limit` bytes nginx stops reading the client
-/// (TCP pushes back), and resumes when the app has read.
+/// (TCP pushes back), and resumes when the app has read. Shared by the
+/// two threads under `state`'s mutex (`ready` to wait on).
 pub struct BodyStream {
     id: RequestId,
     limit: usize,

@@ -88,7 +88,14 @@ pub struct Hub {
     pub counters: Counters,
     /// The worker's time zone as it started, and the changes reported.
     pub zone: ZoneWatch,
-    /// Python objects the nginx thread is done with (see [`SharedBytes`]).
+    /// Whether the worker's Python has the GIL enabled (the status page):
+    /// set by the pool at start, and by a pool thread if an import during a
+    /// request turns it on (free-threaded builds; it never goes off again).
+    pub gil: AtomicBool,
+    /// Python objects the nginx thread is done with (see [`SharedBytes`]):
+    /// a channel; the nginx thread sends them without touching their
+    /// reference count, a pool thread drops them with its thread state
+    /// attached (the GIL, or a free-threaded build's attached state).
     pub(super) graveyard_tx: Sender<Py<PyBytes>>,
     graveyard_rx: Receiver<Py<PyBytes>>,
 }
@@ -115,13 +122,17 @@ impl Hub {
             defer: AtomicBool::new(false),
             counters: Counters::default(),
             zone: ZoneWatch::new(),
+            gil: AtomicBool::new(true),
         })
     }
 
     /// Pool thread: releases the Python objects nginx has finished sending.
     pub fn release_python(&self, _py: Python<'_>) {
         while let Ok(obj) = self.graveyard_rx.try_recv() {
-            drop(obj); // with the GIL held: `_py` proves it
+            // attached (`_py` proves it); any pool thread may drop any of
+            // them: without the GIL a decref from another thread than the
+            // one that made the object is CPython's shared-count path
+            drop(obj);
         }
     }
 
@@ -237,7 +248,10 @@ impl Hub {
     }
 }
 
-/// Per-worker counters, updated without locks from either side.
+/// Per-worker counters, updated without locks from either side: each is
+/// one atomic read-modify-write (no lost update, with or without the GIL);
+/// Relaxed, as nothing else is published through them and the status page
+/// reads each on its own (a snapshot, not a consistent cut).
 #[derive(Default)]
 pub struct Counters {
     pub requests: AtomicU64,

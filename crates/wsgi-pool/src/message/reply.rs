@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -61,8 +61,9 @@ impl From<Vec<u8>> for Chunk {
 }
 
 /// The first `len` bytes of a Python `bytes` object, readable without the
-/// GIL: a `bytes` buffer never changes or moves while the object lives, and
-/// we hold a strong reference. That reference is never released here (the
+/// GIL (or any attached thread state): a `bytes` buffer never changes or
+/// moves while the object lives (CPython moves no object, with or without
+/// the GIL), and we hold a strong reference. That reference is never released here (the
 /// nginx thread must not touch Python): dropping hands it to the hub's
 /// graveyard, which pool threads empty while holding the GIL.
 pub struct SharedBytes {
@@ -132,6 +133,22 @@ impl Reply {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cancelled;
 
+/// How a request went wrong, decided once for the worker's counters: the
+/// first thread to [`claim`](Exchange::claim) one counts it, so that a
+/// request is never counted twice (a timed-out app raises the
+/// `RequestTimeout` it was interrupted with; that is not an app error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Outcome {
+    /// The app raised or broke the protocol (pool thread: `app_errors`).
+    AppError = 1,
+    /// `wsgi_read_timeout` (nginx thread, before it interrupts the app:
+    /// `timeouts_504`).
+    TimedOut = 2,
+    /// The client went away (nginx thread: `client_aborts`).
+    ClientGone = 3,
+}
+
 struct ExchangeState {
     replies: VecDeque<Reply>,
     bytes: usize,
@@ -142,6 +159,9 @@ struct ExchangeState {
 }
 
 /// The per-request meeting point of one pool thread and the nginx thread.
+/// The reply queue is under `state`'s mutex (with `room` to wait on), the
+/// flags are atomics: none of it relies on the GIL (nginx's thread never
+/// has it).
 ///
 /// The pool thread pushes replies; pushing blocks while more than `limit`
 /// bytes wait, so a slow client slows the app instead of growing memory.
@@ -153,6 +173,9 @@ pub struct Exchange {
     state: Mutex<ExchangeState>,
     room: Condvar,
     cancelled: AtomicBool,
+    /// The [`Outcome`] claimed, 0 while none is: a compare-and-swap from 0,
+    /// so exactly one thread wins (not a check-then-act under the GIL).
+    outcome: AtomicU8,
     /// Set while a wake-up for this request is queued and not yet handled.
     notified: AtomicBool,
     /// Python thread ident of the thread running the app (0: not started).
@@ -176,6 +199,7 @@ impl Exchange {
             }),
             room: Condvar::new(),
             cancelled: AtomicBool::new(false),
+            outcome: AtomicU8::new(0),
             notified: AtomicBool::new(false),
             thread_ident: AtomicU64::new(0),
             thread_no: AtomicU64::new(0),
@@ -191,6 +215,14 @@ impl Exchange {
 
     pub fn is_cancelled(&self) -> bool {
         self.cancelled.load(Ordering::Acquire)
+    }
+
+    /// Any thread: records how the request went wrong, if nothing was
+    /// recorded yet; true if this call did (then the caller counts it).
+    pub fn claim(&self, outcome: Outcome) -> bool {
+        self.outcome
+            .compare_exchange(0, outcome as u8, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
     }
 
     /// nginx thread: the request is gone; wake a pool thread blocked on us.
@@ -307,6 +339,21 @@ mod tests {
         assert!(!ex.push([Reply::Body(vec![2; 10].into())]).unwrap());
         ex.clear_notified();
         assert!(ex.push([Reply::End]).unwrap());
+    }
+
+    #[test]
+    fn one_outcome_per_request_whoever_claims_first() {
+        let ex = Arc::new(Exchange::new(1, 1024));
+        let winners: Vec<bool> = [Outcome::TimedOut, Outcome::AppError, Outcome::ClientGone]
+            .into_iter()
+            .map(|o| {
+                let ex = ex.clone();
+                thread::spawn(move || ex.claim(o))
+            })
+            .map(|t| t.join().unwrap())
+            .collect();
+        assert_eq!(winners.iter().filter(|&&w| w).count(), 1, "{winners:?}");
+        assert!(!ex.claim(Outcome::AppError), "decided once");
     }
 
     #[test]

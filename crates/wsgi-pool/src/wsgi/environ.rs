@@ -20,6 +20,9 @@ const HEADER_CACHE_MAX: usize = 512;
 /// Header positions remembered per thread (see `by_position`).
 const BY_POSITION_MAX: usize = 64;
 
+/// One per pool thread, owned by it and never shared: the environ template
+/// (`base`, copied per request: only the copy reaches the app), the
+/// recycled objects and the caches of immutable `str` keys and values.
 pub struct ThreadContext {
     base: Py<PyDict>,
     /// `start_response`, `write`, `wsgi.input` and `wsgi.errors`, kept

@@ -60,9 +60,9 @@ struct LineSink {
     level: LogLevel,
     /// The request (wsgi.errors) plus one; 0: the thread's current request
     /// (sys.stdout, sys.stderr). A pool thread's wsgi.errors is recycled
-    /// from request to request (`rebind`).
+    /// from request to request (`rebind`). An atomic (frozen pyclass).
     request: AtomicU64,
-    /// Partial lines, per writing thread.
+    /// Partial lines, per writing thread (the streams are shared): a mutex.
     pending: Mutex<HashMap<std::thread::ThreadId, Vec<u8>>>,
 }
 

@@ -260,7 +260,9 @@ fn size_arg(size: Option<&Bound<'_, PyAny>>) -> PyResult<Option<usize>> {
     }
 }
 
-/// `environ['wsgi.input']`.
+/// `environ['wsgi.input']`. Its methods take `&mut self`: pyo3's borrow
+/// flag (atomic in free-threaded builds) makes an app that reads one from
+/// two threads at once get "Already borrowed" instead of a data race.
 #[pyclass(module = "ngx_wsgi")]
 pub struct Input {
     reader: BodyReader,

@@ -15,7 +15,7 @@ use pyo3::exceptions::PyBaseException;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyList, PyString, PyTuple};
 
-use crate::message::{Hub, Job, LogLevel, RequestId};
+use crate::message::{Hub, Job, LogLevel, Outcome, RequestId};
 use response::{BodyPart, Responder, SendError};
 
 pub use environ::ThreadContext;
@@ -109,35 +109,62 @@ thread_local! {
     pub static CURRENT: std::cell::Cell<Option<RequestId>> = const { std::cell::Cell::new(None) };
 }
 
-/// Runs one request to completion (or cancellation).
+/// Runs one request to completion (or cancellation). `app_done` is called
+/// as soon as none of the app's code runs for the request any more (the
+/// pool closes the window in which the watchdog may interrupt it), before
+/// the outcome is judged.
 pub fn run(
     py: Python<'_>,
     tctx: &mut ThreadContext,
     hub: &Arc<Hub>,
     app: &Bound<'_, PyAny>,
     job: Job,
+    app_done: impl FnOnce(Python<'_>) -> bool,
 ) {
     let id = job.id;
     CURRENT.with(|c| c.set(Some(id)));
     let head_only = job.env.get(job.env.method) == b"HEAD";
+    let exchange = job.exchange.clone();
     let responder = Arc::new(Responder::new(job.exchange.clone(), hub.clone(), head_only));
     let outcome = call_app(py, tctx, hub, app, job, &responder);
     // (The last reply did it, if one went: not for a cancelled request.)
     errors::end_of_request();
+    // (Tests: the response's end is handed over, the clean-up not done.)
+    crate::hooks::hold(py, crate::hooks::Point::ResponseEnd, id);
+    let report_stack = app_done(py);
+    // A start_response or write() the app kept is dead from here on (if
+    // the response ended, it has been since before its end was queued).
+    responder.close();
     tctx.recycled.release(py);
     let when = if responder.head_sent() {
         "while sending response to client"
     } else {
         "while handling request"
     };
+    if report_stack {
+        // Interrupted where the watchdog does not read stacks (see
+        // pool.rs): this thread says where the interrupt found the app.
+        let landed = match &outcome {
+            Err(Failure::Interrupted(e)) => Some(e),
+            Err(Failure::App(e)) if e.is_instance_of::<RequestTimeout>(py) => Some(e),
+            _ => None,
+        };
+        let text = landed_stack(py, landed);
+        hub.send(crate::message::Completion::AppStack { id, text });
+    }
     let failed = match outcome {
-        Ok(()) | Err(Failure::Cancelled) => None,
+        Ok(()) | Err(Failure::Cancelled | Failure::Interrupted(_)) => None,
         Err(Failure::App(err)) => Some(app_error_line(py, &err, when)),
         Err(Failure::Output(msg)) => Some(format!("wsgi: {msg} {when}")),
     };
+    // Counted once: unless nginx's thread ended the request first (a
+    // timeout, whose interrupt may be what the app raised, or a client
+    // gone), in which case it counts it and nobody waits for a reply.
     if let Some(line) = failed {
-        report_app_error(hub, id, line);
-        responder.fail(py, 500);
+        if exchange.claim(Outcome::AppError) {
+            report_app_error(hub, id, line);
+            responder.fail(py, 500);
+        }
     }
     CURRENT.with(|c| c.set(None));
 }
@@ -146,7 +173,11 @@ pub fn run(
 enum Failure {
     /// The request ended on the nginx side (client gone, timeout).
     Cancelled,
-    /// The app raised.
+    /// Likewise, and the app raised the `RequestTimeout` it was
+    /// interrupted with (kept for where it landed).
+    Interrupted(PyErr),
+    /// The app raised (an app error, unless nginx's thread ended the
+    /// request first: see [`Outcome`]).
     App(PyErr),
     /// The app's output broke the protocol (message for the log).
     Output(String),
@@ -155,7 +186,9 @@ enum Failure {
 impl From<SendError> for Failure {
     fn from(e: SendError) -> Failure {
         match e {
-            SendError::Cancelled => Failure::Cancelled,
+            // (Closed: only a kept write() finds its request closed, never
+            // the request's own iterable, which ends before it closes.)
+            SendError::Cancelled | SendError::Closed => Failure::Cancelled,
             SendError::Protocol(m) => Failure::Output(m),
         }
     }
@@ -176,24 +209,22 @@ fn call_app(
         .recycled
         .start_response(py, responder)
         .map_err(Failure::App)?;
-    let result = app.call1((environ, start_response)).map_err(|e| {
-        if responder.is_cancelled() {
-            Failure::Cancelled
-        } else {
-            Failure::App(e)
-        }
-    })?;
+    let result = app
+        .call1((environ, start_response))
+        .map_err(|e| raised(py, responder, e))?;
     // From here on, close() must run whatever happens.
     let sent = send_iterable(py, responder, &result);
     if let Err(e) = close_iterable(&result) {
         // The body is what the app meant to send: a failing close() is the
         // app's clean-up going wrong, logged but not cutting the response
         // short (as gunicorn, uWSGI and mod_wsgi do).
-        report_app_error(
-            hub,
-            id,
-            app_error_line(py, &e, "while closing the response iterable"),
-        );
+        if responder.claim(Outcome::AppError) {
+            report_app_error(
+                hub,
+                id,
+                app_error_line(py, &e, "while closing the response iterable"),
+            );
+        }
     }
     if trace {
         // Before the last reply (a complete response's too: `end` sends
@@ -207,6 +238,46 @@ fn call_app(
     }
     sent?;
     responder.end(py).map_err(Failure::from)
+}
+
+/// What the app raising `err` means: an app error, unless the request
+/// ended on the nginx side first.
+fn raised(py: Python<'_>, responder: &Responder, err: PyErr) -> Failure {
+    if !responder.is_cancelled() {
+        Failure::App(err)
+    } else if err.is_instance_of::<RequestTimeout>(py) {
+        Failure::Interrupted(err)
+    } else {
+        Failure::Cancelled
+    }
+}
+
+/// Innermost frames of an interrupted app's stack that go to the log.
+pub const STACK_LIMIT: usize = 50;
+
+/// Where `RequestTimeout` landed in the app (its traceback, innermost
+/// last, as `traceback.format_stack` prints a stack), for the timed-out
+/// request's log; or why that is unknown.
+fn landed_stack(py: Python<'_>, err: Option<&PyErr>) -> String {
+    const WHILE: &str = "while reading response from application";
+    let Some(tb) = err.and_then(|e| e.traceback(py)) else {
+        return format!(
+            "wsgi: the app's thread was at: unknown, the app returned without raising \
+             the interrupt (it had returned, or it caught RequestTimeout) {WHILE}"
+        );
+    };
+    let limit = -(STACK_LIMIT as i64);
+    let lines = py
+        .import("traceback")
+        .and_then(|m| m.call_method1("format_tb", (tb, limit)))
+        .and_then(|l| l.extract::<Vec<String>>());
+    match lines {
+        Ok(lines) => format!("wsgi: the app's thread was at:\n{}{WHILE}", lines.concat()),
+        Err(e) => format!(
+            "wsgi: cannot read the app's stack: {} {WHILE}",
+            describe_error(py, &e)
+        ),
+    }
 }
 
 /// Counts an app error and logs it against its request.
@@ -321,13 +392,7 @@ fn send_iterable(
         }
     };
     for item in iter {
-        let item = item.map_err(|e| {
-            if responder.is_cancelled() {
-                Failure::Cancelled
-            } else {
-                Failure::App(e)
-            }
-        })?;
+        let item = item.map_err(|e| raised(py, responder, e))?;
         let part = chunk_bytes(&item)?;
         responder.send_body(py, &part).map_err(Failure::from)?;
     }

@@ -14,9 +14,17 @@ use super::response::{Responder, StartResponse, Write};
 use crate::message::{Body, Hub, LogLevel, RequestId};
 
 /// Is `obj`'s reference the only one (nothing else can reach the object)?
+///
+/// Sound without the GIL too: the objects are this thread's own (made
+/// here, kept in its `Recycled`, never handed to another thread by us),
+/// and `Py_REFCNT` is the true count (a free-threaded build adds the
+/// owner's local count and the shared one). A count of 1 is our own
+/// reference: no other thread holds one, so none can make one, and the
+/// answer cannot go stale. A count above 1 read while another thread drops
+/// its reference only makes us build a new object.
 fn sole_reference<T>(_py: Python<'_>, obj: &Py<T>) -> bool {
-    // SAFETY: `obj` is a live object (we hold a reference) and the GIL is
-    // held (`_py`), so its reference count is stable while we read it.
+    // SAFETY: `obj` is a live object (we hold a reference); the thread
+    // state is attached (`_py`).
     unsafe { pyo3::ffi::Py_REFCNT(obj.as_ptr()) == 1 }
 }
 
@@ -29,7 +37,10 @@ fn unshared<'py, T>(py: Python<'py>, slot: &Option<Py<T>>) -> Option<Bound<'py, 
 }
 
 /// A pool thread's recycled objects: each is the one the last request used
-/// when the app kept no reference to it, else a new one.
+/// when the app kept no reference to it, else a new one. Per thread (in
+/// its `ThreadContext`), never shared. A `start_response` the app kept is
+/// dead after its request by its responder's `closed` flag, not by this
+/// struct unbinding it (another thread may call it at any time).
 #[derive(Default)]
 pub struct Recycled {
     start_response: Option<Py<StartResponse>>,

@@ -8,7 +8,9 @@ use pyo3::exceptions::{PyAssertionError, PyOSError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
-use crate::message::{Chunk, Exchange, FileReply, Hub, LogLevel, Reply, ResponseHead, SharedBytes};
+use crate::message::{
+    Chunk, Exchange, FileReply, Hub, LogLevel, Outcome, Reply, ResponseHead, SharedBytes,
+};
 
 /// Body pieces at least this large go to nginx without a copy (the bytes
 /// object itself is kept alive); smaller ones are cheaper to copy.
@@ -35,6 +37,8 @@ impl BodyPart<'_, '_> {
 pub enum SendError {
     /// The request is over on the nginx side.
     Cancelled,
+    /// The request is over on the pool side: a `write()` kept past it.
+    Closed,
     /// The app broke the protocol (message for the log).
     Protocol(String),
 }
@@ -55,6 +59,12 @@ struct State {
     ///
     /// [`end`]: Responder::end
     complete: Option<Vec<Reply>>,
+    /// The request is over for the app: a `start_response` or `write()` it
+    /// kept refuses to work. Set, under this lock, before the response's
+    /// last reply is queued (or when the pool thread is done with the
+    /// request), and checked under it by both: whichever thread calls a
+    /// kept one later finds it dead, without the GIL's help.
+    closed: bool,
 }
 
 /// The pool-thread half of one response.
@@ -80,6 +90,7 @@ impl Responder {
                 truncated_logged: false,
                 ended: false,
                 complete: None,
+                closed: false,
             }),
         }
     }
@@ -94,6 +105,17 @@ impl Responder {
 
     pub fn is_cancelled(&self) -> bool {
         self.exchange.is_cancelled()
+    }
+
+    /// See [`Exchange::claim`].
+    pub fn claim(&self, outcome: Outcome) -> bool {
+        self.exchange.claim(outcome)
+    }
+
+    /// Pool thread, when it is done with the request: `start_response` and
+    /// `write()` of this request refuse to work from now on.
+    pub fn close(&self) {
+        self.lock().closed = true;
     }
 
     /// Queues replies, releasing the GIL if the exchange is full.
@@ -179,9 +201,13 @@ impl Responder {
     /// One body chunk from the iterable or `write()`.
     pub fn send_body(&self, py: Python<'_>, part: &BodyPart<'_, '_>) -> Result<(), SendError> {
         let data = part.as_slice();
+        let mut st = self.lock();
+        if st.closed {
+            return Err(SendError::Closed);
+        }
         if data.is_empty() {
             // Headers wait for the first non-empty chunk (PEP 3333).
-            return if self.lock().head.is_none() {
+            return if st.head.is_none() {
                 Err(SendError::Protocol(
                     "app returned a response body before calling start_response()".into(),
                 ))
@@ -189,7 +215,6 @@ impl Responder {
                 Ok(())
             };
         }
-        let mut st = self.lock();
         if st.ended {
             // write() from the close() of a complete response: its last
             // reply is made, nothing may follow it.
@@ -315,6 +340,7 @@ impl Responder {
     /// The response's last reply: End, or an Error if the body fell short.
     fn end_reply(&self, st: &mut State) -> Reply {
         st.ended = true;
+        st.closed = true;
         if let Some(cl) = st.content_length {
             if self.falls_short(st, st.sent) {
                 let then = if st.head_sent {
@@ -378,6 +404,7 @@ impl Responder {
     /// The app failed: nginx answers 500, or cuts the connection if the
     /// headers already went out.
     pub fn fail(&self, py: Python<'_>, status: u16) {
+        self.close();
         let _ = self.push(py, vec![Reply::Error { status }]);
     }
 }
@@ -523,6 +550,9 @@ impl StartResponse {
         let exc_info = exc_info.filter(|e| !e.is_none());
         {
             let st = responder.lock();
+            if st.closed {
+                return Err(outside_request());
+            }
             if let Some(info) = exc_info {
                 if st.head_sent {
                     // Too late to change the response: re-raise (PEP 3333).
@@ -603,6 +633,10 @@ impl StartResponse {
             out.push((name, value));
         }
         let mut st = responder.lock();
+        // (Checked again: the request may have ended while we parsed.)
+        if st.closed {
+            return Err(outside_request());
+        }
         st.head = Some(ResponseHead {
             status: code,
             status_line,
@@ -645,6 +679,7 @@ impl Write {
             Err(SendError::Cancelled) => Err(PyOSError::new_err(
                 "client connection closed (request ended in nginx)",
             )),
+            Err(SendError::Closed) => Err(outside_request()),
             Err(SendError::Protocol(m)) => Err(PyAssertionError::new_err(m)),
         }
     }
