@@ -14,7 +14,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyType};
 
 use crate::hooks;
-use crate::message::{self, Hub, Job, LogLevel, Reply};
+use crate::message::{self, Hub, Idle, Job, LogLevel, Reply};
 use crate::wsgi;
 
 pub struct PoolConfig {
@@ -396,7 +396,13 @@ fn thread_main(shared: &Shared, slot: &Slot) {
                 Err(_) => {
                     // Out of work: wake nginx for what this thread finished.
                     shared.hub.flush_owed();
-                    py.detach(|| shared.jobs.recv().ok())
+                    match py.detach(|| shared.hub.wait_idle(&shared.jobs)) {
+                        Idle::Work(w) => w,
+                        // A large response went out while every thread was
+                        // idle: its bytes go back now (loop: released at the
+                        // top), not with whatever request comes next.
+                        Idle::Release => continue,
+                    }
                 }
             };
             let job = match work {

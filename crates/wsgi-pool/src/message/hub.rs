@@ -5,6 +5,7 @@
 use std::cell::Cell;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use super::*;
 use crate::timezone::ZoneWatch;
@@ -96,8 +97,63 @@ pub struct Hub {
     /// a channel; the nginx thread sends them without touching their
     /// reference count, a pool thread drops them with its thread state
     /// attached (the GIL, or a free-threaded build's attached state).
-    pub(super) graveyard_tx: Sender<Py<PyBytes>>,
-    graveyard_rx: Receiver<Py<PyBytes>>,
+    pub(super) graveyard: Arc<Graveyard>,
+}
+
+/// What woke an idle pool thread ([`Hub::wait_idle`]).
+pub enum Idle<T> {
+    /// A job, or `None` when the queue is gone.
+    Work(Option<T>),
+    /// The graveyard's bell: release what waits there.
+    Release,
+}
+
+/// Python `bytes` objects nginx has finished sending, waiting for a pool
+/// thread to drop them. A busy thread empties it before each job; an idle
+/// one is rung (`bell`) once what waits here reaches
+/// [`Graveyard::IDLE_RELEASE_BYTES`], so that a worker that has gone quiet
+/// after a large response gives its memory back instead of keeping it
+/// until its next request.
+pub struct Graveyard {
+    /// The objects and their sizes: a channel.
+    tx: Sender<(Py<PyBytes>, usize)>,
+    rx: Receiver<(Py<PyBytes>, usize)>,
+    /// Bytes waiting: added by the nginx thread as it buries, taken off by
+    /// the pool thread that drops them (an estimate: only the bell reads it).
+    bytes: AtomicUsize,
+    /// Rung (at most one ring pending: bounded(1)) when `bytes` crosses the
+    /// line; an idle pool thread waits on it beside the job queue.
+    bell_tx: Sender<()>,
+    bell_rx: Receiver<()>,
+}
+
+impl Graveyard {
+    /// Below this, what waits is left for the next job to release.
+    pub const IDLE_RELEASE_BYTES: usize = 1 << 20;
+
+    fn new() -> Graveyard {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let (bell_tx, bell_rx) = crossbeam_channel::bounded(1);
+        Graveyard {
+            tx,
+            rx,
+            bytes: AtomicUsize::new(0),
+            bell_tx,
+            bell_rx,
+        }
+    }
+
+    /// Any thread, without the GIL: hands `obj` (`len` bytes) over, or
+    /// gives it back if no pool is left to take it.
+    pub(super) fn bury(&self, obj: Py<PyBytes>, len: usize) -> Result<(), Py<PyBytes>> {
+        self.tx.send((obj, len)).map_err(|e| e.into_inner().0)?;
+        let before = self.bytes.fetch_add(len, Ordering::AcqRel);
+        if before < Self::IDLE_RELEASE_BYTES && before + len >= Self::IDLE_RELEASE_BYTES {
+            // full: a ring is already pending
+            let _ = self.bell_tx.try_send(());
+        }
+        Ok(())
+    }
 }
 
 impl Hub {
@@ -110,10 +166,8 @@ impl Hub {
             return Err(std::io::Error::last_os_error());
         }
         let (tx, rx) = crossbeam_channel::unbounded();
-        let (graveyard_tx, graveyard_rx) = crossbeam_channel::unbounded();
         Ok(Hub {
-            graveyard_tx,
-            graveyard_rx,
+            graveyard: Arc::new(Graveyard::new()),
             tx,
             rx,
             // SAFETY: `fd` was just created and is owned by nobody else.
@@ -128,11 +182,22 @@ impl Hub {
 
     /// Pool thread: releases the Python objects nginx has finished sending.
     pub fn release_python(&self, _py: Python<'_>) {
-        while let Ok(obj) = self.graveyard_rx.try_recv() {
+        while let Ok((obj, len)) = self.graveyard.rx.try_recv() {
             // attached (`_py` proves it); any pool thread may drop any of
             // them: without the GIL a decref from another thread than the
             // one that made the object is CPython's shared-count path
             drop(obj);
+            self.graveyard.bytes.fetch_sub(len, Ordering::AcqRel);
+        }
+    }
+
+    /// Pool thread, idle, without the GIL: the next job, or `Idle::Release`
+    /// when nginx has finished sending enough Python bytes that they should
+    /// go back now rather than with the next job.
+    pub fn wait_idle<T>(&self, jobs: &Receiver<T>) -> Idle<T> {
+        crossbeam_channel::select! {
+            recv(jobs) -> work => Idle::Work(work.ok()),
+            recv(self.graveyard.bell_rx) -> _ => Idle::Release,
         }
     }
 

@@ -4,11 +4,10 @@
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::*;
-use crossbeam_channel::Sender;
 use pyo3::types::{PyBytes, PyBytesMethods};
 use pyo3::{Bound, Py};
 
@@ -70,7 +69,7 @@ pub struct SharedBytes {
     obj: Option<Py<PyBytes>>,
     ptr: *const u8,
     len: usize,
-    graveyard: Sender<Py<PyBytes>>,
+    graveyard: Arc<Graveyard>,
 }
 
 // SAFETY: `ptr` points into the immutable buffer of `obj`, which stays alive
@@ -85,7 +84,7 @@ impl SharedBytes {
             ptr: data.as_ptr(),
             len: len.min(data.len()),
             obj: Some(obj.clone().unbind()),
-            graveyard: hub.graveyard_tx.clone(),
+            graveyard: hub.graveyard.clone(),
         }
     }
 
@@ -98,10 +97,10 @@ impl SharedBytes {
 impl Drop for SharedBytes {
     fn drop(&mut self) {
         if let Some(obj) = self.obj.take() {
-            if let Err(e) = self.graveyard.send(obj) {
+            if let Err(obj) = self.graveyard.bury(obj, self.len) {
                 // No pool left to release it with the GIL (process exit):
                 // leaking beats a refcount change without the GIL.
-                std::mem::forget(e.into_inner());
+                std::mem::forget(obj);
             }
         }
     }
