@@ -76,9 +76,11 @@ NCPU = len(os.sched_getaffinity(0))
 CPU_STACKS = list(dict.fromkeys(
     ["cpu-1w1t", "cpu-1w2t", "cpu-1w%dt" % NCPU, "cpu-%dw1t" % NCPU]))
 ALL_STACKS = ["ours", "ours-64t", "uwsgi", "gunicorn", "granian", "granian-nginx", "floor",
-              "ceiling"] + CPU_STACKS
-# Stacks that run only in the scenarios that name them.
-NAMED_ONLY = ("ours-64t", "floor", *CPU_STACKS)
+              "ceiling", "dedicated"] + CPU_STACKS
+# Stacks that run only in the scenarios that name them, or with --stacks.
+# "dedicated": ours in an nginx of its own on a unix socket, behind the
+# front nginx (README "Security model": the hop that recipe costs).
+NAMED_ONLY = ("ours-64t", "floor", "dedicated", *CPU_STACKS)
 NGINX_FRONTED = ["ours", "uwsgi", "gunicorn", "granian-nginx"]
 APP_STACKS = ["ours", "uwsgi", "gunicorn", "granian", "granian-nginx"]
 # The TLS scenarios' stacks: TLS (and HTTP/2) at nginx, or Granian's own.
@@ -343,11 +345,12 @@ class Stack:
         self.tls_procs = []
         self.sock = os.path.join(RUN, "%s.sock" % name)
         self.front = name in ("ours", "ours-64t", "uwsgi", "gunicorn", "granian-nginx",
-                              "floor", "ceiling")
+                              "floor", "ceiling", "dedicated")
 
     # -- configuration
-    def nginx_conf(self, template, threads=None, module=MODULE, tls=False, workers=None):
-        name = self.name + "-tls" if tls else self.name
+    def nginx_conf(self, template, threads=None, module=MODULE, tls=False, workers=None,
+                   suffix=""):
+        name = (self.name + "-tls" if tls else self.name) + suffix
         values = dict(
             RUN=RUN, NAME=name, PORT=self.tls_port if tls else self.port,
             SSL="ssl " if tls else "",
@@ -415,6 +418,17 @@ class Stack:
                              workers=int(w))
         elif self.name == "ceiling":
             self.start_nginx("ceiling.conf.in")
+        elif self.name == "dedicated":
+            # the app's own nginx on the socket (counted with the stack),
+            # then the front nginx proxying to it
+            conf = self.nginx_conf("dedicated-app.conf.in", suffix="-app")
+            for d in ("client_body", "proxy", "uwsgi", "fastcgi", "scgi"):
+                os.makedirs(os.path.join(RUN, "tmp", "%s_%s-app" % (d, self.name)),
+                            exist_ok=True)
+            err = open(os.path.join(RUN, "logs", "%s-app.nginx.stderr" % self.name), "w")
+            self.procs.append(spawn([NGINX, "-p", RUN + "/", "-c", conf],
+                                    cpus=self.args.server_cpus, stdout=err, stderr=err))
+            self.start_nginx("proxy.conf.in", tls_too=False)
         elif self.name == "uwsgi":
             self.start_app([os.path.join(VENV, "bin", "uwsgi"), "--master",
                             "--processes", w, "--threads", t,
@@ -461,7 +475,7 @@ class Stack:
     def wait_ready(self, timeout=60):
         deadline = time.time() + timeout
         last = None
-        behind = self.name in ("uwsgi", "gunicorn", "granian-nginx")
+        behind = self.name in ("uwsgi", "gunicorn", "granian-nginx", "dedicated")
         tls = self.has_tls()
         while time.time() < deadline:
             for p in self.all_procs():
