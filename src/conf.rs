@@ -25,6 +25,7 @@ pub const DEFAULT_QUEUE_SIZE: usize = 1024;
 pub const DEFAULT_QUEUE_TIMEOUT_MS: u64 = 60_000;
 pub const DEFAULT_BUFFER_SIZE: usize = 256 * 1024;
 pub const DEFAULT_READ_TIMEOUT_MS: u64 = 60_000;
+pub const DEFAULT_THREAD_PRIORITY_LOW: bool = false;
 
 /// http-level settings: one interpreter and one pool per worker process.
 #[derive(Default)]
@@ -41,6 +42,8 @@ pub struct MainConf {
     pub apps: Vec<AppTarget>,
     /// `wsgi_sandbox`: Landlock rules for the threads that run Python.
     pub sandbox: Option<bool>,
+    /// `wsgi_thread_priority low|normal`: true for low.
+    pub thread_priority_low: Option<bool>,
     /// `wsgi_sandbox_read` / `wsgi_sandbox_write`: absolute paths.
     pub sandbox_read: Vec<String>,
     pub sandbox_write: Vec<String>,
@@ -55,6 +58,10 @@ impl MainConf {
     }
     pub fn queue_timeout_ms(&self) -> u64 {
         self.queue_timeout.unwrap_or(DEFAULT_QUEUE_TIMEOUT_MS)
+    }
+    pub fn thread_priority_low(&self) -> bool {
+        self.thread_priority_low
+            .unwrap_or(DEFAULT_THREAD_PRIORITY_LOW)
     }
     pub fn sandbox_on(&self) -> bool {
         self.sandbox.unwrap_or(false)
@@ -756,6 +763,29 @@ one_value_directive!(set_queue_timeout, main, queue_timeout, time_arg);
 one_value_directive!(set_import_check, main, import_check, flag_arg);
 one_value_directive!(set_max_requests, main, max_requests, max_requests_arg);
 one_value_directive!(set_sandbox, main, sandbox, flag_arg);
+one_value_directive!(set_thread_priority, main, thread_priority_low, priority_arg);
+
+/// `low` or `normal` of `wsgi_thread_priority`: true for low.
+///
+/// # Safety
+/// `cf` is the configuration passed to a directive handler.
+unsafe fn priority_arg(cf: *mut ngx_conf_t) -> Result<bool, ()> {
+    // SAFETY: directive handler context; arguments live in the conf pool.
+    let value = unsafe { ngx_bytes(&conf_args(cf)[1]) };
+    match value {
+        b"low" => Ok(true),
+        b"normal" => Ok(false),
+        _ => {
+            ngx_conf_log_error!(
+                NGX_LOG_EMERG,
+                cf,
+                "invalid value \"{}\" in \"wsgi_thread_priority\" directive, it must be \"low\" or \"normal\"",
+                lossy(value)
+            );
+            Err(())
+        }
+    }
+}
 
 /// `wsgi_sandbox_read PATH...` and `wsgi_sandbox_write PATH...`: absolute
 /// paths, added to the directive's list (repeatable).
@@ -1078,7 +1108,7 @@ const MAIN_OFF: usize = NGX_HTTP_MAIN_CONF_OFFSET;
 const LOC_OFF: usize = NGX_HTTP_LOC_CONF_OFFSET;
 
 /// The directive table nginx reads (`ngx_module_t.commands`).
-pub static mut COMMANDS: [ngx_command_t; 22] = [
+pub static mut COMMANDS: [ngx_command_t; 23] = [
     command(
         c"wsgi_pass",
         NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
@@ -1125,6 +1155,12 @@ pub static mut COMMANDS: [ngx_command_t; 22] = [
         c"wsgi_import_check",
         MAIN | NGX_CONF_FLAG,
         set_import_check,
+        MAIN_OFF,
+    ),
+    command(
+        c"wsgi_thread_priority",
+        MAIN | NGX_CONF_TAKE1,
+        set_thread_priority,
         MAIN_OFF,
     ),
     command(c"wsgi_sandbox", MAIN | NGX_CONF_FLAG, set_sandbox, MAIN_OFF),

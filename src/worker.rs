@@ -264,6 +264,7 @@ fn start(cycle: *mut ngx_cycle_t, mcf: &crate::conf::MainConf) -> Result<(), Str
             threads: mcf.threads(),
             queue_size: mcf.queue_size(),
             multiprocess: interp.multiprocess,
+            low_priority: mcf.thread_priority_low(),
         },
         hub.clone(),
         Arc::new(apps),

@@ -24,7 +24,7 @@ use Test::WSGI qw/ slurp poll /;
 select STDERR; $| = 1;
 select STDOUT; $| = 1;
 
-my $t = Test::Nginx->new()->has(qw/http/)->plan(117);
+my $t = Test::Nginx->new()->has(qw/http/)->plan(130);
 
 my $d = $t->testdir();
 
@@ -257,7 +257,18 @@ my @bad = (
 		qr/invalid parameter "jitter=x"/ ],
 	[ loc => 'wsgi_intercept_errors yes;', 'wsgi_intercept_errors',
 		qr/invalid value "yes"/ ],
+	[ main => 'wsgi_thread_priority high;', 'wsgi_thread_priority',
+		qr/invalid value "high".*"low" or "normal"/ ],
+	[ main => 'wsgi_sandbox maybe;', 'wsgi_sandbox',
+		qr/invalid value "maybe"/ ],
+	[ main => 'wsgi_sandbox_read relative/dir;', 'wsgi_sandbox_read',
+		qr/takes absolute paths, not "relative\/dir"/ ],
+	[ main => 'wsgi_sandbox_write "";', 'wsgi_sandbox_write',
+		qr/takes absolute paths, not ""/ ],
 );
+
+($rc, $out) = nginx_t($t, main => 'wsgi_thread_priority low;');
+is($rc, 0, 'wsgi_thread_priority low: -t passes') or diag($out);
 
 for my $case (@bad) {
 	my ($where, $directive, $name, $why) = @$case;

@@ -21,6 +21,39 @@ pub struct PoolConfig {
     pub threads: usize,
     pub queue_size: usize,
     pub multiprocess: bool,
+    /// `wsgi_thread_priority low`: pool threads yield to nginx's thread.
+    pub low_priority: bool,
+}
+
+/// How far `wsgi_thread_priority low` lowers a pool thread (nice): its
+/// CPU weight is about a third of nginx's thread's.
+const LOW_PRIORITY_NICE: libc::c_int = 5;
+
+/// `wsgi_thread_priority low`, on the calling pool thread: `SCHED_BATCH`
+/// (the scheduler no longer lets a waking pool thread preempt the running
+/// nginx thread) and nice +5 (a third of its weight when both want the
+/// core). nginx's thread keeps the worker's own priority, so the event
+/// loop (static files, proxying, the responses Python has finished) gets
+/// the CPU first while every pool thread is busy.
+fn yield_to_nginx() -> std::io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 is the calling thread; `param` is a valid sched_param.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: plain syscalls on the calling thread (Linux applies
+    // PRIO_PROCESS to the one thread its id names).
+    let rc = unsafe {
+        libc::setpriority(
+            libc::PRIO_PROCESS,
+            libc::gettid() as libc::id_t,
+            libc::getpriority(libc::PRIO_PROCESS, 0) + LOW_PRIORITY_NICE,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 enum Work {
@@ -145,6 +178,7 @@ struct Shared {
     slots: Mutex<Vec<Arc<Slot>>>,
     threads: usize,
     multiprocess: bool,
+    low_priority: bool,
     /// The watchdog reads a timed-out app's stack from its thread (see
     /// [`watchdog`]); false where the interrupted thread reports it itself.
     read_stacks: bool,
@@ -214,6 +248,7 @@ impl Pool {
             slots: Mutex::new(Vec::new()),
             threads: cfg.threads,
             multiprocess: cfg.multiprocess,
+            low_priority: cfg.low_priority,
             alive: Mutex::new(0),
             exited: Condvar::new(),
             spawned: AtomicUsize::new(0),
@@ -360,6 +395,17 @@ fn thread_main(shared: &Shared, slot: &Slot) {
             format!("wsgi: pool thread cannot enter wsgi_sandbox: {e}"),
         );
         return;
+    }
+    if shared.low_priority {
+        if let Err(e) = yield_to_nginx() {
+            shared.hub.log(
+                None,
+                LogLevel::Warn,
+                format!(
+                    "wsgi: cannot lower a pool thread's priority (wsgi_thread_priority low): {e}"
+                ),
+            );
+        }
     }
     // One thread state for the thread's life; the GIL is released while
     // waiting for work and held for each app call.
