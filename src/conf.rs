@@ -420,7 +420,7 @@ fn conf_guard(cf: *mut ngx_conf_t, f: impl FnOnce() -> *mut c_char) -> *mut c_ch
                 NGX_LOG_EMERG,
                 cf,
                 "wsgi: internal error (a panic: {}) while parsing this directive",
-                panic_message(payload.as_ref())
+                crate::util::panic_message(payload.as_ref())
             );
             CONF_ERROR
         }
@@ -441,19 +441,11 @@ pub fn guard_hook(
             NGX_LOG_EMERG,
             log,
             "wsgi: internal error (a panic: {}) in {}",
-            panic_message(payload.as_ref()),
+            crate::util::panic_message(payload.as_ref()),
             what
         );
         nginx_sys::NGX_ERROR as nginx_sys::ngx_int_t
     })
-}
-
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "(no message)".into())
 }
 
 /// Shared "is duplicate" check: nginx says `"x" directive is duplicate`.

@@ -411,7 +411,7 @@ pub fn install_panic_hook() {
                 .location()
                 .map(|l| format!(" at {}:{}", l.file(), l.line()))
                 .unwrap_or_default();
-            let text = format!("{}{place}", message(info.payload()));
+            let text = format!("{}{place}", crate::util::panic_message(info.payload()));
             LAST_PANIC.with(|p| *p.borrow_mut() = Some(text));
         } else {
             default(info);
@@ -419,20 +419,10 @@ pub fn install_panic_hook() {
     }));
 }
 
-fn message(payload: &(dyn Any + Send)) -> &str {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        s
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s
-    } else {
-        "(no message)"
-    }
-}
-
 fn log_panic(log: *mut ngx_log_t, what: &str, payload: &(dyn Any + Send)) {
     let text = LAST_PANIC
         .with(|p| p.borrow_mut().take())
-        .unwrap_or_else(|| message(payload).to_string());
+        .unwrap_or_else(|| crate::util::panic_message(payload).to_string());
     ngx_log_error!(
         NGX_LOG_ALERT,
         log,

@@ -14,6 +14,18 @@ pub const CONF_ERROR: *mut c_char = usize::MAX as *mut c_char;
 /// nginx's `NGX_CONF_OK`.
 pub const CONF_OK: *mut c_char = ptr::null_mut();
 
+/// A panic's message (`panic!`'s `&str` or formatted `String`), for the
+/// log lines of the guards around every entry point nginx calls.
+pub fn panic_message(payload: &(dyn core::any::Any + Send)) -> &str {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s
+    } else {
+        "(no message)"
+    }
+}
+
 /// The bytes of an `ngx_str_t`.
 ///
 /// # Safety

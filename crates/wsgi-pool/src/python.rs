@@ -172,10 +172,7 @@ fn install_sandbox(
         LogLevel::Notice,
         format!(
             "wsgi: sandbox on (this kernel {}): the app's threads may read {} and write {}",
-            match installed.kernel {
-                crate::sandbox::KernelSupport::Available(v) => format!("offers Landlock ABI {v}"),
-                k => k.to_string(),
-            },
+            installed.kernel,
             list(&installed.read),
             list(&installed.write)
         ),
