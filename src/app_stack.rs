@@ -14,11 +14,11 @@ use core::cell::RefCell;
 use core::ptr;
 use std::collections::HashMap;
 
-use nginx_sys::{ngx_event_t, ngx_log_t, u_char, NGX_LOG_ERR};
+use nginx_sys::{ngx_connection_t, ngx_event_t, ngx_log_t, u_char, NGX_LOG_ERR};
 
-use crate::fields::{self, event};
+use crate::ffi::fields::{self, event};
 use crate::message::RequestId;
-use crate::{notify, request, worker};
+use crate::runtime;
 
 /// How long the stack may take: the watchdog needs the GIL, which a thread
 /// in C code that does not release it holds until it returns (without the
@@ -69,13 +69,15 @@ thread_local! {
 }
 
 /// nginx thread, as request `id` times out (before it ends): keep `log`'s
-/// context for the stack report.
+/// context for the stack report. `timer_conn` is any live connection of
+/// the worker's (the wake-up eventfd's): debug builds of nginx log a timer
+/// event's fd from its `data`.
 ///
 /// # Safety
 /// `log` is the live request's connection log (its handler and data are
 /// nginx's HTTP log handler and context, valid during this call; its file,
 /// writer and `next` chain belong to the cycle).
-pub unsafe fn expect(id: RequestId, log: *mut ngx_log_t) {
+pub unsafe fn expect(id: RequestId, log: *mut ngx_log_t, timer_conn: *mut ngx_connection_t) {
     let mut buf = [0u8; MAX_ERROR_STR];
     // SAFETY: the caller's promise; nginx's log handler writes at most
     // `len` bytes from `buf` and returns where it stopped.
@@ -104,8 +106,7 @@ pub unsafe fn expect(id: RequestId, log: *mut ngx_log_t) {
         (*p).log.data = ptr::null_mut();
         (*p).ev.handler = Some(on_wait_expired);
         (*p).ev.log = ngx::log::ngx_cycle_log().as_ptr();
-        // Debug builds of nginx log a timer's connection fd from `data`.
-        (*p).ev.data = notify::connection().cast();
+        (*p).ev.data = timer_conn.cast();
     }
     let entry = Entry(p);
     // SAFETY: the event stays at this address until `Entry`'s drop deleted
@@ -126,7 +127,7 @@ pub fn report(id: RequestId, text: &str) -> bool {
     let Some(mut p) = PENDING.with(|m| m.borrow_mut().remove(&id)) else {
         return false;
     };
-    notify::log_lines(p.log(), NGX_LOG_ERR as usize, text);
+    crate::log::log_lines(p.log(), NGX_LOG_ERR as usize, text);
     true
 }
 
@@ -153,7 +154,7 @@ extern "C" fn on_wait_expired(ev: *mut ngx_event_t) {
     // SAFETY: `ev` is the first member of a boxed `Pending` (repr(C)) that
     // is still in PENDING: its timer is deleted whenever it leaves.
     let (id, log) = unsafe { ((*(ev as *mut Pending)).id, (*ev).log) };
-    request::guard(log, "stack wait timer", || {
+    crate::log::guard(log, "stack wait timer", || {
         let Some(mut p) = PENDING.with(|m| m.borrow_mut().remove(&id)) else {
             return;
         };
@@ -161,7 +162,7 @@ extern "C" fn on_wait_expired(ev: *mut ngx_event_t) {
         // to do it; without it the app's thread reports where the
         // interrupt landed, which a thread in C code takes only when it
         // returns (see wsgi-pool's pool.rs).
-        let why = if worker::runtime().is_none_or(|rt| rt.pool.reads_stacks()) {
+        let why = if runtime::runtime().is_none_or(|rt| rt.pool.reads_stacks()) {
             "the GIL was not released (the thread may be in C code that holds it)"
         } else {
             "the interrupt has not landed (the thread may be in C code; where it was is \
@@ -171,7 +172,7 @@ extern "C" fn on_wait_expired(ev: *mut ngx_event_t) {
             "wsgi: the app's thread was at: unknown, no stack within {WAIT_MS} ms: \
              {why}\nwhile reading response from application"
         );
-        notify::log_lines(p.log(), NGX_LOG_ERR as usize, &text);
+        crate::log::log_lines(p.log(), NGX_LOG_ERR as usize, &text);
     });
 }
 

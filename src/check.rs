@@ -2,15 +2,22 @@
 //! every `wsgi_pass` target imports and is callable, in a short-lived
 //! Python child process — never in the master itself, where an interpreter
 //! (and its threads) would not survive fork. A broken deploy then fails the
-//! reload with the Python error, and the old workers keep serving.
+//! reload with the Python error, and the old workers keep serving. And
+//! all the probing of the machine around it: who the workers will run as
+//! and what they may read or write, their environment, the kernel's
+//! Landlock support ([`postconfiguration`] runs them all).
 
+use core::ffi::c_char;
 use std::ffi::OsString;
 use std::io::Read;
 use std::os::unix::ffi::OsStringExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use nginx_sys::{ngx_conf_t, ngx_str_t, NGX_LOG_EMERG, NGX_LOG_WARN, NGX_OK};
+
 use crate::conf::MainConf;
+use crate::ffi::{core_conf, ngx_bytes};
 use crate::python::LOAD_APP;
 use crate::target::AppTarget;
 
@@ -440,6 +447,190 @@ fn unreadable(path: &std::path::Path, user: &WorkerUser) -> Option<String> {
         }
     }
     None
+}
+
+/// After the http block (postconfiguration): the workers' user may read
+/// Python and the app, the hardening warnings, the sandbox's kernel
+/// support, and the import check.
+///
+/// # Safety
+/// `cf` must be the configuration being parsed.
+pub unsafe fn postconfiguration(cf: *mut ngx_conf_t) -> nginx_sys::ngx_int_t {
+    // SAFETY: the http block created our main conf.
+    let mcf = unsafe { crate::conf::directives::main_conf(cf) };
+    // `nginx -s stop|quit|reopen` parses the configuration only to find the
+    // master: an app on disk that does not import (or that the workers'
+    // user cannot read) must not keep an operator from stopping nginx or
+    // rotating its logs (`-s reload` is still checked).
+    // SAFETY: ngx_argv/ngx_argc are set (ngx_save_argv) before any parsing.
+    if unsafe { signals_other_than_reload() } {
+        return NGX_OK as nginx_sys::ngx_int_t;
+    }
+    // SAFETY: cf->log is the configuration log.
+    let log = unsafe { (*cf).log };
+    if !mcf.apps.is_empty() {
+        // SAFETY: cf is the configuration being parsed.
+        if let Some(user) = unsafe { worker_user(cf) } {
+            if let Err(msg) = check_python_readable(mcf, &user) {
+                ngx::ngx_log_error!(NGX_LOG_EMERG, log, "{msg}");
+                return nginx_sys::NGX_ERROR as nginx_sys::ngx_int_t;
+            }
+            for warning in hardening_warnings(mcf, &user) {
+                ngx::ngx_log_error!(NGX_LOG_WARN, log, "{warning}");
+            }
+        }
+        if mcf.sandbox_on() {
+            let kernel = wsgi_pool::sandbox::kernel_support();
+            if !matches!(kernel, wsgi_pool::sandbox::KernelSupport::Available(_)) {
+                ngx::ngx_log_error!(
+                    NGX_LOG_EMERG,
+                    log,
+                    "wsgi: \"wsgi_sandbox on\" needs Landlock, but this kernel {kernel}; \
+                     the workers would refuse to run the app unsandboxed"
+                );
+                return nginx_sys::NGX_ERROR as nginx_sys::ngx_int_t;
+            }
+        }
+    }
+    let sandbox_paths = !mcf.sandbox_read.is_empty() || !mcf.sandbox_write.is_empty();
+    if sandbox_paths && !mcf.sandbox_on() {
+        ngx::ngx_log_error!(
+            NGX_LOG_WARN,
+            log,
+            "wsgi: \"wsgi_sandbox_read\" and \"wsgi_sandbox_write\" have no effect without \"wsgi_sandbox on\""
+        );
+    }
+    // `nginx -t` says which Python the workers will run, and whether with
+    // the GIL (what wsgi_threads buys depends on it).
+    // SAFETY: a plain read of nginx's flag, set before configuration.
+    let testing = unsafe { nginx_sys::ngx_test_config } != 0;
+    let check = mcf.import_check.unwrap_or(true);
+    if !check && !testing {
+        return NGX_OK as nginx_sys::ngx_int_t;
+    }
+    // SAFETY: cf is the configuration being parsed.
+    let env = worker_environment(&unsafe { env_directives(cf) });
+    match check_imports(mcf, &env, !check) {
+        Ok(report) => {
+            if let Some(report) = report.filter(|_| testing) {
+                let (level, text) = report.notice();
+                if level > NGX_LOG_WARN as usize {
+                    // As nginx -t's own lines: on the terminal, not only in
+                    // the log (nginx copies warn and above there itself).
+                    crate::log::log_stderr(&text);
+                }
+                // SAFETY: cf->log is the configuration log.
+                crate::log::log_lines(unsafe { (*cf).log }, level, &text);
+            }
+            NGX_OK as nginx_sys::ngx_int_t
+        }
+        Err(_) if !check => NGX_OK as nginx_sys::ngx_int_t,
+        Err(report) => {
+            crate::log::log_lines(log, NGX_LOG_EMERG as usize, &report);
+            ngx::ngx_log_error!(
+                NGX_LOG_EMERG,
+                log,
+                "wsgi: application import check failed (wsgi_import_check), configuration rejected"
+            );
+            nginx_sys::NGX_ERROR as nginx_sys::ngx_int_t
+        }
+    }
+}
+
+/// Whether this process is `nginx -s SIGNAL` for a signal other than reload.
+///
+/// # Safety
+/// nginx's ngx_argv/ngx_argc must be set (they are before configuration).
+unsafe fn signals_other_than_reload() -> bool {
+    // SAFETY: ngx_process is set by nginx's option parsing, before any parsing.
+    if unsafe { nginx_sys::ngx_process } as u32 != nginx_sys::NGX_PROCESS_SIGNALLER {
+        return false;
+    }
+    // SAFETY: ngx_argv holds ngx_argc NUL-terminated strings (ngx_save_argv).
+    let args: Vec<&[u8]> = unsafe {
+        (0..nginx_sys::ngx_argc as usize)
+            .map(|i| core::ffi::CStr::from_ptr(*nginx_sys::ngx_argv.add(i)).to_bytes())
+            .collect()
+    };
+    signal_option(&args) != Some(b"reload")
+}
+
+/// The user the workers will run as: `user`, or nginx's default
+/// (`nobody`) when the master runs as root, also when `user` comes after
+/// the http block (not read yet); `None` when they keep the master's user.
+///
+/// # Safety
+/// `cf` must be the configuration being parsed.
+unsafe fn worker_user(cf: *mut ngx_conf_t) -> Option<WorkerUser> {
+    use std::ffi::{CStr, CString};
+    // SAFETY: the core module's conf exists before the http block is parsed.
+    let ccf = unsafe { core_conf((*cf).cycle) }?;
+    let (name, uid, gid) = if ccf.user != nginx_sys::ngx_uid_t::MAX && !ccf.username.is_null() {
+        // SAFETY: `user` keeps the name NUL-terminated in the cycle's pool.
+        let name = unsafe { CStr::from_ptr(ccf.username) };
+        (name.to_owned(), ccf.user, ccf.group)
+    } else {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return None;
+        }
+        // SAFETY: NUL-terminated names; the entries returned are read at
+        // once, before any other getpw*/getgr* call.
+        unsafe {
+            let pw = libc::getpwnam(nginx_sys::NGX_USER.as_ptr());
+            let gr = libc::getgrnam(nginx_sys::NGX_GROUP.as_ptr());
+            let pw = pw.as_ref()?;
+            let gid = gr.as_ref().map_or(pw.pw_gid, |g| g.gr_gid);
+            (CString::from(nginx_sys::NGX_USER), pw.pw_uid, gid)
+        }
+    };
+    // initgroups() gives the workers the user's supplementary groups too.
+    let mut gids = vec![0 as libc::gid_t; 256];
+    let mut n = gids.len() as libc::c_int;
+    // SAFETY: `gids` has room for `n` entries; getgrouplist writes at most
+    // that many and sets `n` to the count.
+    let rc = unsafe { libc::getgrouplist(name.as_ptr(), gid, gids.as_mut_ptr(), &mut n) };
+    gids.truncate(if rc < 0 { 0 } else { n.max(0) as usize });
+    if !gids.contains(&gid) {
+        gids.push(gid);
+    }
+    Some(WorkerUser {
+        name: name.to_string_lossy().into_owned(),
+        uid,
+        gids,
+    })
+}
+
+/// The main context's `env` directives read so far (nginx keeps them in the
+/// core module's conf; those after the http block are not known yet).
+///
+/// # Safety
+/// `cf` must be the configuration being parsed.
+unsafe fn env_directives(cf: *mut ngx_conf_t) -> Vec<Vec<u8>> {
+    // SAFETY: the core module's `env` array holds ngx_str_t in the
+    // cycle's pool.
+    unsafe {
+        let Some(ccf) = core_conf((*cf).cycle) else {
+            return Vec::new();
+        };
+        if ccf.env.elts.is_null() {
+            return Vec::new();
+        }
+        let vars = std::slice::from_raw_parts(ccf.env.elts as *const ngx_str_t, ccf.env.nelts);
+        vars.iter()
+            .map(|v| {
+                // `env NAME=value` is stored as NAME, with "=value" after
+                // it in the (NUL-terminated) argument.
+                if !v.data.is_null() && *v.data.add(v.len) == b'=' {
+                    std::ffi::CStr::from_ptr(v.data as *const c_char)
+                        .to_bytes()
+                        .to_vec()
+                } else {
+                    ngx_bytes(v).to_vec()
+                }
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]

@@ -15,11 +15,10 @@ use nginx_sys::{
 };
 
 use crate::conf::{IGNORE_XA_CHARSET, IGNORE_XA_LIMIT_RATE, IGNORE_XA_REDIRECT};
-use crate::fields::req;
+use crate::ffi::fields::req;
+use crate::ffi::{core_loc_conf, eq_ignore_case, ngx_bytes, pool_str};
 use crate::message::ResponseHead;
-use crate::output::core_loc_conf;
 use crate::request::RequestCtx;
-use crate::util::{eq_ignore_case, ngx_bytes, pool_str};
 
 /// Whether a (validated) status such as `200 OK` has a reason phrase.
 fn has_reason(status_line: &[u8]) -> bool {

@@ -26,25 +26,30 @@
 
 use core::ptr::addr_of;
 
-use nginx_sys::{ngx_http_module_t, ngx_module_t, NGX_HTTP_MODULE};
+use nginx_sys::ngx_module_t;
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf};
 
+// Layers, lowest first; a module uses only those above it in this list
+// (`scripts/import-graph` checks that src/ has no circle).
+mod ffi; //       nginx's structs as C lays them out, raw helpers
 #[macro_use]
-mod trace;
-
-mod app_stack;
-mod check;
-mod conf;
-mod fields;
-mod handler;
-mod head;
-mod notify;
-mod output;
-mod request;
-mod status;
-mod util;
-mod variables;
-mod worker;
+mod log; //       logging, the trace macros, the panic guard
+#[cfg(feature = "panic-inject")]
+mod inject; //    test builds: injected panics and failed allocations
+mod conf; //      directive settings, parsing, merging
+mod check; //     configuration-time probing and the import check
+mod runtime; //   the worker's pool and counters as nginx's thread sees them
+mod app_stack; // where a timed-out app was
+mod notify; //    the eventfd wake-up and the table of waiting requests
+mod request; //   a request's state: enter, finish, abort
+mod body; //      the request body to the app; the client going away
+mod head; //      the response head
+mod output; //    the response body, backpressure
+mod handler; //   the content handler: dispatch, timers
+mod status; //    wsgi_status
+mod variables; // $wsgi_* variables
+mod worker; //    worker start and exit
+mod module; //    what nginx reads: contexts, directive table, hooks
 
 // The pool side lives in its own crate, which has no nginx dependency.
 use wsgi_pool::{hooks, message, pool, python, target};
@@ -56,6 +61,9 @@ use wsgi_pool::{hooks, message, pool, python, target};
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// The module's identity: every layer finds its configuration and its
+/// per-request slot through it (nginx's index fields in
+/// [`ngx_http_wsgi_module`]); what nginx calls is wired in `module.rs`.
 pub struct HttpWsgiModule;
 
 impl HttpModule for HttpWsgiModule {
@@ -64,23 +72,9 @@ impl HttpModule for HttpWsgiModule {
         // the module (index fields), before any request runs.
         unsafe { &*addr_of!(ngx_http_wsgi_module) }
     }
-
-    unsafe extern "C" fn preconfiguration(cf: *mut nginx_sys::ngx_conf_t) -> nginx_sys::ngx_int_t {
-        // SAFETY: nginx calls this with a valid cf.
-        conf::guard_hook(cf, "preconfiguration", || unsafe {
-            variables::add_variables(cf)
-        })
-    }
-
-    unsafe extern "C" fn postconfiguration(cf: *mut nginx_sys::ngx_conf_t) -> nginx_sys::ngx_int_t {
-        // SAFETY: nginx calls this with a valid cf, after the http block.
-        conf::guard_hook(cf, "postconfiguration", || unsafe {
-            conf::postconfiguration(cf)
-        })
-    }
 }
 
-// SAFETY: MainConf/LocConf are what create_*_conf below allocate.
+// SAFETY: MainConf/LocConf are what create_*_conf allocate.
 unsafe impl HttpModuleMainConf for HttpWsgiModule {
     type MainConf = conf::MainConf;
 }
@@ -90,17 +84,6 @@ unsafe impl HttpModuleLocationConf for HttpWsgiModule {
     type LocationConf = conf::LocConf;
 }
 
-static NGX_HTTP_WSGI_MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
-    preconfiguration: Some(HttpWsgiModule::preconfiguration),
-    postconfiguration: Some(HttpWsgiModule::postconfiguration),
-    create_main_conf: Some(HttpWsgiModule::create_main_conf),
-    init_main_conf: Some(HttpWsgiModule::init_main_conf),
-    create_srv_conf: None,
-    merge_srv_conf: None,
-    create_loc_conf: Some(HttpWsgiModule::create_loc_conf),
-    merge_loc_conf: Some(conf::merge_loc_conf),
-};
-
 // The module table for a cargo-built .so; nginx's build writes its own.
 #[cfg(all(not(test), feature = "export-modules"))]
 ngx::ngx_modules!(ngx_http_wsgi_module);
@@ -108,12 +91,4 @@ ngx::ngx_modules!(ngx_http_wsgi_module);
 #[cfg_attr(not(test), used)]
 #[allow(non_upper_case_globals)]
 #[cfg_attr(not(test), no_mangle)]
-pub static mut ngx_http_wsgi_module: ngx_module_t = ngx_module_t {
-    ctx: addr_of!(NGX_HTTP_WSGI_MODULE_CTX) as _,
-    // SAFETY: only the address is taken; nginx reads the table.
-    commands: unsafe { &raw mut conf::COMMANDS[0] },
-    type_: NGX_HTTP_MODULE as _,
-    init_process: Some(worker::init_process),
-    exit_process: Some(worker::exit_process),
-    ..ngx_module_t::default()
-};
+pub static mut ngx_http_wsgi_module: ngx_module_t = module::module();

@@ -12,13 +12,11 @@ use nginx_sys::{
     ngx_close_connection, ngx_connection_t, ngx_cycle_t, ngx_event_t, ngx_get_connection,
     ngx_handle_read_event, ngx_http_request_t, ngx_int_t, ngx_log_t, ngx_msec_t, NGX_OK,
 };
-use ngx::ngx_log_error;
 
 use crate::app_stack;
-use crate::fields::{self, event};
+use crate::ffi::fields::{self, event};
 use crate::message::{Completion, LogLevel, RequestId};
-use crate::request;
-use crate::worker;
+use crate::runtime;
 
 /// Hashes request ids: our own sequential numbers, not client input, so a
 /// multiply spreads them well enough and costs a fraction of SipHash (a
@@ -138,7 +136,7 @@ pub unsafe fn start(cycle: *mut ngx_cycle_t, eventfd: i32) -> Result<(), String>
 /// deferral timer bounding how long those wait; and pick up what they
 /// already finished, since nginx is awake anyway.
 pub fn job_submitted() {
-    let Some(rt) = worker::runtime() else { return };
+    let Some(rt) = runtime::runtime() else { return };
     SUBMITTED.with(|s| s.set(true));
     let tick = TICK.with(|t| t.get());
     // SAFETY: the tick event lives for the worker's life (see `start`).
@@ -156,10 +154,10 @@ pub fn job_submitted() {
 extern "C" fn on_tick(ev: *mut ngx_event_t) {
     // SAFETY: `ev` is the tick event, whose log is the cycle's.
     let log = unsafe { (*ev).log };
-    let ran = request::guard(log, "deferral timer", || {
+    let ran = crate::log::guard(log, "deferral timer", || {
         #[cfg(feature = "panic-inject")]
-        crate::request::inject::maybe_panic_global("tick");
-        let Some(rt) = worker::runtime() else { return };
+        crate::inject::maybe_panic_global("tick");
+        let Some(rt) = runtime::runtime() else { return };
         if SUBMITTED.with(|s| s.replace(false)) {
             // SAFETY: `ev` is the tick event; nginx thread.
             unsafe { fields::add_timer(ev, DEFER_MS) };
@@ -171,8 +169,8 @@ extern "C" fn on_tick(ev: *mut ngx_event_t) {
     if ran.is_none() {
         // Without the timer nothing would bound held-back wake-ups: stop
         // deferring, and pick up what is already done.
-        request::guard(log, "deferral timer", || {
-            if let Some(rt) = worker::runtime() {
+        crate::log::guard(log, "deferral timer", || {
+            if let Some(rt) = runtime::runtime() {
                 rt.hub.stop_deferring();
                 rt.hub.drain_quiet(handle);
             }
@@ -201,7 +199,7 @@ pub unsafe fn stop() {
             }
         }
     }
-    if let Some(rt) = worker::runtime() {
+    if let Some(rt) = runtime::runtime() {
         rt.hub.stop_deferring();
     }
     let c = CONNECTION.with(|cell| cell.replace(ptr::null_mut()));
@@ -216,7 +214,7 @@ pub unsafe fn stop() {
 /// another line; drained now, they are written while the request is still
 /// registered, with its client and request in the log line.
 pub fn drain_before_end() {
-    if let Some(rt) = worker::runtime() {
+    if let Some(rt) = runtime::runtime() {
         rt.hub.drain_quiet(handle);
     }
 }
@@ -224,10 +222,10 @@ pub fn drain_before_end() {
 extern "C" fn on_wakeup(ev: *mut ngx_event_t) {
     // SAFETY: `ev` is the eventfd connection's read event (cycle's log).
     let log = unsafe { (*ev).log };
-    let ran = request::guard(log, "wake-up handler", || {
+    let ran = crate::log::guard(log, "wake-up handler", || {
         #[cfg(feature = "panic-inject")]
-        crate::request::inject::maybe_panic_global("wakeup");
-        let Some(rt) = worker::runtime() else { return };
+        crate::inject::maybe_panic_global("wakeup");
+        let Some(rt) = runtime::runtime() else { return };
         let mut drained = 0usize;
         rt.hub.drain(|c| {
             drained += 1;
@@ -238,8 +236,8 @@ extern "C" fn on_wakeup(ev: *mut ngx_event_t) {
     if ran.is_none() {
         // The eventfd is edge-triggered: what the failed drain left would
         // wait for the next wake-up. The completion that failed is gone.
-        request::guard(log, "wake-up handler", || {
-            if let Some(rt) = worker::runtime() {
+        crate::log::guard(log, "wake-up handler", || {
+            if let Some(rt) = runtime::runtime() {
                 rt.hub.drain(handle);
             }
         });
@@ -265,12 +263,12 @@ fn handle(c: Completion) {
             match waiter {
                 // nginx adds no request context to debug lines: the trace
                 // (a pool thread's steps) names the request itself.
-                Some(w) if level == LogLevel::Debug => log_lines(
+                Some(w) if level == LogLevel::Debug => crate::log::log_lines(
                     log,
                     level as usize,
-                    &format!("{text}, request: \"{}\"", crate::trace::RequestLine(w.r)),
+                    &format!("{text}, request: \"{}\"", crate::log::RequestLine(w.r)),
                 ),
-                _ => log_lines(log, level as usize, &text),
+                _ => crate::log::log_lines(log, level as usize, &text),
             }
         }
         Completion::AppStack { id, text } => {
@@ -284,34 +282,5 @@ fn handle(c: Completion) {
                 });
             }
         }
-    }
-}
-
-/// Writes a possibly long, multi-line text as log entries nginx will not
-/// truncate (each entry stays under nginx's error-line limit).
-pub fn log_lines(log: *mut ngx_log_t, level: usize, text: &str) {
-    const MAX: usize = 1800;
-    let mut chunk = String::new();
-    for line in text.trim_end().split('\n') {
-        if !chunk.is_empty() && chunk.len() + line.len() + 1 > MAX {
-            ngx_log_error!(level, log, "{}", chunk);
-            chunk.clear();
-        }
-        if !chunk.is_empty() {
-            chunk.push('\n');
-        }
-        let mut l = line;
-        while l.len() > MAX {
-            let mut cut = MAX;
-            while !l.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            ngx_log_error!(level, log, "{}", &l[..cut]);
-            l = &l[cut..];
-        }
-        chunk.push_str(l);
-    }
-    if !chunk.is_empty() {
-        ngx_log_error!(level, log, "{}", chunk);
     }
 }

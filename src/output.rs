@@ -5,36 +5,22 @@
 //! the connection's write event resumes us. Never takes the GIL.
 
 use core::ptr;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 
 use nginx_sys::{
     ngx_buf_t, ngx_chain_get_free_buf, ngx_chain_t, ngx_chain_update_chains, ngx_current_msec,
-    ngx_event_t, ngx_file_t, ngx_handle_write_event, ngx_http_core_loc_conf_t,
-    ngx_http_core_module, ngx_http_output_filter, ngx_http_request_t, ngx_http_run_posted_requests,
-    ngx_int_t, ngx_pcalloc, ngx_pnalloc, NGX_AGAIN, NGX_ERROR, NGX_HTTP_REQUEST_TIME_OUT,
-    NGX_LOG_INFO, NGX_OK,
+    ngx_event_t, ngx_file_t, ngx_handle_write_event, ngx_http_output_filter, ngx_http_request_t,
+    ngx_http_run_posted_requests, ngx_int_t, ngx_pcalloc, ngx_pnalloc, NGX_AGAIN, NGX_ERROR,
+    NGX_HTTP_REQUEST_TIME_OUT, NGX_LOG_INFO, NGX_OK,
 };
 use ngx::http::HttpModule;
 use ngx::ngx_log_error;
 
-use crate::fields::{self, buf, connection, event};
+use crate::ffi::fields::{self, buf, connection, event};
+use crate::ffi::pool_str;
 use crate::message::{Chunk, FileReply, Reply};
-use crate::request::{self, RequestCtx, SlotEvent};
-use crate::util::pool_str;
+use crate::request::{self, Held, RequestCtx, SlotEvent};
 use crate::{head, HttpWsgiModule};
-
-/// What an nginx buffer points into, kept alive until nginx has sent it.
-pub struct Held {
-    buf: *mut ngx_buf_t,
-    _data: HeldData,
-}
-
-/// Owned only to be dropped once nginx is done with the buffer.
-#[allow(dead_code)]
-enum HeldData {
-    Memory(Chunk),
-    File(OwnedFd),
-}
 
 fn buf_tag() -> nginx_sys::ngx_buf_tag_t {
     HttpWsgiModule::module() as *const _ as nginx_sys::ngx_buf_tag_t
@@ -50,7 +36,7 @@ pub extern "C" fn wake_handler(ev: *mut ngx_event_t) {
         request::enter_event(ev, SlotEvent::Wake, "wake-up of the request", |cx| {
             // The app may have made room for more of the request body.
             if cx.stream.is_some() {
-                crate::handler::pull_body(cx);
+                crate::body::pull_body(cx);
             }
             pump(cx)
         });
@@ -63,13 +49,6 @@ pub extern "C" fn write_handler(r: *mut ngx_http_request_t) {
     // SAFETY: nginx calls this on its thread with a live request (from
     // ngx_http_request_handler, which runs posted requests after it).
     unsafe { request::enter(r, "write event handler", on_writable) };
-}
-
-pub fn core_loc_conf<'a>(r: *mut ngx_http_request_t) -> &'a ngx_http_core_loc_conf_t {
-    // SAFETY: every request has the core module's location conf.
-    unsafe {
-        &*(*(*r).loc_conf.add(ngx_http_core_module.ctx_index) as *const ngx_http_core_loc_conf_t)
-    }
 }
 
 fn on_writable(cx: &mut RequestCtx) {
@@ -90,7 +69,9 @@ fn on_writable(cx: &mut RequestCtx) {
         }
         if event::delayed(wev) != 0 {
             // limit_rate: nginx re-arms the event itself.
-            if ngx_handle_write_event(wev, core_loc_conf(r).send_lowat) != NGX_OK as ngx_int_t {
+            if ngx_handle_write_event(wev, crate::ffi::core_loc_conf(r).send_lowat)
+                != NGX_OK as ngx_int_t
+            {
                 cx.end(NGX_ERROR as ngx_int_t, true);
             }
             return;
@@ -128,7 +109,7 @@ fn unsent(cx: &RequestCtx) -> usize {
     cx.held
         .iter()
         // SAFETY: held buffers stay valid until removed from `held`.
-        .map(|h| unsafe { buf_size(h.buf) })
+        .map(|h| unsafe { buf_size(h.buf()) })
         .sum()
 }
 
@@ -153,7 +134,7 @@ unsafe fn buf_size(b: *const ngx_buf_t) -> usize {
 fn settle(cx: &mut RequestCtx) {
     while let Some(h) = cx.held.front() {
         // SAFETY: as in `unsent`.
-        if unsafe { buf_size(h.buf) } != 0 {
+        if unsafe { buf_size(h.buf()) } != 0 {
             break;
         }
         cx.held.pop_front();
@@ -363,7 +344,7 @@ fn wait_for_client(cx: &mut RequestCtx) {
         (*r).write_event_handler = Some(write_handler);
         let c = (*r).connection;
         let wev = (*c).write;
-        let clcf = core_loc_conf(r);
+        let clcf = crate::ffi::core_loc_conf(r);
         if event::delayed(wev) == 0 && event::ready(wev) == 0 {
             fields::add_timer(wev, clcf.send_timeout);
         }
@@ -414,10 +395,7 @@ fn memory_buf(cx: &mut RequestCtx, data: Chunk) -> Option<*mut ngx_chain_t> {
     // Chunk itself moves).
     unsafe {
         let cl = memory_at(cx, data.as_slice().as_ptr() as *mut u8, data.len())?;
-        cx.held.push_back(Held {
-            buf: (*cl).buf,
-            _data: HeldData::Memory(data),
-        });
+        cx.held.push_back(Held::memory((*cl).buf, data));
         Some(cl)
     }
 }
@@ -459,10 +437,7 @@ fn file_buf(cx: &mut RequestCtx, f: FileReply) -> Option<*mut ngx_chain_t> {
         (*b).file_pos = f.offset as i64;
         (*b).file_last = (f.offset + f.len) as i64;
         buf::set_in_file(b, 1);
-        cx.held.push_back(Held {
-            buf: b,
-            _data: HeldData::File(f.fd),
-        });
+        cx.held.push_back(Held::file(b, f.fd));
         Some(cl)
     }
 }

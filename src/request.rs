@@ -18,24 +18,22 @@
 
 use core::cell::{Cell, UnsafeCell};
 use core::ffi::c_void;
-use std::any::Any;
-use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::os::fd::OwnedFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use nginx_sys::{
-    ngx_chain_t, ngx_event_t, ngx_http_finalize_request, ngx_http_request_t, ngx_int_t, ngx_log_t,
-    ngx_msec_t, NGX_ERROR, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_LOG_ALERT,
+    ngx_buf_t, ngx_chain_t, ngx_event_t, ngx_http_finalize_request, ngx_http_request_t, ngx_int_t,
+    ngx_msec_t, NGX_ERROR, NGX_HTTP_INTERNAL_SERVER_ERROR,
 };
 use ngx::http::HttpModule;
-use ngx::ngx_log_error;
 
 use crate::conf::LocConf;
-use crate::fields::{self, event};
-use crate::message::{BodyStream, Exchange, Reply, RequestId};
-use crate::{notify, output, worker, HttpWsgiModule};
+use crate::ffi::fields::{self, event};
+use crate::message::{BodyStream, Chunk, Exchange, Reply, RequestId};
+use crate::{notify, runtime, HttpWsgiModule};
 
 /// What `r->ctx` points at for a request the module serves.
 pub struct RequestSlot {
@@ -90,7 +88,7 @@ pub struct RequestCtx {
     /// Replies taken from the exchange and not yet handed to nginx.
     pub replies: VecDeque<Reply>,
     /// Memory and files that nginx's buffers point at until written.
-    pub held: VecDeque<output::Held>,
+    pub held: VecDeque<Held>,
     pub free: *mut ngx_chain_t,
     pub busy: *mut ngx_chain_t,
     /// Queue and read timeouts (the slot's event).
@@ -128,7 +126,7 @@ impl Drop for RequestCtx {
             s.fail("request ended");
         }
         notify::unregister(self.id);
-        worker::request_finished();
+        runtime::request_finished();
     }
 }
 
@@ -157,7 +155,7 @@ impl RequestCtx {
             s.fail("request ended");
         }
         self.replies.clear();
-        if let Some(rt) = worker::runtime() {
+        if let Some(rt) = runtime::runtime() {
             rt.hub.counters.responses.fetch_add(1, Ordering::Relaxed);
             rt.hub
                 .counters
@@ -219,7 +217,7 @@ pub unsafe fn create(r: *mut ngx_http_request_t, new: NewRequest) -> Option<Even
         first_reply_at: Cell::new(None),
     };
     // counted from here: the ctx's drop, wherever it happens, uncounts it
-    worker::request_started();
+    runtime::request_started();
     let ctx = RequestCtx {
         r,
         lcf: new.lcf,
@@ -253,13 +251,13 @@ pub unsafe fn create(r: *mut ngx_http_request_t, new: NewRequest) -> Option<Even
         state: UnsafeCell::new(ctx),
     };
     #[cfg(feature = "panic-inject")]
-    if inject::fail_alloc(r, "request slot") {
+    if crate::inject::fail_alloc(r, "request slot") {
         drop(slot);
         return None;
     }
     // SAFETY: nginx thread; the request pool outlives every use of the
     // slot, which its clean-up drops when the request is freed.
-    let slot = unsafe { crate::util::pool_alloc((*r).pool, slot) };
+    let slot = unsafe { crate::ffi::pool_alloc((*r).pool, slot) };
     // out of memory: the slot (and the request count its ctx took) is
     // dropped here, as the pool's clean-up would have
     let Ok(slot) = slot else {
@@ -303,14 +301,14 @@ pub unsafe fn enter(
     let state = unsafe { (*slot).state.get() };
     let ran = catch_unwind(AssertUnwindSafe(|| {
         #[cfg(feature = "panic-inject")]
-        inject::maybe_panic(r, what);
+        crate::inject::maybe_panic(r, what);
         // SAFETY: as above.
         f(unsafe { &mut *state })
     }));
     if let Err(payload) = ran {
         // SAFETY: r is live (nothing finalized it: ends wait for us).
         let log = unsafe { (*(*r).connection).log };
-        log_panic(log, what, payload.as_ref());
+        crate::log::log_panic(log, what, payload.as_ref());
         // SAFETY: as above; `f`'s borrow is gone.
         let cx = unsafe { &mut *state };
         let rc = if cx.head_sent {
@@ -378,121 +376,38 @@ pub unsafe fn enter_event(
     unsafe { enter(r, what, f) }
 }
 
-/// For entry points without a request (the wake-up eventfd, the deferral
-/// timer, the status page): a panic is logged at `alert` instead of
-/// unwinding into nginx. Returns `None` if `f` panicked.
-pub fn guard<T>(log: *mut ngx_log_t, what: &'static str, f: impl FnOnce() -> T) -> Option<T> {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(v) => Some(v),
-        Err(payload) => {
-            log_panic(log, what, payload.as_ref());
-            None
-        }
-    }
+/// What an nginx buffer points into, kept alive until nginx has sent it.
+pub struct Held {
+    buf: *mut ngx_buf_t,
+    _data: HeldData,
 }
 
-thread_local! {
-    /// The last panic's message and place on this thread (see
-    /// [`install_panic_hook`]).
-    static LAST_PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
-    static NGINX_THREAD: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Called once on nginx's thread in each worker: a panic there is recorded
-/// for [`enter`]/[`guard`] to log through nginx's log (with the request's
-/// context) instead of Rust's default hook printing to stderr; other
-/// threads keep the default hook.
-pub fn install_panic_hook() {
-    NGINX_THREAD.with(|t| t.set(true));
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        if NGINX_THREAD.with(Cell::get) {
-            let place = info
-                .location()
-                .map(|l| format!(" at {}:{}", l.file(), l.line()))
-                .unwrap_or_default();
-            let text = format!("{}{place}", crate::util::panic_message(info.payload()));
-            LAST_PANIC.with(|p| *p.borrow_mut() = Some(text));
-        } else {
-            default(info);
-        }
-    }));
-}
-
-fn log_panic(log: *mut ngx_log_t, what: &str, payload: &(dyn Any + Send)) {
-    let text = LAST_PANIC
-        .with(|p| p.borrow_mut().take())
-        .unwrap_or_else(|| crate::util::panic_message(payload).to_string());
-    ngx_log_error!(
-        NGX_LOG_ALERT,
-        log,
-        "wsgi: panic in {}: {} while handling request",
-        what,
-        text
-    );
-}
-
-/// Test builds only (`--features panic-inject`): a request with the header
-/// `X-Wsgi-Panic: NAME` panics in the entry point named NAME; with
-/// `X-Wsgi-Panic: wakeup` (or `tick`) the next wake-up (or deferral timer)
-/// panics, whatever request it is for. `X-Wsgi-Fail: request slot` makes
-/// the allocation of the request's state fail (an out-of-memory pool).
-#[cfg(feature = "panic-inject")]
-pub mod inject {
-    use core::sync::atomic::{AtomicBool, Ordering};
-
-    use nginx_sys::ngx_http_request_t;
-
-    use crate::util::{for_each_header, ngx_bytes};
-
-    static WAKEUP: AtomicBool = AtomicBool::new(false);
-    static TICK: AtomicBool = AtomicBool::new(false);
-
-    /// Panics if the request asks for a panic in `what`.
-    pub fn maybe_panic(r: *mut ngx_http_request_t, what: &str) {
-        let mut wanted = None;
-        // SAFETY: r is live; its header list is initialised.
-        unsafe {
-            for_each_header(&(*r).headers_in.headers, |h| {
-                if ngx_bytes(&h.key).eq_ignore_ascii_case(b"x-wsgi-panic") {
-                    wanted = Some(ngx_bytes(&h.value).to_vec());
-                }
-            });
-        }
-        match wanted.as_deref() {
-            Some(b"wakeup") => WAKEUP.store(true, Ordering::Relaxed),
-            Some(b"tick") => TICK.store(true, Ordering::Relaxed),
-            Some(w) if w == what.as_bytes() => panic!("injected panic in {what}"),
-            _ => {}
+impl Held {
+    /// Memory (a body chunk) that `buf` points into.
+    pub fn memory(buf: *mut ngx_buf_t, data: Chunk) -> Self {
+        Held {
+            buf,
+            _data: HeldData::Memory(data),
         }
     }
 
-    /// Whether the request asks (`X-Wsgi-Fail: NAME`) that the pool
-    /// allocation named NAME fail, as it does when the pool is out of memory.
-    pub fn fail_alloc(r: *mut ngx_http_request_t, what: &str) -> bool {
-        let mut wanted = false;
-        // SAFETY: r is live; its header list is initialised.
-        unsafe {
-            for_each_header(&(*r).headers_in.headers, |h| {
-                if ngx_bytes(&h.key).eq_ignore_ascii_case(b"x-wsgi-fail")
-                    && ngx_bytes(&h.value) == what.as_bytes()
-                {
-                    wanted = true;
-                }
-            });
+    /// A file that `buf` has a range of.
+    pub fn file(buf: *mut ngx_buf_t, fd: OwnedFd) -> Self {
+        Held {
+            buf,
+            _data: HeldData::File(fd),
         }
-        wanted
     }
 
-    /// Panics once after a request asked for it (`wakeup`, `tick`).
-    pub fn maybe_panic_global(what: &str) {
-        let flag = match what {
-            "wakeup" => &WAKEUP,
-            "tick" => &TICK,
-            _ => return,
-        };
-        if flag.swap(false, Ordering::Relaxed) {
-            panic!("injected panic in {what}");
-        }
+    /// The nginx buffer, for how much of it is still unsent.
+    pub fn buf(&self) -> *const ngx_buf_t {
+        self.buf
     }
+}
+
+/// Owned only to be dropped once nginx is done with the buffer.
+#[allow(dead_code)]
+enum HeldData {
+    Memory(Chunk),
+    File(OwnedFd),
 }

@@ -12,9 +12,9 @@ use nginx_sys::{
     NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_NOT_ALLOWED, NGX_OK,
 };
 
-use crate::fields::{buf, req};
-use crate::util::ngx_bytes;
-use crate::{request, worker};
+use crate::ffi::fields::{buf, req};
+use crate::ffi::ngx_bytes;
+use crate::runtime;
 
 /// A snapshot of one worker's counters.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -155,10 +155,10 @@ impl Snapshot {
 fn snapshot() -> Snapshot {
     let mut s = Snapshot {
         pid: std::process::id(),
-        in_flight: worker::in_flight(),
+        in_flight: runtime::in_flight(),
         ..Default::default()
     };
-    if let Some(rt) = worker::runtime() {
+    if let Some(rt) = runtime::runtime() {
         let c = &rt.hub.counters;
         s.threads = rt.threads;
         s.threads_alive = rt.pool.threads_alive();
@@ -185,9 +185,9 @@ fn wants_prometheus(args: &[u8]) -> bool {
 pub extern "C" fn status_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls content handlers with a live request.
     let log = unsafe { (*(*r).connection).log };
-    request::guard(log, "status handler", || {
+    crate::log::guard(log, "status handler", || {
         #[cfg(feature = "panic-inject")]
-        request::inject::maybe_panic(r, "status handler");
+        crate::inject::maybe_panic(r, "status handler");
         // SAFETY: as above.
         unsafe { status_response(r) }
     })

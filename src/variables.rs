@@ -9,9 +9,9 @@ use nginx_sys::{
     ngx_variable_value_t, NGX_ERROR, NGX_HTTP_VAR_NOCACHEABLE, NGX_OK,
 };
 
-use crate::fields::variable_value;
+use crate::ffi::fields::variable_value;
+use crate::ffi::pool_str;
 use crate::request;
-use crate::util::pool_str;
 
 /// What a variable shows of a request's shared state (`None`: not found).
 type Value = fn(&request::Shared) -> Option<String>;
@@ -101,9 +101,9 @@ unsafe extern "C" fn get_variable(
     };
     // SAFETY: nginx calls getters with a live request.
     let log = unsafe { (*(*r).connection).log };
-    request::guard(log, name, || {
+    crate::log::guard(log, name, || {
         #[cfg(feature = "panic-inject")]
-        request::inject::maybe_panic(r, name);
+        crate::inject::maybe_panic(r, name);
         // SAFETY: as above; the shared part is only ever borrowed shared.
         let shown = unsafe { request::shared(r) }.and_then(value);
         // SAFETY: nginx gave us a live request and value.

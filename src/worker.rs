@@ -2,9 +2,8 @@
 //! its own interpreter and pool, imports the apps and registers the
 //! wake-up eventfd; at exit it lets the pool drain and runs `atexit`.
 
-use std::cell::Cell;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nginx_sys::{
@@ -14,112 +13,11 @@ use nginx_sys::{
 use ngx::http::HttpModuleMainConf;
 use ngx::ngx_log_error;
 
-use crate::message::{Hub, Job};
+use crate::message::Hub;
 use crate::pool::{Pool, PoolConfig};
 use crate::python::{self, Interpreter};
-use crate::{notify, request, HttpWsgiModule};
-
-/// The worker's Python side as the nginx thread sees it.
-pub struct Runtime {
-    pub hub: Arc<Hub>,
-    pub pool: Pool,
-    pub threads: usize,
-    pub queue_timeout_ms: u64,
-    app_names: Vec<String>,
-    app_ready: Vec<bool>,
-}
-
-static RUNTIME: OnceLock<Runtime> = OnceLock::new();
-
-pub fn runtime() -> Option<&'static Runtime> {
-    RUNTIME.get()
-}
-
-impl Runtime {
-    pub fn app_ready(&self, app: usize) -> bool {
-        self.app_ready.get(app).copied().unwrap_or(false)
-    }
-
-    pub fn app_name(&self, app: usize) -> &str {
-        self.app_names.get(app).map(String::as_str).unwrap_or("?")
-    }
-
-    /// Queues a job; on a full queue returns how many are waiting.
-    pub fn submit(&self, job: Job) -> Result<(), usize> {
-        self.pool.submit(job)
-    }
-
-    /// Asks the pool to interrupt the thread running request `id`.
-    pub fn interrupt(&self, id: u64, ident: u64) {
-        self.pool.interrupt(id, ident);
-    }
-}
-
-thread_local! {
-    static IN_FLIGHT: Cell<usize> = const { Cell::new(0) };
-    /// Requests this worker handed to the pool (`wsgi_max_requests`).
-    static DISPATCHED: Cell<u64> = const { Cell::new(0) };
-    /// This worker's `wsgi_max_requests`, jitter added; 0: no limit.
-    static MAX_REQUESTS: Cell<u64> = const { Cell::new(0) };
-}
-
-pub fn request_started() {
-    IN_FLIGHT.with(|n| n.set(n.get() + 1));
-    let served = DISPATCHED.with(|n| {
-        n.set(n.get() + 1);
-        n.get()
-    });
-    if served == MAX_REQUESTS.with(Cell::get) {
-        retire(served);
-    }
-}
-
-/// `wsgi_max_requests` reached: the worker shuts down gracefully, as on
-/// SIGQUIT (requests in flight finish, `atexit` handlers run), and the
-/// master starts a fresh worker, with a fresh interpreter, in its place.
-fn retire(served: u64) {
-    ngx_log_error!(
-        NGX_LOG_NOTICE,
-        ngx::log::ngx_cycle_log().as_ptr(),
-        "wsgi: worker process has handed {} requests to the app (wsgi_max_requests), exiting gracefully",
-        served
-    );
-    // SAFETY: a worker's own flag for a graceful exit, which its signal
-    // handler would set on SIGQUIT; set on the nginx thread, read by the
-    // worker's loop after this event.
-    unsafe { nginx_sys::ngx_quit = 1 };
-}
-
-/// This worker's request limit: `wsgi_max_requests` plus a random part of
-/// its jitter, so that workers started together do not all restart at once.
-fn max_requests(mcf: &crate::conf::MainConf, log: *mut nginx_sys::ngx_log_t) -> u64 {
-    let Some((limit, jitter)) = mcf.max_requests.filter(|(limit, _)| *limit > 0) else {
-        return 0;
-    };
-    // SAFETY: ngx_process is set before init_process hooks run.
-    if unsafe { nginx_sys::ngx_process } as u32 != NGX_PROCESS_WORKER {
-        // Without a master nobody would start a new worker.
-        ngx_log_error!(
-            NGX_LOG_WARN,
-            log,
-            "wsgi: \"wsgi_max_requests\" is ignored without a master process"
-        );
-        return 0;
-    }
-    // From the kernel, not from state the workers inherited from the master.
-    let mut r: u64 = std::process::id().into();
-    // SAFETY: getrandom writes at most the 8 bytes it is given.
-    unsafe { libc::getrandom((&raw mut r).cast(), 8, 0) };
-    limit.saturating_add(r % jitter.saturating_add(1))
-}
-
-pub fn in_flight() -> usize {
-    IN_FLIGHT.with(|n| n.get())
-}
-
-pub fn request_finished() {
-    IN_FLIGHT.with(|n| n.set(n.get().saturating_sub(1)));
-}
+use crate::runtime::{self, runtime, Runtime};
+use crate::{notify, HttpWsgiModule};
 
 fn worker_processes(cycle: *mut ngx_cycle_t) -> usize {
     // SAFETY: the core module's conf exists in every cycle.
@@ -134,11 +32,11 @@ fn worker_processes(cycle: *mut ngx_cycle_t) -> usize {
 }
 
 pub extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
-    request::install_panic_hook();
+    crate::log::install_panic_hook();
     // SAFETY: nginx calls this with the live cycle.
     let log = unsafe { (*cycle).log };
     // A panic here is logged; the worker serves what does not need Python.
-    request::guard(log, "worker start", || start_worker(cycle)).unwrap_or(NGX_OK as ngx_int_t)
+    crate::log::guard(log, "worker start", || start_worker(cycle)).unwrap_or(NGX_OK as ngx_int_t)
 }
 
 fn start_worker(cycle: *mut ngx_cycle_t) -> ngx_int_t {
@@ -287,10 +185,9 @@ fn start(cycle: *mut ngx_cycle_t, mcf: &crate::conf::MainConf) -> Result<(), Str
         "{} while starting worker process",
         rt.pool.describe()
     );
-    let _ = RUNTIME.set(rt);
+    runtime::install(rt);
     // SAFETY: cycle is live.
-    let limit = max_requests(mcf, unsafe { (*cycle).log });
-    MAX_REQUESTS.with(|m| m.set(limit));
+    runtime::set_max_requests(mcf, unsafe { (*cycle).log });
     flush_logs();
     Ok(())
 }
@@ -318,7 +215,7 @@ fn flush_logs() {
     if let Some(rt) = runtime() {
         rt.hub.drain(|c| {
             if let crate::message::Completion::Log { level, text, .. } = c {
-                notify::log_lines(ngx::log::ngx_cycle_log().as_ptr(), level as usize, &text);
+                crate::log::log_lines(ngx::log::ngx_cycle_log().as_ptr(), level as usize, &text);
             }
         });
     }
@@ -327,7 +224,7 @@ fn flush_logs() {
 pub extern "C" fn exit_process(cycle: *mut ngx_cycle_t) {
     // SAFETY: nginx calls this with the live cycle.
     let log = unsafe { (*cycle).log };
-    request::guard(log, "worker exit", || stop_worker(cycle));
+    crate::log::guard(log, "worker exit", || stop_worker(cycle));
 }
 
 fn stop_worker(cycle: *mut ngx_cycle_t) {
@@ -338,7 +235,7 @@ fn stop_worker(cycle: *mut ngx_cycle_t) {
     // SAFETY: plain reads of nginx's process flags on its thread.
     let terminating = unsafe { nginx_sys::ngx_terminate } != 0;
     // SAFETY: the cycle and its core conf outlive exit_process.
-    let shutdown_timeout = unsafe { crate::util::core_conf(cycle) }.is_some_and(|ccf| {
+    let shutdown_timeout = unsafe { crate::ffi::core_conf(cycle) }.is_some_and(|ccf| {
         ccf.shutdown_timeout != 0 && ccf.shutdown_timeout != nginx_sys::ngx_msec_t::MAX
     });
     // Graceful exit waits for the pool (requests are done by now); a

@@ -14,18 +14,6 @@ pub const CONF_ERROR: *mut c_char = usize::MAX as *mut c_char;
 /// nginx's `NGX_CONF_OK`.
 pub const CONF_OK: *mut c_char = ptr::null_mut();
 
-/// A panic's message (`panic!`'s `&str` or formatted `String`), for the
-/// log lines of the guards around every entry point nginx calls.
-pub fn panic_message(payload: &(dyn core::any::Any + Send)) -> &str {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        s
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s
-    } else {
-        "(no message)"
-    }
-}
-
 /// The bytes of an `ngx_str_t`.
 ///
 /// # Safety
@@ -195,17 +183,14 @@ unsafe extern "C" fn drop_in_pool<T>(data: *mut core::ffi::c_void) {
     unsafe { ptr::drop_in_place(data.cast::<T>()) };
 }
 
-/// Writes `nginx: TEXT` to stderr as nginx's own `nginx -t` lines are
-/// (`ngx_log_stderr`), unless nginx runs quiet (`-q`).
-pub fn log_stderr(text: &str) {
-    // SAFETY: a plain read of nginx's flag, set from the command line.
-    if unsafe { nginx_sys::ngx_quiet_mode } != 0 {
-        return;
+/// The core module's location conf of request `r` (`send_timeout`,
+/// `error_page`s, ...).
+pub fn core_loc_conf<'a>(
+    r: *mut nginx_sys::ngx_http_request_t,
+) -> &'a nginx_sys::ngx_http_core_loc_conf_t {
+    // SAFETY: every request has the core module's location conf.
+    unsafe {
+        &*(*(*r).loc_conf.add(nginx_sys::ngx_http_core_module.ctx_index)
+            as *const nginx_sys::ngx_http_core_loc_conf_t)
     }
-    let Ok(text) = std::ffi::CString::new(text) else {
-        return;
-    };
-    // SAFETY: "%s" takes one NUL-terminated string, which `text` is, alive
-    // for the call.
-    unsafe { nginx_sys::ngx_log_stderr(0, c"%s".as_ptr(), text.as_ptr()) };
 }
