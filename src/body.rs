@@ -184,14 +184,14 @@ pub extern "C" fn read_body_handler(r: *mut ngx_http_request_t) {
 /// # Safety
 /// nginx thread; `cx` belongs to a live request.
 pub fn pull_body(cx: &mut RequestCtx) {
-    let Some(stream) = cx.stream.clone() else {
+    let Some(stream) = cx.stream().cloned() else {
         return;
     };
-    let r = cx.r;
+    let r = cx.r();
     // SAFETY: r is live while its ctx is.
     unsafe {
         loop {
-            if cx.done {
+            if cx.is_done() {
                 return;
             }
             if !stream.has_room() {
@@ -207,23 +207,23 @@ pub fn pull_body(cx: &mut RequestCtx) {
                 return;
             }
             // The app took some of the body: it is alive.
-            cx.last_activity = ngx_current_msec;
+            cx.touch(ngx_current_msec);
             let rc = nginx_sys::ngx_http_read_unbuffered_request_body(r);
             let moved = take_body_bufs(r, Some(&stream));
             if rc == NGX_ERROR as ngx_int_t || rc >= NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t {
                 stream.fail("client request body could not be read");
-                cx.stream = None;
-                let code = if cx.head_sent || rc == NGX_ERROR as ngx_int_t {
+                cx.stream_done();
+                let code = if cx.head_sent() || rc == NGX_ERROR as ngx_int_t {
                     NGX_ERROR as ngx_int_t
                 } else {
                     rc
                 };
-                cx.end(code, true);
+                cx.abort(code);
                 return;
             }
             if rc == NGX_OK as ngx_int_t && req::reading_body(r) == 0 {
                 stream.finish();
-                cx.stream = None;
+                cx.stream_done();
                 (*r).read_event_handler = Some(check_broken_connection);
                 return;
             }
@@ -294,10 +294,10 @@ unsafe fn short_of_body(r: *mut ngx_http_request_t, fd: libc::c_int) -> bool {
 
 /// Ends a request whose client is gone; the app is told at its next write.
 fn abort_request(cx: &mut RequestCtx, why: &str) {
-    if cx.done {
+    if cx.is_done() {
         return;
     }
-    let when = if cx.head_sent {
+    let when = if cx.head_sent() {
         "sending response to client"
     } else {
         "waiting for application"
@@ -305,19 +305,19 @@ fn abort_request(cx: &mut RequestCtx, why: &str) {
     ngx_log_error!(
         NGX_LOG_INFO,
         // SAFETY: the request is live while its state is borrowed.
-        unsafe { (*(*cx.r).connection).log },
+        unsafe { (*(*cx.r()).connection).log },
         "wsgi: {} while {}",
         why,
         when
     );
     if let Some(rt) = runtime::runtime() {
-        if cx.exchange.claim(Outcome::ClientGone) {
+        if cx.exchange().claim(Outcome::ClientGone) {
             rt.hub
                 .counters
                 .client_aborts
                 .fetch_add(1, Ordering::Relaxed);
         }
     }
-    wsgi_trace!(cx.r, "job #{} client gone", cx.id);
-    cx.end(NGX_HTTP_CLIENT_CLOSED_REQUEST as ngx_int_t, true);
+    wsgi_trace!(cx.r(), "job #{} client gone", cx.id());
+    cx.abort(NGX_HTTP_CLIENT_CLOSED_REQUEST as ngx_int_t);
 }

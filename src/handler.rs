@@ -195,13 +195,13 @@ unsafe fn dispatch(r: *mut ngx_http_request_t) {
 
 /// Arms the request's timer and watchers and queues its job.
 fn submit(cx: &mut RequestCtx, job: Job) {
-    let r = cx.r;
+    let r = cx.r();
     let rt = runtime::runtime().expect("checked in start");
     // SAFETY: r and the slot's timer are live (nginx thread).
     unsafe {
         // Non-cancelable: a graceful quit waits for requests in Python.
-        fields::add_timer(cx.timer, cx.queue_timeout.min(cx.read_timeout));
-        (*r).read_event_handler = if cx.stream.is_some() {
+        fields::add_timer(cx.timer(), cx.queue_timeout().min(cx.read_timeout()));
+        (*r).read_event_handler = if cx.stream().is_some() {
             Some(body::read_body_handler)
         } else {
             Some(body::check_broken_connection)
@@ -230,7 +230,7 @@ fn submit(cx: &mut RequestCtx, job: Job) {
                 // more bytes in the socket and no event left to announce
                 // them (edge-triggered): read on from the posted queue.
                 let rev = (*(*r).connection).read;
-                if cx.stream.is_some() && event::ready(rev) != 0 && event::posted(rev) == 0 {
+                if cx.stream().is_some() && event::ready(rev) != 0 && event::posted(rev) == 0 {
                     fields::post_event(rev);
                 }
             }
@@ -249,7 +249,7 @@ fn submit(cx: &mut RequestCtx, job: Job) {
             unsafe { add_retry_after(r) };
             // Still one response, so that `requests == responses` once
             // nothing is in flight.
-            cx.end(NGX_HTTP_SERVICE_UNAVAILABLE as ngx_int_t, true);
+            cx.abort(NGX_HTTP_SERVICE_UNAVAILABLE as ngx_int_t);
         }
     }
 }
@@ -459,16 +459,16 @@ extern "C" fn timer_handler(ev: *mut ngx_event_t) {
 }
 
 fn on_timer(cx: &mut RequestCtx) {
-    if cx.done {
+    if cx.is_done() {
         return;
     }
-    let r = cx.r;
-    let ev = cx.timer;
+    let r = cx.r();
+    let ev = cx.timer();
     // SAFETY: nginx thread; r is live while its state is borrowed.
     let (now, log) = unsafe { (ngx_current_msec, (*(*r).connection).log) };
-    if !cx.exchange.started.load(Ordering::Acquire) {
-        let waited = now.wrapping_sub(cx.dispatched_at);
-        if waited >= cx.queue_timeout {
+    if !cx.exchange().started.load(Ordering::Acquire) {
+        let waited = now.wrapping_sub(cx.dispatched_at());
+        if waited >= cx.queue_timeout() {
             if let Some(rt) = runtime::runtime() {
                 rt.hub.counters.rejected_503.fetch_add(1, Ordering::Relaxed);
             }
@@ -480,33 +480,33 @@ fn on_timer(cx: &mut RequestCtx) {
             );
             // SAFETY: r is live; the header list is initialised.
             unsafe { add_retry_after(r) };
-            cx.end(NGX_HTTP_SERVICE_UNAVAILABLE as ngx_int_t, true);
+            cx.abort(NGX_HTTP_SERVICE_UNAVAILABLE as ngx_int_t);
             return;
         }
-        let left = (cx.queue_timeout - waited).min(cx.read_timeout);
+        let left = (cx.queue_timeout() - waited).min(cx.read_timeout());
         // SAFETY: the slot's timer; nginx thread.
         unsafe { fields::add_timer(ev, left.max(1)) };
         return;
     }
-    if cx.waiting_on_client || cx.stream.as_ref().is_some_and(|s| s.has_room()) {
+    if cx.waiting_on_client() || cx.stream().is_some_and(|s| s.has_room()) {
         // The app waits on the client (backpressure, or a body still
         // arriving): send_timeout / client_body_timeout guard that. A
         // body paused because the app does not read it is the app's.
         // SAFETY: as above.
-        unsafe { fields::add_timer(ev, cx.read_timeout) };
+        unsafe { fields::add_timer(ev, cx.read_timeout()) };
         return;
     }
-    let queued_ms = cx.exchange.queue_time_us.load(Ordering::Relaxed) / 1000;
-    let started_at = cx.dispatched_at.wrapping_add(queued_ms as ngx_msec_t);
-    let last = if cx.last_activity.wrapping_sub(started_at) as i64 > 0 {
-        cx.last_activity
+    let queued_ms = cx.exchange().queue_time_us.load(Ordering::Relaxed) / 1000;
+    let started_at = cx.dispatched_at().wrapping_add(queued_ms as ngx_msec_t);
+    let last = if cx.last_activity().wrapping_sub(started_at) as i64 > 0 {
+        cx.last_activity()
     } else {
         started_at
     };
     let idle = now.wrapping_sub(last);
-    if idle < cx.read_timeout {
+    if idle < cx.read_timeout() {
         // SAFETY: as above.
-        unsafe { fields::add_timer(ev, (cx.read_timeout - idle).max(1)) };
+        unsafe { fields::add_timer(ev, (cx.read_timeout() - idle).max(1)) };
         return;
     }
     ngx_log_error!(
@@ -519,23 +519,23 @@ fn on_timer(cx: &mut RequestCtx) {
         // Claimed before the interrupt is sent: the RequestTimeout the app
         // then raises cannot be counted as an app error too (the pool
         // thread's claim comes after it and fails), whatever the timing.
-        if cx.exchange.claim(Outcome::TimedOut) {
+        if cx.exchange().claim(Outcome::TimedOut) {
             rt.hub.counters.timeouts_504.fetch_add(1, Ordering::Relaxed);
         }
         // The watchdog reports where the app was; its line gets this
         // request's context, kept past the request's end.
         // SAFETY: `log` is the live request's connection log.
-        unsafe { app_stack::expect(cx.id, log, notify::connection()) };
-        rt.interrupt(cx.id, cx.exchange.thread_ident.load(Ordering::Acquire));
+        unsafe { app_stack::expect(cx.id(), log, notify::connection()) };
+        rt.interrupt(cx.id(), cx.exchange().thread_ident.load(Ordering::Acquire));
     }
     // (Tests: the interrupt is sent, the request not ended yet.)
-    hooks::wait_job_done(cx.id);
-    let rc = if cx.head_sent {
+    hooks::wait_job_done(cx.id());
+    let rc = if cx.head_sent() {
         NGX_ERROR as ngx_int_t
     } else {
         NGX_HTTP_GATEWAY_TIME_OUT as ngx_int_t
     };
-    cx.end(rc, true);
+    cx.abort(rc);
 }
 
 #[cfg(test)]

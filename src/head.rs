@@ -60,9 +60,9 @@ fn has_error_page(r: *mut ngx_http_request_t, status: u16) -> bool {
 /// `error_page` instead of its own body, as with `proxy_intercept_errors`.
 /// A 401 keeps the app's `WWW-Authenticate`. True if intercepted.
 fn intercept(cx: &mut RequestCtx, head: &ResponseHead) -> bool {
-    let r = cx.r;
+    let r = cx.r();
     // SAFETY: the location conf lives as long as the cycle.
-    let lcf = unsafe { &*cx.lcf };
+    let lcf = cx.loc_conf();
     if head.status < 300 || lcf.intercept_errors != Some(true) || !has_error_page(r, head.status) {
         return false;
     }
@@ -76,7 +76,7 @@ fn intercept(cx: &mut RequestCtx, head: &ResponseHead) -> bool {
                 // SAFETY: as above.
                 Some(h) => unsafe { link_www_authenticate(r, h) },
                 None => {
-                    cx.end(NGX_ERROR as ngx_int_t, true);
+                    cx.abort(NGX_ERROR as ngx_int_t);
                     return true;
                 }
             }
@@ -84,7 +84,7 @@ fn intercept(cx: &mut RequestCtx, head: &ResponseHead) -> bool {
     }
     // The app's body is not wanted: the pool thread closes its iterable.
     // SAFETY: r is live; nginx runs the error_page from here.
-    cx.end(head.status as ngx_int_t, true);
+    cx.abort(head.status as ngx_int_t);
     true
 }
 
@@ -92,9 +92,9 @@ fn intercept(cx: &mut RequestCtx, head: &ResponseHead) -> bool {
 /// (or was handed to another location by `X-Accel-Redirect` or an
 /// intercepted error).
 pub fn send_head(cx: &mut RequestCtx, head: ResponseHead) -> bool {
-    let r = cx.r;
+    let r = cx.r();
     // SAFETY: the location conf lives as long as the cycle.
-    let lcf = unsafe { &*cx.lcf };
+    let lcf = cx.loc_conf();
     // SAFETY: r and its ctx are live.
     if intercept(cx, &head) {
         return false;
@@ -144,7 +144,7 @@ pub fn send_head(cx: &mut RequestCtx, head: ResponseHead) -> bool {
             match pool_str(pool, &head.status_line) {
                 Some(s) => ho.status_line = s,
                 None => {
-                    cx.end(NGX_ERROR as ngx_int_t, true);
+                    cx.abort(NGX_ERROR as ngx_int_t);
                     return false;
                 }
             }
@@ -152,7 +152,7 @@ pub fn send_head(cx: &mut RequestCtx, head: ResponseHead) -> bool {
         for (name, value) in &head.headers {
             if eq_ignore_case(name, b"content-type") {
                 if !set_content_type(r, value) {
-                    cx.end(NGX_ERROR as ngx_int_t, true);
+                    cx.abort(NGX_ERROR as ngx_int_t);
                     return false;
                 }
                 continue;
@@ -169,7 +169,7 @@ pub fn send_head(cx: &mut RequestCtx, head: ResponseHead) -> bool {
                 continue;
             }
             let Some(h) = push_header(r, name, value) else {
-                cx.end(NGX_ERROR as ngx_int_t, true);
+                cx.abort(NGX_ERROR as ngx_int_t);
                 return false;
             };
             if eq_ignore_case(name, b"server") {
@@ -198,12 +198,12 @@ pub fn send_head(cx: &mut RequestCtx, head: ResponseHead) -> bool {
         if head.status == 204 {
             ho.content_length_n = -1;
         }
-        cx.head_sent = true;
+        cx.mark_head_sent();
         wsgi_trace!(
             r,
             "job #{} status and headers back from thread {}: {}",
-            cx.id,
-            cx.exchange
+            cx.id(),
+            cx.exchange()
                 .thread_no
                 .load(std::sync::atomic::Ordering::Relaxed)
                 .saturating_sub(1),
@@ -211,11 +211,11 @@ pub fn send_head(cx: &mut RequestCtx, head: ResponseHead) -> bool {
         );
         let rc = ngx_http_send_header(r);
         if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t {
-            cx.end(rc, true);
+            cx.abort(rc);
             return false;
         }
         if req::header_only(r) != 0 {
-            cx.header_only = true;
+            cx.mark_header_only();
         }
         true
     }
@@ -305,8 +305,8 @@ fn redirect_to(cx: &mut RequestCtx, uri: &[u8], head: &ResponseHead) {
     // The app's part is over; finalizing with NGX_DONE (once control is
     // back in `request::enter`) releases the reference taken when the
     // body was read, after the redirect took its own.
-    cx.end(NGX_DONE as ngx_int_t, true);
-    let r = cx.r;
+    cx.abort(NGX_DONE as ngx_int_t);
+    let r = cx.r();
     // SAFETY: r is live while its state is borrowed.
     unsafe {
         for (name, value) in &head.headers {
@@ -315,12 +315,12 @@ fn redirect_to(cx: &mut RequestCtx, uri: &[u8], head: &ResponseHead) {
             } else if KEPT.iter().any(|k| eq_ignore_case(name, k))
                 && push_header(r, name, value).is_none()
             {
-                cx.end_with(NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t);
+                cx.finalize_with(NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t);
                 return;
             }
         }
         let Some(mut uri) = pool_str((*r).pool, uri) else {
-            cx.end_with(NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t);
+            cx.finalize_with(NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t);
             return;
         };
         if ngx_bytes(&uri).starts_with(b"@") {
@@ -333,7 +333,7 @@ fn redirect_to(cx: &mut RequestCtx, uri: &[u8], head: &ResponseHead) {
             let mut flags: ngx_uint_t = NGX_HTTP_LOG_UNSAFE as ngx_uint_t;
             if ngx_http_parse_unsafe_uri(r, &mut uri, &mut args, &mut flags) != NGX_OK as ngx_int_t
             {
-                cx.end_with(NGX_HTTP_NOT_FOUND as ngx_int_t);
+                cx.finalize_with(NGX_HTTP_NOT_FOUND as ngx_int_t);
                 return;
             }
             if (*r).method != NGX_HTTP_HEAD as ngx_uint_t {

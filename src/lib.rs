@@ -44,6 +44,7 @@ mod notify; //    the eventfd wake-up and the table of waiting requests
 mod request; //   a request's state: enter, finish, abort
 mod body; //      the request body to the app; the client going away
 mod head; //      the response head
+mod flow; //      the response's state machine, without nginx
 mod output; //    the response body, backpressure
 mod handler; //   the content handler: dispatch, timers
 mod status; //    wsgi_status

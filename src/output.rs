@@ -18,9 +18,9 @@ use ngx::ngx_log_error;
 
 use crate::ffi::fields::{self, buf, connection, event};
 use crate::ffi::pool_str;
-use crate::message::{Chunk, FileReply, Reply};
+use crate::message::{Chunk, FileReply};
 use crate::request::{self, Held, RequestCtx, SlotEvent};
-use crate::{head, HttpWsgiModule};
+use crate::{flow, head, HttpWsgiModule};
 
 fn buf_tag() -> nginx_sys::ngx_buf_tag_t {
     HttpWsgiModule::module() as *const _ as nginx_sys::ngx_buf_tag_t
@@ -35,7 +35,7 @@ pub extern "C" fn wake_handler(ev: *mut ngx_event_t) {
         let c = (*r).connection;
         request::enter_event(ev, SlotEvent::Wake, "wake-up of the request", |cx| {
             // The app may have made room for more of the request body.
-            if cx.stream.is_some() {
+            if cx.stream().is_some() {
                 crate::body::pull_body(cx);
             }
             pump(cx)
@@ -52,7 +52,7 @@ pub extern "C" fn write_handler(r: *mut ngx_http_request_t) {
 }
 
 fn on_writable(cx: &mut RequestCtx) {
-    let r = cx.r;
+    let r = cx.r();
     // SAFETY: r is live while its ctx is.
     unsafe {
         let c = (*r).connection;
@@ -64,7 +64,7 @@ fn on_writable(cx: &mut RequestCtx) {
                 "wsgi: client timed out while sending response to client"
             );
             connection::set_timedout(c, 1);
-            cx.end(NGX_HTTP_REQUEST_TIME_OUT as ngx_int_t, true);
+            cx.abort(NGX_HTTP_REQUEST_TIME_OUT as ngx_int_t);
             return;
         }
         if event::delayed(wev) != 0 {
@@ -72,20 +72,20 @@ fn on_writable(cx: &mut RequestCtx) {
             if ngx_handle_write_event(wev, crate::ffi::core_loc_conf(r).send_lowat)
                 != NGX_OK as ngx_int_t
             {
-                cx.end(NGX_ERROR as ngx_int_t, true);
+                cx.abort(NGX_ERROR as ngx_int_t);
             }
             return;
         }
-        if cx.done {
+        if cx.is_done() {
             return;
         }
         let rc = ngx_http_output_filter(r, ptr::null_mut());
         settle(cx);
         if rc == NGX_ERROR as ngx_int_t {
-            cx.end(NGX_ERROR as ngx_int_t, true);
+            cx.abort(NGX_ERROR as ngx_int_t);
             return;
         }
-        if !cx.busy.is_null() || rc == NGX_AGAIN as ngx_int_t {
+        if cx.has_busy() || rc == NGX_AGAIN as ngx_int_t {
             wait_for_client(cx);
             return;
         }
@@ -95,19 +95,18 @@ fn on_writable(cx: &mut RequestCtx) {
         if event::timer_set(wev) != 0 && event::delayed(wev) == 0 {
             fields::del_timer(wev);
         }
-        if cx.waiting_on_client {
-            wsgi_trace!(r, "job #{} resumed: the client took what was sent", cx.id);
+        if cx.waiting_on_client() {
+            wsgi_trace!(r, "job #{} resumed: the client took what was sent", cx.id());
         }
-        cx.waiting_on_client = false;
-        cx.last_activity = ngx_current_msec;
+        cx.set_waiting_on_client(false);
+        cx.touch(ngx_current_msec);
         pump(cx);
     }
 }
 
 /// Bytes handed to nginx and not yet written.
 fn unsent(cx: &RequestCtx) -> usize {
-    cx.held
-        .iter()
+    cx.held()
         // SAFETY: held buffers stay valid until removed from `held`.
         .map(|h| unsafe { buf_size(h.buf()) })
         .sum()
@@ -118,196 +117,188 @@ fn unsent(cx: &RequestCtx) -> usize {
 /// # Safety
 /// `b` is a live nginx buffer.
 unsafe fn buf_size(b: *const ngx_buf_t) -> usize {
-    // SAFETY: b is one of our live buffers.
-    unsafe {
-        if buf::in_file(b) != 0 {
-            ((*b).file_last - (*b).file_pos).max(0) as usize
-        } else if (*b).pos.is_null() {
-            0
-        } else {
-            (*b).last.offset_from((*b).pos).max(0) as usize
-        }
+    // SAFETY: the caller's promise; read as a plain value.
+    let b = unsafe { &*b };
+    // SAFETY: as above.
+    if unsafe { buf::in_file(b) } != 0 {
+        (b.file_last - b.file_pos).max(0) as usize
+    } else if b.pos.is_null() {
+        0
+    } else {
+        // SAFETY: `pos` and `last` point into the same buffer.
+        unsafe { b.last.offset_from(b.pos) }.max(0) as usize
     }
 }
 
 /// Releases what nginx has finished sending and recycles its buffers.
 fn settle(cx: &mut RequestCtx) {
-    while let Some(h) = cx.held.front() {
-        // SAFETY: as in `unsent`.
-        if unsafe { buf_size(h.buf()) } != 0 {
-            break;
-        }
-        cx.held.pop_front();
-    }
+    // SAFETY: as in `unsent`.
+    let sent = flow::sent_prefix(cx.held().map(|h| unsafe { buf_size(h.buf()) }));
+    cx.release_held(sent);
+    let pool = request_pool(cx);
+    let (free, busy) = cx.chains();
     let mut none: *mut ngx_chain_t = ptr::null_mut();
     // SAFETY: free/busy are chains of our tagged buffers in the request pool.
-    unsafe {
-        ngx_chain_update_chains(
-            (*cx.r).pool,
-            &mut cx.free,
-            &mut cx.busy,
-            &mut none,
-            buf_tag(),
-        );
+    unsafe { ngx_chain_update_chains(pool, free, busy, &mut none, buf_tag()) };
+}
+
+/// The request's pool.
+fn request_pool(cx: &RequestCtx) -> *mut nginx_sys::ngx_pool_t {
+    // SAFETY: the request is live while its state is borrowed.
+    unsafe { (*cx.r()).pool }
+}
+
+/// A chain of our links being built, in order.
+struct OutChain {
+    head: *mut ngx_chain_t,
+    last: *mut ngx_chain_t,
+}
+
+impl OutChain {
+    fn new() -> Self {
+        OutChain {
+            head: ptr::null_mut(),
+            last: ptr::null_mut(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.head.is_null()
+    }
+
+    /// Appends `cl`, a fresh link of ours whose `next` is NULL.
+    fn push(&mut self, cl: *mut ngx_chain_t) {
+        if self.head.is_null() {
+            self.head = cl;
+        } else {
+            // SAFETY: `last` is the chain's live last link, ours.
+            unsafe { (*self.last).next = cl };
+        }
+        self.last = cl;
     }
 }
 
 /// Moves replies from the exchange to nginx until the exchange is empty,
-/// the response is complete, or the client must catch up first.
+/// the response is complete, or the client must catch up first (the steps
+/// are `flow`'s).
 pub fn pump(cx: &mut RequestCtx) {
-    let r = cx.r;
+    let r = cx.r();
     loop {
-        if cx.done {
+        if cx.is_done() {
             return;
         }
-        if cx.replies.is_empty() {
-            if cx.waiting_on_client || unsent(cx) >= cx.buffer_size {
+        let unsent = unsent(cx);
+        if flow::may_take(
+            cx.replies_in_hand(),
+            cx.waiting_on_client(),
+            unsent,
+            cx.buffer_size(),
+        ) {
+            let n = cx.take_replies();
+            if n == 0 {
                 return;
             }
-            cx.exchange.clear_notified();
-            cx.exchange.take(&mut cx.replies, cx.buffer_size);
-            if cx.replies.is_empty() {
-                return;
-            }
-            wsgi_trace!(r, "job #{} took {} replies", cx.id, cx.replies.len());
+            wsgi_trace!(r, "job #{} took {} replies", cx.id(), n);
+        } else if cx.replies_in_hand() == 0 {
+            return;
         }
         // SAFETY: only the nginx thread writes ngx_current_msec.
         let now = unsafe { ngx_current_msec };
-        cx.last_activity = now;
+        cx.touch(now);
         let first = &cx.shared().first_reply_at;
         if first.get().is_none() {
             first.set(Some(now));
         }
 
-        let mut out: *mut ngx_chain_t = ptr::null_mut();
-        let mut tail: *mut *mut ngx_chain_t = &mut out;
+        let mut out = OutChain::new();
         let mut batch = 0usize;
         let mut last = false;
-        while let Some(reply) = cx.replies.pop_front() {
-            match reply {
-                Reply::Head(head) => {
-                    // SAFETY: r is live; headers go out before any body.
+        while let Some(reply) = cx.next_reply() {
+            let link = match flow::step(reply, cx.header_only(), cx.end_is_next()) {
+                flow::Step::Head(head) => {
+                    // headers go out before any body
                     if !head::send_head(cx, head) {
                         return;
                     }
+                    None
                 }
-                Reply::Body(data) => {
-                    if cx.header_only || data.is_empty() {
-                        continue;
-                    }
+                flow::Step::Skip => None,
+                flow::Step::Memory { data, copy } => {
                     batch += data.len();
-                    // The last bytes of a small response are copied into
-                    // the request's pool: nothing to keep alive, so the
-                    // response needs no `held` queue.
-                    let copy =
-                        data.len() <= COPY_MAX && matches!(cx.replies.front(), Some(Reply::End));
-                    // SAFETY: r is live; the Vec moves into `held` or is
-                    // copied.
+                    // the Chunk moves into `held`, or is copied
                     let cl = if copy {
                         copied_buf(cx, data.as_slice())
                     } else {
                         memory_buf(cx, data)
                     };
-                    match cl {
-                        // SAFETY: `cl` is a fresh link of ours; `tail` points at the last `next`.
-                        Some(cl) => unsafe {
-                            *tail = cl;
-                            tail = &mut (*cl).next;
-                        },
-                        None => {
-                            cx.end(NGX_ERROR as ngx_int_t, true);
-                            return;
-                        }
-                    }
+                    Some(cl)
                 }
-                Reply::File(f) => {
-                    if cx.header_only || f.len == 0 {
-                        continue;
-                    }
+                flow::Step::File(f) => {
                     batch += f.len as usize;
-                    // SAFETY: as above; the fd moves into `held`.
-                    match file_buf(cx, f) {
-                        // SAFETY: as above.
-                        Some(cl) => unsafe {
-                            *tail = cl;
-                            tail = &mut (*cl).next;
-                        },
-                        None => {
-                            cx.end(NGX_ERROR as ngx_int_t, true);
-                            return;
-                        }
-                    }
+                    // the fd moves into `held`
+                    Some(file_buf(cx, f))
                 }
-                Reply::End => {
+                flow::Step::Last => {
                     last = true;
                     break;
                 }
-                Reply::Error { status } => {
-                    if cx.head_sent && !out.is_null() {
+                flow::Step::Fail { status } => {
+                    if cx.head_sent() && !out.is_empty() {
                         // What the app sent before it failed goes out
                         // first, as behind proxy_pass: the client sees the
                         // truncation (a short body, no last chunk) rather
                         // than an empty reply.
+                        // SAFETY: `out` is a non-empty chain of ours.
+                        unsafe { flush_chain(out.head) };
                         // SAFETY: r is live; `out` holds our buffers only.
-                        unsafe {
-                            flush_chain(out);
-                            ngx_http_output_filter(r, out);
-                        }
+                        unsafe { ngx_http_output_filter(r, out.head) };
                     }
-                    // SAFETY: r is live.
                     fail(cx, status);
                     return;
                 }
+            };
+            match link {
+                None => {}
+                Some(Some(cl)) => out.push(cl),
+                Some(None) => {
+                    cx.abort(NGX_ERROR as ngx_int_t);
+                    return;
+                }
             }
-            if batch >= cx.buffer_size {
+            if flow::batch_full(batch, cx.buffer_size()) {
                 break;
             }
         }
 
-        if last && cx.header_only {
+        if last && cx.header_only() {
             // HEAD, 204, 304: the header is all there is.
-            cx.end(NGX_OK as ngx_int_t, false);
+            cx.finish(NGX_OK as ngx_int_t);
             return;
         }
         if last {
-            // SAFETY: marks the end of the response on our chain.
-            match last_buf(cx, out) {
-                // SAFETY: as above.
-                Some(cl) => unsafe {
-                    if out.is_null() {
-                        out = cl;
-                    } else {
-                        *tail = cl;
-                    }
-                },
-                None => {
-                    cx.end(NGX_ERROR as ngx_int_t, true);
-                    return;
-                }
-            }
-        } else if out.is_null() {
+            // marks the end of the response on our chain
+            let Some(cl) = last_buf(cx) else {
+                cx.abort(NGX_ERROR as ngx_int_t);
+                return;
+            };
+            out.push(cl);
+        } else if out.is_empty() {
             continue;
         } else {
             // Send what the app produced now; PEP 3333 forbids holding it.
-            // SAFETY: our own fresh chain.
-            unsafe { flush_chain(out) };
+            // SAFETY: our own fresh, non-empty chain.
+            unsafe { flush_chain(out.head) };
         }
 
-        cx.bytes_out += batch as u64;
+        cx.count_out(batch as u64);
         // SAFETY: r is live; `out` holds our buffers only.
-        let rc = unsafe { ngx_http_output_filter(r, out) };
+        let rc = unsafe { ngx_http_output_filter(r, out.head) };
         settle(cx);
-        if rc == NGX_ERROR as ngx_int_t {
-            cx.end(NGX_ERROR as ngx_int_t, true);
-            return;
-        }
-        if last {
-            cx.end(rc, false);
-            return;
-        }
-        if rc == NGX_AGAIN as ngx_int_t || !cx.busy.is_null() {
-            wait_for_client(cx);
-            return;
+        match flow::after_write(rc, last, cx.has_busy()) {
+            flow::AfterWrite::Abort => return cx.abort(NGX_ERROR as ngx_int_t),
+            flow::AfterWrite::Finish(rc) => return cx.finish(rc),
+            flow::AfterWrite::WaitForClient => return wait_for_client(cx),
+            flow::AfterWrite::More => {}
         }
     }
 }
@@ -329,16 +320,16 @@ unsafe fn flush_chain(out: *mut ngx_chain_t) {
 
 /// Arms the write event (with `send_timeout`) and waits for the client.
 fn wait_for_client(cx: &mut RequestCtx) {
-    if !cx.waiting_on_client {
+    if !cx.waiting_on_client() {
         wsgi_trace!(
-            cx.r,
+            cx.r(),
             "job #{} paused for backpressure ({} bytes not yet sent)",
-            cx.id,
+            cx.id(),
             unsent(cx)
         );
     }
-    cx.waiting_on_client = true;
-    let r = cx.r;
+    cx.set_waiting_on_client(true);
+    let r = cx.r();
     // SAFETY: r and its connection are live.
     unsafe {
         (*r).write_event_handler = Some(write_handler);
@@ -349,7 +340,7 @@ fn wait_for_client(cx: &mut RequestCtx) {
             fields::add_timer(wev, clcf.send_timeout);
         }
         if ngx_handle_write_event(wev, clcf.send_lowat) != NGX_OK as ngx_int_t {
-            cx.end(NGX_ERROR as ngx_int_t, true);
+            cx.abort(NGX_ERROR as ngx_int_t);
         }
     }
 }
@@ -357,7 +348,8 @@ fn wait_for_client(cx: &mut RequestCtx) {
 fn new_buf(cx: &mut RequestCtx) -> Option<*mut ngx_chain_t> {
     // SAFETY: reuses our free chain or allocates from the request pool.
     unsafe {
-        let cl = ngx_chain_get_free_buf((*cx.r).pool, &mut cx.free);
+        let pool = request_pool(cx);
+        let cl = ngx_chain_get_free_buf(pool, cx.chains().0);
         if cl.is_null() {
             return None;
         }
@@ -395,13 +387,10 @@ fn memory_buf(cx: &mut RequestCtx, data: Chunk) -> Option<*mut ngx_chain_t> {
     // Chunk itself moves).
     unsafe {
         let cl = memory_at(cx, data.as_slice().as_ptr() as *mut u8, data.len())?;
-        cx.held.push_back(Held::memory((*cl).buf, data));
+        cx.hold(Held::memory((*cl).buf, data));
         Some(cl)
     }
 }
-
-/// The most a small response's last chunk may be for `copied_buf`.
-const COPY_MAX: usize = 1024;
 
 /// A buffer holding a copy of `data` in the request pool, with no entry in
 /// `held`: for a response's last chunk only (see `pump`), so that copies
@@ -410,7 +399,7 @@ fn copied_buf(cx: &mut RequestCtx, data: &[u8]) -> Option<*mut ngx_chain_t> {
     // SAFETY: new pool memory of data.len() bytes, filled before use; it
     // lives as long as the request.
     unsafe {
-        let p = ngx_pnalloc((*cx.r).pool, data.len()) as *mut u8;
+        let p = ngx_pnalloc((*cx.r()).pool, data.len()) as *mut u8;
         if p.is_null() {
             return None;
         }
@@ -423,7 +412,7 @@ fn file_buf(cx: &mut RequestCtx, f: FileReply) -> Option<*mut ngx_chain_t> {
     // SAFETY: pool allocations for the file description; the fd is kept in
     // `held` until nginx has sent the range.
     unsafe {
-        let r = cx.r;
+        let r = cx.r();
         let file = ngx_pcalloc((*r).pool, core::mem::size_of::<ngx_file_t>()) as *mut ngx_file_t;
         if file.is_null() {
             return None;
@@ -437,18 +426,17 @@ fn file_buf(cx: &mut RequestCtx, f: FileReply) -> Option<*mut ngx_chain_t> {
         (*b).file_pos = f.offset as i64;
         (*b).file_last = (f.offset + f.len) as i64;
         buf::set_in_file(b, 1);
-        cx.held.push_back(Held::file(b, f.fd));
+        cx.hold(Held::file(b, f.fd));
         Some(cl)
     }
 }
 
-fn last_buf(cx: &mut RequestCtx, out: *mut ngx_chain_t) -> Option<*mut ngx_chain_t> {
-    let _ = out;
+fn last_buf(cx: &mut RequestCtx) -> Option<*mut ngx_chain_t> {
     // SAFETY: a zero-length special buffer that ends the response.
     unsafe {
         let cl = new_buf(cx)?;
         let b = (*cl).buf;
-        if cx.r == (*cx.r).main {
+        if cx.r() == (*cx.r()).main {
             buf::set_last_buf(b, 1);
         } else {
             buf::set_sync(b, 1);
@@ -461,11 +449,11 @@ fn last_buf(cx: &mut RequestCtx, out: *mut ngx_chain_t) -> Option<*mut ngx_chain
 /// The app failed: a 500 if nothing went out yet, else cut the connection
 /// so the client cannot take a truncated body for a whole one.
 fn fail(cx: &mut RequestCtx, status: u16) {
-    let rc = if cx.head_sent {
+    let rc = if cx.head_sent() {
         NGX_ERROR as ngx_int_t
     } else {
         status as ngx_int_t
     };
     // SAFETY: r is live.
-    cx.end(rc, true);
+    cx.abort(rc);
 }

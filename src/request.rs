@@ -38,6 +38,9 @@ use crate::{notify, runtime, HttpWsgiModule};
 /// What `r->ctx` points at for a request the module serves.
 pub struct RequestSlot {
     shared: Shared,
+    /// An [`enter`] of this slot is running: a second one would make a
+    /// second `&mut` to `state`.
+    entered: Cell<bool>,
     /// nginx's event code writes these (timer tree rotations, posting)
     /// whenever it likes: they are not part of the borrowed state, which
     /// reaches them through raw pointers.
@@ -71,37 +74,40 @@ pub struct Shared {
     pub first_reply_at: Cell<Option<ngx_msec_t>>,
 }
 
-/// The request's mutable state; see the module comment for who may touch it.
+/// The request's mutable state; see the module comment for who may touch
+/// it. Its fields are private: the other layers change a request's state
+/// only through the methods below, and end it only through
+/// [`finish`](Self::finish) and [`abort`](Self::abort).
 pub struct RequestCtx {
-    pub r: *mut ngx_http_request_t,
+    r: *mut ngx_http_request_t,
     /// The location's settings (cycle memory, outlives the request).
-    pub lcf: *const LocConf,
-    pub id: RequestId,
-    pub exchange: Arc<Exchange>,
+    lcf: *const LocConf,
+    id: RequestId,
+    exchange: Arc<Exchange>,
     /// The slot's shared part (same allocation, never borrowed mutably).
     shared: *const Shared,
-    pub done: bool,
+    done: bool,
     /// The rc to finalize with once control is back in [`enter`].
     ending: Option<ngx_int_t>,
-    pub head_sent: bool,
-    pub header_only: bool,
+    head_sent: bool,
+    header_only: bool,
     /// Replies taken from the exchange and not yet handed to nginx.
-    pub replies: VecDeque<Reply>,
+    replies: VecDeque<Reply>,
     /// Memory and files that nginx's buffers point at until written.
-    pub held: VecDeque<Held>,
-    pub free: *mut ngx_chain_t,
-    pub busy: *mut ngx_chain_t,
+    held: VecDeque<Held>,
+    free: *mut ngx_chain_t,
+    busy: *mut ngx_chain_t,
     /// Queue and read timeouts (the slot's event).
-    pub timer: *mut ngx_event_t,
-    pub buffer_size: usize,
-    pub read_timeout: ngx_msec_t,
-    pub queue_timeout: ngx_msec_t,
-    pub dispatched_at: ngx_msec_t,
-    pub last_activity: ngx_msec_t,
-    pub waiting_on_client: bool,
-    pub bytes_out: u64,
+    timer: *mut ngx_event_t,
+    buffer_size: usize,
+    read_timeout: ngx_msec_t,
+    queue_timeout: ngx_msec_t,
+    dispatched_at: ngx_msec_t,
+    last_activity: ngx_msec_t,
+    waiting_on_client: bool,
+    bytes_out: u64,
     /// The rest of the request body, while it streams to the app.
-    pub stream: Option<Arc<BodyStream>>,
+    stream: Option<Arc<BodyStream>>,
 }
 
 /// What [`create`] needs besides the request.
@@ -138,10 +144,188 @@ impl RequestCtx {
         unsafe { &*self.shared }
     }
 
+    /// The request (live while its state is borrowed).
+    pub fn r(&self) -> *mut ngx_http_request_t {
+        self.r
+    }
+
+    /// The location's settings. They live in the configuration cycle's
+    /// pool, longer than the request and its state: the borrow is not tied
+    /// to `self`, so the state can change while they are read.
+    pub fn loc_conf<'c>(&self) -> &'c LocConf {
+        // SAFETY: the location conf lives in the cycle's pool, which
+        // outlives every request of that cycle.
+        unsafe { &*self.lcf }
+    }
+
+    /// The job's id (the pool's and the trace's name for it).
+    pub fn id(&self) -> RequestId {
+        self.id
+    }
+
+    /// What the pool thread and nginx's thread share for this job.
+    pub fn exchange(&self) -> &Arc<Exchange> {
+        &self.exchange
+    }
+
+    /// Whether the request has ended (nothing more may be sent).
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Whether the response head went to nginx.
+    pub fn head_sent(&self) -> bool {
+        self.head_sent
+    }
+
+    /// The response head is going to nginx: from now on an error can only
+    /// cut the connection.
+    pub fn mark_head_sent(&mut self) {
+        self.head_sent = true;
+    }
+
+    /// nginx sent a header-only response (HEAD, 204, 304): the app's body
+    /// is dropped.
+    pub fn mark_header_only(&mut self) {
+        self.header_only = true;
+    }
+
+    /// Whether the response has no body (HEAD, 204, 304).
+    pub fn header_only(&self) -> bool {
+        self.header_only
+    }
+
+    /// The slot's timer (queue and read timeouts).
+    pub fn timer(&self) -> *mut ngx_event_t {
+        self.timer
+    }
+
+    /// `wsgi_buffer_size`: the most a response may have in flight.
+    pub fn buffer_size(&self) -> usize {
+        self.buffer_size
+    }
+
+    pub fn read_timeout(&self) -> ngx_msec_t {
+        self.read_timeout
+    }
+
+    pub fn queue_timeout(&self) -> ngx_msec_t {
+        self.queue_timeout
+    }
+
+    /// When the job went to the pool.
+    pub fn dispatched_at(&self) -> ngx_msec_t {
+        self.dispatched_at
+    }
+
+    /// When the app last showed life (a reply, a body read).
+    pub fn last_activity(&self) -> ngx_msec_t {
+        self.last_activity
+    }
+
+    /// The app showed life at `now`.
+    pub fn touch(&mut self, now: ngx_msec_t) {
+        self.last_activity = now;
+    }
+
+    /// Whether the response waits for the client to take what was sent.
+    pub fn waiting_on_client(&self) -> bool {
+        self.waiting_on_client
+    }
+
+    pub fn set_waiting_on_client(&mut self, waiting: bool) {
+        self.waiting_on_client = waiting;
+    }
+
+    /// The rest of the request body, while it streams to the app.
+    pub fn stream(&self) -> Option<&Arc<BodyStream>> {
+        self.stream.as_ref()
+    }
+
+    /// The body has all reached the app (or failed): no more streaming.
+    pub fn stream_done(&mut self) {
+        self.stream = None;
+    }
+
+    /// Replies taken from the exchange and not yet handed to nginx.
+    pub fn replies_in_hand(&self) -> usize {
+        self.replies.len()
+    }
+
+    /// Takes what the app has replied so far (up to `wsgi_buffer_size` of
+    /// body); how many replies that was.
+    pub fn take_replies(&mut self) -> usize {
+        self.exchange.clear_notified();
+        self.exchange.take(&mut self.replies, self.buffer_size);
+        self.replies.len()
+    }
+
+    /// The next reply to hand to nginx.
+    pub fn next_reply(&mut self) -> Option<Reply> {
+        self.replies.pop_front()
+    }
+
+    /// Whether the next reply ends the response.
+    pub fn end_is_next(&self) -> bool {
+        matches!(self.replies.front(), Some(Reply::End))
+    }
+
+    /// Keeps what an nginx buffer points at until it is sent.
+    pub fn hold(&mut self, held: Held) {
+        self.held.push_back(held);
+    }
+
+    /// What nginx's buffers still point at, oldest first.
+    pub fn held(&self) -> impl Iterator<Item = &Held> {
+        self.held.iter()
+    }
+
+    /// Lets go of the `n` oldest held entries (nginx has sent them).
+    pub fn release_held(&mut self, n: usize) {
+        self.held.drain(..n.min(self.held.len()));
+    }
+
+    /// The response's free and busy buffer chains, for
+    /// `ngx_chain_get_free_buf` and `ngx_chain_update_chains`.
+    pub fn chains(&mut self) -> (&mut *mut ngx_chain_t, &mut *mut ngx_chain_t) {
+        (&mut self.free, &mut self.busy)
+    }
+
+    /// Whether nginx still has buffers of ours to write.
+    pub fn has_busy(&self) -> bool {
+        !self.busy.is_null()
+    }
+
+    /// Body bytes handed to nginx (`bytes_out` on the status page).
+    pub fn count_out(&mut self, bytes: u64) {
+        self.bytes_out += bytes;
+    }
+
+    /// The response is complete: the app has finished, nothing to cancel.
+    /// [`enter`] finalizes with `rc` when the current call returns to it.
+    pub fn finish(&mut self, rc: ngx_int_t) {
+        self.end(rc, false);
+    }
+
+    /// The request ends before the app has finished (an error, a timeout,
+    /// the client gone, a redirect): the pool side is cancelled (the app's
+    /// iterable closed at its next step). [`enter`] finalizes with `rc`.
+    pub fn abort(&mut self, rc: ngx_int_t) {
+        self.end(rc, true);
+    }
+
+    /// After [`finish`](Self::finish) or [`abort`](Self::abort): finalize
+    /// with `rc` instead.
+    pub fn finalize_with(&mut self, rc: ngx_int_t) {
+        if self.ending.is_some() {
+            self.ending = Some(rc);
+        }
+    }
+
     /// Ends the request, once: stops the timer, cancels the pool side when
-    /// the app has not finished (`cancel`), counts the response, and has
-    /// [`enter`] finalize with `rc` when the current call returns to it.
-    pub fn end(&mut self, rc: ngx_int_t, cancel: bool) {
+    /// the app has not finished (`cancel`), counts the response, and
+    /// records `rc` for [`enter`].
+    fn end(&mut self, rc: ngx_int_t, cancel: bool) {
         if self.done {
             return;
         }
@@ -163,17 +347,9 @@ impl RequestCtx {
                 .fetch_add(self.bytes_out, Ordering::Relaxed);
         }
         // SAFETY: our timer lives in the slot; nginx thread.
-        unsafe {
-            if event::timer_set(self.timer) != 0 {
-                fields::del_timer(self.timer);
-            }
-        }
-    }
-
-    /// After [`end`](Self::end): finalize with `rc` instead.
-    pub fn end_with(&mut self, rc: ngx_int_t) {
-        if self.ending.is_some() {
-            self.ending = Some(rc);
+        if unsafe { event::timer_set(self.timer) } != 0 {
+            // SAFETY: as above; its timer is set.
+            unsafe { fields::del_timer(self.timer) };
         }
     }
 }
@@ -244,6 +420,7 @@ pub unsafe fn create(r: *mut ngx_http_request_t, new: NewRequest) -> Option<Even
     };
     let slot = RequestSlot {
         shared,
+        entered: Cell::new(false),
         // SAFETY: ngx_event_t is a plain C struct; all-zero is its idle state.
         wake: UnsafeCell::new(unsafe { core::mem::zeroed() }),
         // SAFETY: as above.
@@ -281,11 +458,18 @@ pub unsafe fn create(r: *mut ngx_http_request_t, new: NewRequest) -> Option<Even
 /// panic in `f` is logged at `alert` and ends the request (500, or a
 /// closed connection once the header is out); the worker goes on. An end
 /// that `f` asked for is carried out here, after `f`'s borrow is over.
-/// Returns false if the request has no state of ours.
+/// Returns false if the request has no state of ours, or its state is
+/// already entered.
+///
+/// The nesting rule is per slot: one `enter` of a slot at a time, as that
+/// is what keeps its `&mut RequestCtx` unique. An `enter` of *another*
+/// slot of the same request may run inside this one: `X-Accel-Redirect`
+/// into a location with its own `wsgi_pass` runs that location's content
+/// handler (which makes the request a new slot, and enters it) from inside
+/// `f`. A nested `enter` of the same slot is refused with an `alert`.
 ///
 /// # Safety
-/// nginx thread; `r` is a live request, and no call of `enter` for it is
-/// running further up the stack.
+/// nginx thread; `r` is a live request.
 pub unsafe fn enter(
     r: *mut ngx_http_request_t,
     what: &'static str,
@@ -296,8 +480,22 @@ pub unsafe fn enter(
     if slot.is_null() {
         return false;
     }
-    // SAFETY: the slot is live until the request is finalized below, and
-    // this is the only `&mut` to its state (the caller's promise).
+    // SAFETY: the slot is live until the request is finalized below;
+    // `entered` is a plain flag outside the state.
+    let entered = unsafe { &(*slot).entered };
+    if entered.replace(true) {
+        // SAFETY: r is live; a connection's log outlives its requests.
+        let log = unsafe { (*(*r).connection).log };
+        ngx::ngx_log_error!(
+            nginx_sys::NGX_LOG_ALERT,
+            log,
+            "wsgi: {} entered a request's state that is in use, ignored while handling request",
+            what
+        );
+        return false;
+    }
+    // SAFETY: as above; with `entered` set, this is the only `&mut` to the
+    // slot's state.
     let state = unsafe { (*slot).state.get() };
     let ran = catch_unwind(AssertUnwindSafe(|| {
         #[cfg(feature = "panic-inject")]
@@ -307,7 +505,9 @@ pub unsafe fn enter(
     }));
     if let Err(payload) = ran {
         // SAFETY: r is live (nothing finalized it: ends wait for us).
-        let log = unsafe { (*(*r).connection).log };
+        let c = unsafe { (*r).connection };
+        // SAFETY: as above.
+        let log = unsafe { (*c).log };
         crate::log::log_panic(log, what, payload.as_ref());
         // SAFETY: as above; `f`'s borrow is gone.
         let cx = unsafe { &mut *state };
@@ -316,12 +516,14 @@ pub unsafe fn enter(
         } else {
             NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t
         };
-        if catch_unwind(AssertUnwindSafe(|| cx.end(rc, true))).is_err() {
+        if catch_unwind(AssertUnwindSafe(|| cx.abort(rc))).is_err() {
             cx.ending = Some(rc);
         }
     }
-    // SAFETY: the last use of the slot: finalizing may free it.
-    let (ending, id) = unsafe { ((*state).ending.take(), (*state).id) };
+    // SAFETY: the state's last use: finalizing may free the slot.
+    let cx = unsafe { &mut *state };
+    let (ending, id) = (cx.ending.take(), cx.id);
+    entered.set(false);
     if let Some(rc) = ending {
         wsgi_trace!(r, "job #{} finalized with rc {}", id, rc);
         // SAFETY: r is live until this call.
