@@ -55,12 +55,13 @@ impl Entry {
 
 impl Drop for Entry {
     fn drop(&mut self) {
-        // SAFETY: nginx thread (PENDING is thread-local); `self.0` came from
-        // `Box::into_raw` and is freed here, once, after its timer is gone.
-        unsafe {
-            forget_timer(&raw mut (*self.0).ev);
-            drop(Box::from_raw(self.0));
-        }
+        // SAFETY: `self.0` is live until freed below.
+        let ev = unsafe { &raw mut (*self.0).ev };
+        // SAFETY: nginx thread (PENDING is thread-local); a kept entry's event.
+        unsafe { forget_timer(ev) };
+        // SAFETY: `self.0` came from `Box::into_raw` and is freed here, once,
+        // after its timer is gone.
+        drop(unsafe { Box::from_raw(self.0) });
     }
 }
 
@@ -79,43 +80,44 @@ thread_local! {
 /// writer and `next` chain belong to the cycle).
 pub unsafe fn expect(id: RequestId, log: *mut ngx_log_t, timer_conn: *mut ngx_connection_t) {
     let mut buf = [0u8; MAX_ERROR_STR];
-    // SAFETY: the caller's promise; nginx's log handler writes at most
-    // `len` bytes from `buf` and returns where it stopped.
-    let context = unsafe {
-        match (*log).handler {
-            Some(h) => {
-                let end = h(log, buf.as_mut_ptr(), buf.len());
-                let n = end.offset_from(buf.as_ptr()).clamp(0, buf.len() as isize);
-                buf[..n as usize].to_vec()
-            }
-            None => Vec::new(),
+    // SAFETY: the caller's promise: a live log.
+    let context = match unsafe { (*log).handler } {
+        Some(h) => {
+            // SAFETY: the caller's promise: nginx's log handler and its
+            // data, valid now; it writes at most `len` bytes from `buf` and
+            // returns where it stopped.
+            let end = unsafe { h(log, buf.as_mut_ptr(), buf.len()) };
+            let n = (end as usize)
+                .saturating_sub(buf.as_ptr() as usize)
+                .min(buf.len());
+            buf[..n].to_vec()
         }
+        None => Vec::new(),
     };
+    // SAFETY: a bitwise copy of a live C struct of plain data.
+    let mut kept_log: ngx_log_t = unsafe { ptr::read(log) };
+    kept_log.handler = Some(write_context);
+    kept_log.data = ptr::null_mut();
+    // SAFETY: ngx_event_t is plain C data; all-zero is its initial state.
+    let mut ev: ngx_event_t = unsafe { core::mem::zeroed() };
+    ev.handler = Some(on_wait_expired);
+    ev.log = ngx::log::ngx_cycle_log().as_ptr();
+    ev.data = timer_conn.cast();
     let p = Box::into_raw(Box::new(Pending {
-        // SAFETY: ngx_event_t is plain C data; all-zero is its initial state.
-        ev: unsafe { core::mem::zeroed() },
-        // SAFETY: a bitwise copy of a live C struct of plain data.
-        log: unsafe { ptr::read(log) },
+        ev,
+        log: kept_log,
         context,
         id,
     }));
-    // SAFETY: `p` is a fresh, live allocation that only this function and
-    // (through `Entry`) PENDING reach; nginx thread.
-    unsafe {
-        (*p).log.handler = Some(write_context);
-        (*p).log.data = ptr::null_mut();
-        (*p).ev.handler = Some(on_wait_expired);
-        (*p).ev.log = ngx::log::ngx_cycle_log().as_ptr();
-        (*p).ev.data = timer_conn.cast();
-    }
     let entry = Entry(p);
-    // SAFETY: the event stays at this address until `Entry`'s drop deleted
-    // its timer (or it fired); nginx thread.
-    unsafe {
-        let ev = &raw mut (*p).ev;
-        event::set_cancelable(ev, 1);
-        fields::add_timer(ev, WAIT_MS);
-    }
+    // The event stays at this address until `Entry`'s drop deleted its
+    // timer (or it fired); nginx thread.
+    // SAFETY: `p` is a fresh, live allocation.
+    let ev = unsafe { &raw mut (*p).ev };
+    // SAFETY: as above.
+    unsafe { event::set_cancelable(ev, 1) };
+    // SAFETY: as above.
+    unsafe { fields::add_timer(ev, WAIT_MS) };
     // one timeout per request: an older entry (not expected) is dropped
     PENDING.with(|m| m.borrow_mut().insert(id, entry));
 }
@@ -142,10 +144,9 @@ pub fn clear() {
 /// nginx thread; `ev` is a kept entry's event.
 unsafe fn forget_timer(ev: *mut ngx_event_t) {
     // SAFETY: the caller's promise.
-    unsafe {
-        if event::timer_set(ev) != 0 {
-            fields::del_timer(ev);
-        }
+    if unsafe { event::timer_set(ev) } != 0 {
+        // SAFETY: as above; its timer is set.
+        unsafe { fields::del_timer(ev) };
     }
 }
 
@@ -153,7 +154,9 @@ unsafe fn forget_timer(ev: *mut ngx_event_t) {
 extern "C" fn on_wait_expired(ev: *mut ngx_event_t) {
     // SAFETY: `ev` is the first member of a boxed `Pending` (repr(C)) that
     // is still in PENDING: its timer is deleted whenever it leaves.
-    let (id, log) = unsafe { ((*(ev as *mut Pending)).id, (*ev).log) };
+    let id = unsafe { (*(ev as *mut Pending)).id };
+    // SAFETY: as above.
+    let log = unsafe { (*ev).log };
     crate::log::guard(log, "stack wait timer", || {
         let Some(mut p) = PENDING.with(|m| m.borrow_mut().remove(&id)) else {
             return;
@@ -189,13 +192,14 @@ unsafe extern "C" fn write_context(
 ) -> *mut u_char {
     // SAFETY: `log` is the `log` member of a live `Pending` (the only log
     // with this handler; nginx calls it while we log through it), so the
-    // entry starts `offset_of!(Pending, log)` bytes before it; nginx gives
-    // `len` writable bytes at `buf`.
-    unsafe {
-        let p = (log as *mut u8).sub(core::mem::offset_of!(Pending, log)) as *const Pending;
-        let ctx = &(*p).context;
-        let n = ctx.len().min(len);
-        ptr::copy_nonoverlapping(ctx.as_ptr(), buf, n);
-        buf.add(n)
-    }
+    // entry starts `offset_of!(Pending, log)` bytes before it.
+    let p = unsafe { (log as *mut u8).sub(core::mem::offset_of!(Pending, log)) } as *const Pending;
+    // SAFETY: that live `Pending`, only read here.
+    let ctx = unsafe { &(*p).context };
+    let n = ctx.len().min(len);
+    // SAFETY: nginx gives `len` (>= n) writable bytes at `buf`, which the
+    // Vec's heap memory does not overlap.
+    unsafe { ptr::copy_nonoverlapping(ctx.as_ptr(), buf, n) };
+    // SAFETY: at most the end of those `len` bytes.
+    unsafe { buf.add(n) }
 }

@@ -546,12 +546,22 @@ unsafe fn signals_other_than_reload() -> bool {
     if unsafe { nginx_sys::ngx_process } as u32 != nginx_sys::NGX_PROCESS_SIGNALLER {
         return false;
     }
-    // SAFETY: ngx_argv holds ngx_argc NUL-terminated strings (ngx_save_argv).
-    let args: Vec<&[u8]> = unsafe {
-        (0..nginx_sys::ngx_argc as usize)
-            .map(|i| core::ffi::CStr::from_ptr(*nginx_sys::ngx_argv.add(i)).to_bytes())
-            .collect()
+    // SAFETY: a read by value; set by nginx's ngx_save_argv, before any
+    // parsing, and not changed after.
+    let argc = unsafe { nginx_sys::ngx_argc } as usize;
+    // SAFETY: as above.
+    let argv = unsafe { nginx_sys::ngx_argv };
+    let argv: &[*mut c_char] = if argc == 0 || argv.is_null() {
+        &[]
+    } else {
+        // SAFETY: ngx_argv holds ngx_argc pointers (ngx_save_argv).
+        unsafe { core::slice::from_raw_parts(argv, argc) }
     };
+    let args: Vec<&[u8]> = argv
+        .iter()
+        // SAFETY: each a NUL-terminated string (ngx_save_argv's copies).
+        .map(|&a| unsafe { core::ffi::CStr::from_ptr(a) }.to_bytes())
+        .collect();
     signal_option(&args) != Some(b"reload")
 }
 
@@ -563,8 +573,10 @@ unsafe fn signals_other_than_reload() -> bool {
 /// `cf` must be the configuration being parsed.
 unsafe fn worker_user(cf: *mut ngx_conf_t) -> Option<WorkerUser> {
     use std::ffi::{CStr, CString};
+    // SAFETY: the caller's promise: the configuration being parsed.
+    let cycle = unsafe { (*cf).cycle };
     // SAFETY: the core module's conf exists before the http block is parsed.
-    let ccf = unsafe { core_conf((*cf).cycle) }?;
+    let ccf = unsafe { core_conf(cycle) }?;
     let (name, uid, gid) = if ccf.user != nginx_sys::ngx_uid_t::MAX && !ccf.username.is_null() {
         // SAFETY: `user` keeps the name NUL-terminated in the cycle's pool.
         let name = unsafe { CStr::from_ptr(ccf.username) };
@@ -574,15 +586,17 @@ unsafe fn worker_user(cf: *mut ngx_conf_t) -> Option<WorkerUser> {
         if unsafe { libc::geteuid() } != 0 {
             return None;
         }
-        // SAFETY: NUL-terminated names; the entries returned are read at
-        // once, before any other getpw*/getgr* call.
-        unsafe {
-            let pw = libc::getpwnam(nginx_sys::NGX_USER.as_ptr());
-            let gr = libc::getgrnam(nginx_sys::NGX_GROUP.as_ptr());
-            let pw = pw.as_ref()?;
-            let gid = gr.as_ref().map_or(pw.pw_gid, |g| g.gr_gid);
-            (CString::from(nginx_sys::NGX_USER), pw.pw_uid, gid)
-        }
+        // The entries returned are read at once, before any other
+        // getpw*/getgr* call.
+        // SAFETY: a NUL-terminated name.
+        let pw = unsafe { libc::getpwnam(nginx_sys::NGX_USER.as_ptr()) };
+        // SAFETY: as above (getgrnam's buffer is not getpwnam's).
+        let gr = unsafe { libc::getgrnam(nginx_sys::NGX_GROUP.as_ptr()) };
+        // SAFETY: NULL or libc's live entry, read before the next call.
+        let pw = unsafe { pw.as_ref() }?;
+        // SAFETY: as above.
+        let gid = unsafe { gr.as_ref() }.map_or(pw.pw_gid, |g| g.gr_gid);
+        (CString::from(nginx_sys::NGX_USER), pw.pw_uid, gid)
     };
     // initgroups() gives the workers the user's supplementary groups too.
     let mut gids = vec![0 as libc::gid_t; 256];
@@ -607,30 +621,51 @@ unsafe fn worker_user(cf: *mut ngx_conf_t) -> Option<WorkerUser> {
 /// # Safety
 /// `cf` must be the configuration being parsed.
 unsafe fn env_directives(cf: *mut ngx_conf_t) -> Vec<Vec<u8>> {
-    // SAFETY: the core module's `env` array holds ngx_str_t in the
-    // cycle's pool.
-    unsafe {
-        let Some(ccf) = core_conf((*cf).cycle) else {
-            return Vec::new();
-        };
-        if ccf.env.elts.is_null() {
-            return Vec::new();
-        }
-        let vars = std::slice::from_raw_parts(ccf.env.elts as *const ngx_str_t, ccf.env.nelts);
-        vars.iter()
-            .map(|v| {
-                // `env NAME=value` is stored as NAME, with "=value" after
-                // it in the (NUL-terminated) argument.
-                if !v.data.is_null() && *v.data.add(v.len) == b'=' {
-                    std::ffi::CStr::from_ptr(v.data as *const c_char)
-                        .to_bytes()
-                        .to_vec()
-                } else {
-                    ngx_bytes(v).to_vec()
-                }
-            })
-            .collect()
+    // SAFETY: the caller's promise: the configuration being parsed.
+    let cycle = unsafe { (*cf).cycle };
+    // SAFETY: the cycle being configured.
+    let Some(ccf) = (unsafe { core_conf(cycle) }) else {
+        return Vec::new();
+    };
+    if ccf.env.elts.is_null() {
+        return Vec::new();
     }
+    // SAFETY: the core module's `env` array holds `nelts` ngx_str_t in the
+    // cycle's pool.
+    let vars =
+        unsafe { std::slice::from_raw_parts(ccf.env.elts as *const ngx_str_t, ccf.env.nelts) };
+    vars.iter()
+        .map(|v| {
+            // `env NAME=value` is stored as NAME, with "=value" after it in
+            // the (NUL-terminated) argument.
+            // SAFETY: an argument nginx's parser made.
+            if unsafe { byte_after(v) } == Some(b'=') {
+                // SAFETY: the argument is NUL-terminated.
+                unsafe { std::ffi::CStr::from_ptr(v.data as *const c_char) }
+                    .to_bytes()
+                    .to_vec()
+            } else {
+                // SAFETY: the argument lives in the cycle's pool.
+                unsafe { ngx_bytes(v) }.to_vec()
+            }
+        })
+        .collect()
+}
+
+/// The byte after an argument's bytes (its NUL, or what `env` cut off at
+/// `len`); `None` for an empty one without data.
+///
+/// # Safety
+/// `v` is an argument nginx's parser made, NUL-terminated, in a live pool.
+unsafe fn byte_after(v: &ngx_str_t) -> Option<u8> {
+    if v.data.is_null() {
+        return None;
+    }
+    // SAFETY: the caller's promise: the bytes go on to the NUL at or after
+    // `len`.
+    let at = unsafe { v.data.add(v.len) };
+    // SAFETY: as above.
+    Some(unsafe { *at })
 }
 
 #[cfg(test)]

@@ -6,24 +6,36 @@
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use nginx_sys::ngx_http_request_t;
+use nginx_sys::{ngx_http_request_t, ngx_table_elt_t};
 
 use crate::ffi::{for_each_header, ngx_bytes};
 
 static WAKEUP: AtomicBool = AtomicBool::new(false);
 static TICK: AtomicBool = AtomicBool::new(false);
 
+/// Calls `f` with the name and value of each of request `r`'s headers.
+fn each_header(r: *mut ngx_http_request_t, mut f: impl FnMut(&[u8], &[u8])) {
+    let each = |h: &ngx_table_elt_t| {
+        // SAFETY: a live request's header names live in its pool.
+        let key = unsafe { ngx_bytes(&h.key) };
+        // SAFETY: as above, its header values.
+        let value = unsafe { ngx_bytes(&h.value) };
+        f(key, value)
+    };
+    // SAFETY: r is live (the caller is one of its handlers).
+    let headers = unsafe { &raw const (*r).headers_in.headers };
+    // SAFETY: its header list is initialised and not changed meanwhile.
+    unsafe { for_each_header(headers, each) };
+}
+
 /// Panics if the request asks for a panic in `what`.
 pub fn maybe_panic(r: *mut ngx_http_request_t, what: &str) {
     let mut wanted = None;
-    // SAFETY: r is live; its header list is initialised.
-    unsafe {
-        for_each_header(&(*r).headers_in.headers, |h| {
-            if ngx_bytes(&h.key).eq_ignore_ascii_case(b"x-wsgi-panic") {
-                wanted = Some(ngx_bytes(&h.value).to_vec());
-            }
-        });
-    }
+    each_header(r, |key, value| {
+        if key.eq_ignore_ascii_case(b"x-wsgi-panic") {
+            wanted = Some(value.to_vec());
+        }
+    });
     match wanted.as_deref() {
         Some(b"wakeup") => WAKEUP.store(true, Ordering::Relaxed),
         Some(b"tick") => TICK.store(true, Ordering::Relaxed),
@@ -36,16 +48,11 @@ pub fn maybe_panic(r: *mut ngx_http_request_t, what: &str) {
 /// allocation named NAME fail, as it does when the pool is out of memory.
 pub fn fail_alloc(r: *mut ngx_http_request_t, what: &str) -> bool {
     let mut wanted = false;
-    // SAFETY: r is live; its header list is initialised.
-    unsafe {
-        for_each_header(&(*r).headers_in.headers, |h| {
-            if ngx_bytes(&h.key).eq_ignore_ascii_case(b"x-wsgi-fail")
-                && ngx_bytes(&h.value) == what.as_bytes()
-            {
-                wanted = true;
-            }
-        });
-    }
+    each_header(r, |key, value| {
+        if key.eq_ignore_ascii_case(b"x-wsgi-fail") && value == what.as_bytes() {
+            wanted = true;
+        }
+    });
     wanted
 }
 

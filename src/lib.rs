@@ -69,9 +69,10 @@ pub struct HttpWsgiModule;
 
 impl HttpModule for HttpWsgiModule {
     fn module() -> &'static ngx_module_t {
+        let module = addr_of!(ngx_http_wsgi_module);
         // SAFETY: the module static is only written by nginx while loading
         // the module (index fields), before any request runs.
-        unsafe { &*addr_of!(ngx_http_wsgi_module) }
+        unsafe { &*module }
     }
 }
 

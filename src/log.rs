@@ -43,7 +43,7 @@ macro_rules! wsgi_trace {
         let r: *mut nginx_sys::ngx_http_request_t = $r;
         // SAFETY: a live request (the caller is one of its handlers).
         #[allow(unused_unsafe)]
-        let log = unsafe { (*(*r).connection).log };
+        let log = unsafe { $crate::ffi::request_log(r) };
         ngx::ngx_log_debug!(
             mask: ngx::log::DebugMask::Http,
             log,
@@ -59,8 +59,10 @@ pub struct RequestLine(pub *mut nginx_sys::ngx_http_request_t);
 
 impl core::fmt::Display for RequestLine {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        // SAFETY: a live request; its request line lives in its pool.
-        let line = unsafe { crate::ffi::ngx_bytes(&(*self.0).request_line) };
+        // SAFETY: a live request.
+        let line = unsafe { (*self.0).request_line };
+        // SAFETY: the request line lives in the request's pool.
+        let line = unsafe { crate::ffi::ngx_bytes(&line) };
         f.write_str(&String::from_utf8_lossy(line))
     }
 }

@@ -99,35 +99,46 @@ pub unsafe fn start(cycle: *mut ngx_cycle_t, eventfd: i32) -> Result<(), String>
     if fd < 0 {
         return Err(format!("dup() failed: {}", std::io::Error::last_os_error()));
     }
-    // SAFETY: nginx API on its thread; every failure path releases what it took.
-    unsafe {
-        let log = (*cycle).log;
-        let c = ngx_get_connection(fd, log);
-        if c.is_null() {
-            libc::close(fd);
-            return Err("no free connection for the wake-up eventfd (worker_connections)".into());
-        }
-        let rev = (*c).read;
-        (*rev).handler = Some(on_wakeup);
-        (*rev).log = log;
-        (*c).log = log;
-        if ngx_handle_read_event(rev, 0) != NGX_OK as ngx_int_t {
-            ngx_close_connection(c);
-            return Err("cannot add the wake-up eventfd to the event loop".into());
-        }
-        CONNECTION.with(|cell| cell.set(c));
-
-        // Lives as long as the worker; cancelable, so a graceful quit
-        // does not wait for it.
-        let tick: *mut ngx_event_t = Box::into_raw(Box::new(core::mem::zeroed()));
-        (*tick).handler = Some(on_tick);
-        (*tick).log = log;
-        // Debug builds of nginx log timer events with the fd of the
-        // connection in `data`: it must point at one.
-        (*tick).data = c.cast();
-        event::set_cancelable(tick, 1);
-        TICK.with(|cell| cell.set(tick));
+    // nginx API on its thread; every failure path releases what it took.
+    // SAFETY: the caller's promise: the live cycle.
+    let log = unsafe { (*cycle).log };
+    // SAFETY: nginx thread; `fd` is ours (closed below if this fails).
+    let c = unsafe { ngx_get_connection(fd, log) };
+    if c.is_null() {
+        // SAFETY: `fd` is ours and no connection took it.
+        unsafe { libc::close(fd) };
+        return Err("no free connection for the wake-up eventfd (worker_connections)".into());
     }
+    // SAFETY: a live connection, ours; the reference ends before nginx is
+    // called with it.
+    let conn = unsafe { &mut *c };
+    conn.log = log;
+    let rev = conn.read;
+    // SAFETY: a free connection comes with its live read event, ours too.
+    let rev_ref = unsafe { &mut *rev };
+    rev_ref.handler = Some(on_wakeup);
+    rev_ref.log = log;
+    // SAFETY: nginx thread; the connection's read event, handler set.
+    if unsafe { ngx_handle_read_event(rev, 0) } != NGX_OK as ngx_int_t {
+        // SAFETY: the connection is ours and unused from here on.
+        unsafe { ngx_close_connection(c) };
+        return Err("cannot add the wake-up eventfd to the event loop".into());
+    }
+    CONNECTION.with(|cell| cell.set(c));
+
+    // Lives as long as the worker; cancelable, so a graceful quit does not
+    // wait for it.
+    // SAFETY: ngx_event_t is plain C data; all-zero is its initial state.
+    let mut tick: Box<ngx_event_t> = Box::new(unsafe { core::mem::zeroed() });
+    tick.handler = Some(on_tick);
+    tick.log = log;
+    // Debug builds of nginx log timer events with the fd of the connection
+    // in `data`: it must point at one.
+    tick.data = c.cast();
+    let tick = Box::into_raw(tick);
+    // SAFETY: a live event of ours; nginx thread.
+    unsafe { event::set_cancelable(tick, 1) };
+    TICK.with(|cell| cell.set(tick));
     Ok(())
 }
 
@@ -186,17 +197,19 @@ extern "C" fn on_tick(ev: *mut ngx_event_t) {
 pub unsafe fn stop() {
     let tick = TICK.with(|t| t.replace(ptr::null_mut()));
     if !tick.is_null() {
-        // SAFETY: the tick event is ours (made by `start`); nginx thread.
-        // Once out of the timer tree, nginx holds it nowhere (it is never
-        // posted: expired timers are called, not queued), so it is freed;
-        // were it posted, it would be left to the process's end.
-        unsafe {
-            if event::timer_set(tick) != 0 {
-                fields::del_timer(tick);
-            }
-            if event::posted(tick) == 0 {
-                drop(Box::from_raw(tick));
-            }
+        // The tick event is ours (made by `start`); nginx thread.
+        // SAFETY: as above.
+        if unsafe { event::timer_set(tick) } != 0 {
+            // SAFETY: as above; its timer is set.
+            unsafe { fields::del_timer(tick) };
+        }
+        // SAFETY: as above.
+        if unsafe { event::posted(tick) } == 0 {
+            // SAFETY: `start`'s Box, freed once (TICK is cleared). Out of
+            // the timer tree, nginx holds it nowhere (it is never posted:
+            // expired timers are called, not queued); were it posted, it
+            // would be left to the process's end.
+            drop(unsafe { Box::from_raw(tick) });
         }
     }
     if let Some(rt) = runtime::runtime() {
@@ -257,7 +270,7 @@ fn handle(c: Completion) {
             let waiter = id.and_then(lookup);
             let log: *mut ngx_log_t = match waiter {
                 // SAFETY: as above; the request's log carries its context.
-                Some(w) => unsafe { (*(*w.r).connection).log },
+                Some(w) => unsafe { crate::ffi::request_log(w.r) },
                 None => ngx::log::ngx_cycle_log().as_ptr(),
             };
             match waiter {

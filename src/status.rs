@@ -184,7 +184,7 @@ fn wants_prometheus(args: &[u8]) -> bool {
 /// The content handler installed by `wsgi_status`.
 pub extern "C" fn status_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls content handlers with a live request.
-    let log = unsafe { (*(*r).connection).log };
+    let log = unsafe { crate::ffi::request_log(r) };
     crate::log::guard(log, "status handler", || {
         #[cfg(feature = "panic-inject")]
         crate::inject::maybe_panic(r, "status handler");
@@ -199,24 +199,27 @@ pub extern "C" fn status_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
 /// # Safety
 /// nginx thread; `r` is the live request of a content handler.
 unsafe fn status_response(r: *mut ngx_http_request_t) -> ngx_int_t {
-    // SAFETY: r is live (a content handler's request).
-    unsafe {
-        let method = (*r).method as u32;
-        if method & (NGX_HTTP_GET | NGX_HTTP_HEAD) == 0 {
-            return NGX_HTTP_NOT_ALLOWED as ngx_int_t;
-        }
-        let rc = ngx_http_discard_request_body(r);
-        if rc != NGX_OK as ngx_int_t {
-            return rc;
-        }
-        let snap = snapshot();
-        let (body, ctype) = if wants_prometheus(ngx_bytes(&(*r).args)) {
-            (snap.to_prometheus(), "text/plain; version=0.0.4")
-        } else {
-            (snap.to_json(), "application/json")
-        };
-        send_simple(r, ctype, body.as_bytes())
+    // SAFETY: the caller's promise: r is live (a content handler's request).
+    let method = unsafe { (*r).method } as u32;
+    if method & (NGX_HTTP_GET | NGX_HTTP_HEAD) == 0 {
+        return NGX_HTTP_NOT_ALLOWED as ngx_int_t;
     }
+    // SAFETY: as above; nginx thread.
+    let rc = unsafe { ngx_http_discard_request_body(r) };
+    if rc != NGX_OK as ngx_int_t {
+        return rc;
+    }
+    let snap = snapshot();
+    // SAFETY: as above.
+    let args = unsafe { (*r).args };
+    // SAFETY: the arguments live in the request's pool.
+    let (body, ctype) = if wants_prometheus(unsafe { ngx_bytes(&args) }) {
+        (snap.to_prometheus(), "text/plain; version=0.0.4")
+    } else {
+        (snap.to_json(), "application/json")
+    };
+    // SAFETY: as above; the header is not sent yet.
+    unsafe { send_simple(r, ctype, body.as_bytes()) }
 }
 
 /// Sends a small complete response from memory.
@@ -224,34 +227,53 @@ unsafe fn status_response(r: *mut ngx_http_request_t) -> ngx_int_t {
 /// # Safety
 /// nginx thread; `r` is a live request whose header is not sent yet.
 unsafe fn send_simple(r: *mut ngx_http_request_t, ctype: &'static str, body: &[u8]) -> ngx_int_t {
-    // SAFETY: r is live; the buffer is allocated from its pool.
-    unsafe {
-        (*r).headers_out.status = 200;
-        (*r).headers_out.content_length_n = body.len() as i64;
-        (*r).headers_out.content_type = ngx_str_t {
-            len: ctype.len(),
-            data: ctype.as_ptr() as *mut u8,
-        };
-        (*r).headers_out.content_type_len = ctype.len();
-        (*r).headers_out.content_type_lowcase = ptr::null_mut();
-        let rc = ngx_http_send_header(r);
-        if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t || req::header_only(r) != 0 {
-            return rc;
-        }
-        let b = ngx_create_temp_buf((*r).pool, body.len().max(1));
-        if b.is_null() {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
-        }
-        ptr::copy_nonoverlapping(body.as_ptr(), (*b).pos, body.len());
-        (*b).last = (*b).pos.add(body.len());
-        buf::set_last_buf(b, if r == (*r).main { 1 } else { 0 });
-        buf::set_last_in_chain(b, 1);
-        let mut out = nginx_sys::ngx_chain_t {
-            buf: b,
-            next: ptr::null_mut(),
-        };
-        ngx_http_output_filter(r, &mut out)
+    // SAFETY: the caller's promise: r is live; nginx thread. The reference
+    // ends before nginx is called.
+    let headers = unsafe { &mut (*r).headers_out };
+    headers.status = 200;
+    headers.content_length_n = body.len() as i64;
+    headers.content_type = ngx_str_t {
+        len: ctype.len(),
+        data: ctype.as_ptr() as *mut u8,
+    };
+    headers.content_type_len = ctype.len();
+    headers.content_type_lowcase = ptr::null_mut();
+    // SAFETY: as above.
+    let rc = unsafe { ngx_http_send_header(r) };
+    if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t {
+        return rc;
     }
+    // SAFETY: as above.
+    if unsafe { req::header_only(r) } != 0 {
+        return rc;
+    }
+    // SAFETY: as above.
+    let pool = unsafe { (*r).pool };
+    // SAFETY: as above.
+    let main = unsafe { (*r).main };
+    // SAFETY: the request's live pool.
+    let b = unsafe { ngx_create_temp_buf(pool, body.len().max(1)) };
+    if b.is_null() {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+    }
+    // SAFETY: a fresh buffer of ours; the reference ends before nginx's
+    // accessors below write its flags.
+    let bref = unsafe { &mut *b };
+    // SAFETY: `pos` has room for `body.len()` bytes (or more), in fresh pool
+    // memory that `body` does not overlap.
+    unsafe { ptr::copy_nonoverlapping(body.as_ptr(), bref.pos, body.len()) };
+    // SAFETY: the end of the bytes just written, inside the buffer's memory.
+    bref.last = unsafe { bref.pos.add(body.len()) };
+    // SAFETY: `b` is our live buffer; nginx thread.
+    unsafe { buf::set_last_buf(b, if r == main { 1 } else { 0 }) };
+    // SAFETY: as above.
+    unsafe { buf::set_last_in_chain(b, 1) };
+    let mut out = nginx_sys::ngx_chain_t {
+        buf: b,
+        next: ptr::null_mut(),
+    };
+    // SAFETY: r is live and its header sent; `out` lives through the call.
+    unsafe { ngx_http_output_filter(r, &mut out) }
 }
 
 #[cfg(test)]

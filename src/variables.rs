@@ -1,7 +1,6 @@
 //! nginx thread: `$wsgi_*` variables for `log_format`, in the style of
 //! `$upstream_response_time` (seconds with millisecond resolution).
 
-use core::ptr;
 use std::sync::atomic::Ordering;
 
 use nginx_sys::{
@@ -37,11 +36,10 @@ pub unsafe fn add_variables(cf: *mut ngx_conf_t) -> ngx_int_t {
         if v.is_null() {
             return NGX_ERROR as ngx_int_t;
         }
-        // SAFETY: v points at nginx's new variable entry.
-        unsafe {
-            (*v).get_handler = Some(get_variable);
-            (*v).data = index;
-        }
+        // SAFETY: v points at nginx's new variable entry, ours to fill.
+        let v = unsafe { &mut *v };
+        v.get_handler = Some(get_variable);
+        v.data = index;
     }
     NGX_OK as ngx_int_t
 }
@@ -60,26 +58,30 @@ unsafe fn set(
     v: *mut ngx_variable_value_t,
     value: Option<String>,
 ) -> ngx_int_t {
-    // SAFETY: v is nginx's output slot; the string goes into the request pool.
-    unsafe {
-        match value {
-            None => {
-                variable_value::set_not_found(v, 1);
-            }
-            Some(s) => {
-                let Some(out) = pool_str((*r).pool, s.as_bytes()) else {
-                    return NGX_ERROR as ngx_int_t;
-                };
-                variable_value::set_len(v, out.len as u32);
-                (*v).data = if out.data.is_null() {
-                    ptr::null_mut()
-                } else {
-                    out.data
-                };
-                variable_value::set_valid(v, 1);
-                variable_value::set_no_cacheable(v, 0);
-                variable_value::set_not_found(v, 0);
-            }
+    // The caller's promise: v is nginx's live output slot (each block
+    // below writes one of its members); nginx thread.
+    match value {
+        None => {
+            // SAFETY: as above.
+            unsafe { variable_value::set_not_found(v, 1) };
+        }
+        Some(s) => {
+            // SAFETY: the caller's promise: r is live.
+            let pool = unsafe { (*r).pool };
+            // SAFETY: the request's live pool; the string is copied into it.
+            let Some(out) = (unsafe { pool_str(pool, s.as_bytes()) }) else {
+                return NGX_ERROR as ngx_int_t;
+            };
+            // SAFETY: as above.
+            unsafe { variable_value::set_len(v, out.len as u32) };
+            // SAFETY: as above.
+            unsafe { (*v).data = out.data };
+            // SAFETY: as above.
+            unsafe { variable_value::set_valid(v, 1) };
+            // SAFETY: as above.
+            unsafe { variable_value::set_no_cacheable(v, 0) };
+            // SAFETY: as above.
+            unsafe { variable_value::set_not_found(v, 0) };
         }
     }
     NGX_OK as ngx_int_t
@@ -100,7 +102,7 @@ unsafe extern "C" fn get_variable(
         return NGX_ERROR as ngx_int_t;
     };
     // SAFETY: nginx calls getters with a live request.
-    let log = unsafe { (*(*r).connection).log };
+    let log = unsafe { crate::ffi::request_log(r) };
     crate::log::guard(log, name, || {
         #[cfg(feature = "panic-inject")]
         crate::inject::maybe_panic(r, name);

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nginx_sys::{
-    ngx_core_conf_t, ngx_core_module, ngx_cycle_t, ngx_int_t, NGX_LOG_EMERG, NGX_LOG_ERR,
-    NGX_LOG_NOTICE, NGX_LOG_WARN, NGX_OK, NGX_PROCESS_SINGLE, NGX_PROCESS_WORKER,
+    ngx_cycle_t, ngx_int_t, NGX_LOG_EMERG, NGX_LOG_ERR, NGX_LOG_NOTICE, NGX_LOG_WARN, NGX_OK,
+    NGX_PROCESS_SINGLE, NGX_PROCESS_WORKER,
 };
 use ngx::http::HttpModuleMainConf;
 use ngx::ngx_log_error;
@@ -20,14 +20,10 @@ use crate::runtime::{self, runtime, Runtime};
 use crate::{notify, HttpWsgiModule};
 
 fn worker_processes(cycle: *mut ngx_cycle_t) -> usize {
-    // SAFETY: the core module's conf exists in every cycle.
-    unsafe {
-        let ccf = *(*cycle).conf_ctx.add(ngx_core_module.index) as *const ngx_core_conf_t;
-        if ccf.is_null() || (*ccf).master == 0 {
-            1
-        } else {
-            (*ccf).worker_processes.max(1) as usize
-        }
+    // SAFETY: the live cycle; the core module's conf exists in every cycle.
+    match unsafe { crate::ffi::core_conf(cycle) } {
+        Some(ccf) if ccf.master != 0 => ccf.worker_processes.max(1) as usize,
+        _ => 1,
     }
 }
 
@@ -100,11 +96,14 @@ fn start_worker(cycle: *mut ngx_cycle_t) -> ngx_int_t {
 /// one pool thread at a time. Worker processes that run apps only.
 fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator parameters; any thread may call it.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 16 << 20);
-        libc::mallopt(libc::M_ARENA_MAX, 1);
+    {
+        // SAFETY: mallopt only changes allocator parameters; any thread may
+        // call it.
+        unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20) };
+        // SAFETY: as above.
+        unsafe { libc::mallopt(libc::M_TRIM_THRESHOLD, 16 << 20) };
+        // SAFETY: as above.
+        unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
     }
 }
 

@@ -18,7 +18,7 @@ use super::{
     IGNORE_XA_EXPIRES, IGNORE_XA_LIMIT_RATE, IGNORE_XA_REDIRECT,
 };
 use crate::ffi::fields::core_loc_conf;
-use crate::ffi::{conf_args, ngx_bytes, parse_msec, parse_size, CONF_ERROR, CONF_OK};
+use crate::ffi::{conf_args, conf_words, ngx_bytes, parse_msec, parse_size, CONF_ERROR, CONF_OK};
 use crate::target::AppTarget;
 use crate::HttpWsgiModule;
 
@@ -34,8 +34,10 @@ pub unsafe extern "C" fn merge_loc_conf(
     conf: *mut c_void,
 ) -> *mut c_char {
     conf_guard(cf, || {
-        // SAFETY: nginx passes the parent's and this location's confs.
-        let (prev, conf) = unsafe { (&*(prev as *const LocConf), &mut *(conf as *mut LocConf)) };
+        // SAFETY: nginx passes the parent's location conf, not `conf`.
+        let prev = unsafe { &*(prev as *const LocConf) };
+        // SAFETY: nginx passes this location's conf, ours alone meanwhile.
+        let conf = unsafe { &mut *(conf as *mut LocConf) };
         if conf.merge(prev).is_err() {
             return CONF_ERROR;
         }
@@ -130,10 +132,10 @@ pub extern "C" fn set_python_path(
 ) -> *mut c_char {
     conf_guard(cf, || {
         // SAFETY: called by nginx's parser with a valid cf.
-        let (args, mcf) = unsafe { (conf_args(cf), main_conf(cf)) };
-        for a in &args[1..] {
-            // SAFETY: arguments live in the conf pool.
-            let dir = unsafe { ngx_bytes(a) };
+        let args = unsafe { conf_words(cf) };
+        // SAFETY: as above, inside the http block.
+        let mcf = unsafe { main_conf(cf) };
+        for &dir in &args[1..] {
             if dir.is_empty() {
                 conf_err!(cf, "empty path in \"wsgi_python_path\" directive");
             }
@@ -157,12 +159,13 @@ pub extern "C" fn set_python_home(
 ) -> *mut c_char {
     conf_guard(cf, || {
         // SAFETY: called by nginx's parser with a valid cf.
-        let (args, mcf) = unsafe { (conf_args(cf), main_conf(cf)) };
+        let args = unsafe { conf_words(cf) };
+        // SAFETY: as above, inside the http block.
+        let mcf = unsafe { main_conf(cf) };
         if mcf.python_home.is_some() {
             return DUPLICATE;
         }
-        // SAFETY: arguments live in the conf pool.
-        let dir = unsafe { ngx_bytes(&args[1]) };
+        let dir = args[1];
         let Ok(dir) = std::str::from_utf8(dir) else {
             conf_err!(cf, "\"wsgi_python_home\" path is not valid UTF-8");
         };
@@ -189,9 +192,8 @@ pub extern "C" fn set_python_home(
 /// `cf` is the configuration passed to a directive handler.
 unsafe fn positive_arg(cf: *mut ngx_conf_t, max: usize) -> Result<usize, ()> {
     // SAFETY: called from a directive handler.
-    let args = unsafe { conf_args(cf) };
-    // SAFETY: arguments live in the conf pool.
-    let (name, value) = unsafe { (ngx_bytes(&args[0]), ngx_bytes(&args[1])) };
+    let args = unsafe { conf_words(cf) };
+    let (name, value) = (args[0], args[1]);
     match std::str::from_utf8(value)
         .ok()
         .and_then(|s| s.parse::<usize>().ok())
@@ -217,9 +219,8 @@ unsafe fn positive_arg(cf: *mut ngx_conf_t, max: usize) -> Result<usize, ()> {
 /// `cf` is the configuration passed to a directive handler.
 unsafe fn time_arg(cf: *mut ngx_conf_t) -> Result<u64, ()> {
     // SAFETY: directive handler context; arguments live in the conf pool.
-    let args = unsafe { conf_args(cf) };
-    // SAFETY: as above.
-    let (name, value) = unsafe { (ngx_bytes(&args[0]), ngx_bytes(&args[1])) };
+    let args = unsafe { conf_words(cf) };
+    let (name, value) = (args[0], args[1]);
     match parse_msec(value) {
         Some(ms) if ms > 0 => Ok(ms),
         _ => {
@@ -241,16 +242,14 @@ unsafe fn time_arg(cf: *mut ngx_conf_t) -> Result<u64, ()> {
 /// `cf` is the configuration passed to a directive handler.
 unsafe fn max_requests_arg(cf: *mut ngx_conf_t) -> Result<(u64, u64), ()> {
     // SAFETY: directive handler context; arguments live in the conf pool.
-    let args = unsafe { conf_args(cf) };
-    // SAFETY: as above, for every argument below.
-    let name = lossy(unsafe { ngx_bytes(&args[0]) });
+    let args = unsafe { conf_words(cf) };
+    let name = lossy(args[0]);
     let number = |v: &[u8]| {
         std::str::from_utf8(v)
             .ok()
             .and_then(|s| s.parse::<u64>().ok())
     };
-    // SAFETY: directive handler context; arguments live in the conf pool.
-    let value = unsafe { ngx_bytes(&args[1]) };
+    let value = args[1];
     let Some(limit) = number(value) else {
         ngx_conf_log_error!(
             NGX_LOG_EMERG,
@@ -262,9 +261,7 @@ unsafe fn max_requests_arg(cf: *mut ngx_conf_t) -> Result<(u64, u64), ()> {
         return Err(());
     };
     let mut jitter = 0;
-    if let Some(arg) = args.get(2) {
-        // SAFETY: as above.
-        let arg = unsafe { ngx_bytes(arg) };
+    if let Some(&arg) = args.get(2) {
         match arg.strip_prefix(b"jitter=").and_then(number) {
             Some(j) => jitter = j,
             None => {
@@ -288,9 +285,8 @@ unsafe fn max_requests_arg(cf: *mut ngx_conf_t) -> Result<(u64, u64), ()> {
 /// `cf` is the configuration passed to a directive handler.
 unsafe fn flag_arg(cf: *mut ngx_conf_t) -> Result<bool, ()> {
     // SAFETY: directive handler context; arguments live in the conf pool.
-    let args = unsafe { conf_args(cf) };
-    // SAFETY: as above.
-    let (name, value) = unsafe { (ngx_bytes(&args[0]), ngx_bytes(&args[1])) };
+    let args = unsafe { conf_words(cf) };
+    let (name, value) = (args[0], args[1]);
     if value.eq_ignore_ascii_case(b"on") {
         Ok(true)
     } else if value.eq_ignore_ascii_case(b"off") {
@@ -363,7 +359,7 @@ one_value_directive!(set_thread_priority, main, thread_priority_low, priority_ar
 /// `cf` is the configuration passed to a directive handler.
 unsafe fn priority_arg(cf: *mut ngx_conf_t) -> Result<bool, ()> {
     // SAFETY: directive handler context; arguments live in the conf pool.
-    let value = unsafe { ngx_bytes(&conf_args(cf)[1]) };
+    let value = unsafe { conf_words(cf) }[1];
     match value {
         b"low" => Ok(true),
         b"normal" => Ok(false),
@@ -388,13 +384,12 @@ pub extern "C" fn set_sandbox_paths(
 ) -> *mut c_char {
     conf_guard(cf, || {
         // SAFETY: called by nginx's parser with a valid cf.
-        let (args, mcf) = unsafe { (conf_args(cf), main_conf(cf)) };
-        // SAFETY: arguments live in the conf pool.
-        let name = unsafe { ngx_bytes(&args[0]) };
+        let args = unsafe { conf_words(cf) };
+        // SAFETY: as above, inside the http block.
+        let mcf = unsafe { main_conf(cf) };
+        let name = args[0];
         let write = name == b"wsgi_sandbox_write";
-        for a in &args[1..] {
-            // SAFETY: arguments live in the conf pool.
-            let path = unsafe { ngx_bytes(a) };
+        for &path in &args[1..] {
             let Ok(path) = std::str::from_utf8(path) else {
                 conf_err!(
                     cf,
@@ -440,9 +435,9 @@ pub extern "C" fn set_pass(
             return DUPLICATE;
         }
         // SAFETY: directive handler context; arguments live in the conf pool.
-        let (args, mcf) = unsafe { (conf_args(cf), main_conf(cf)) };
-        // SAFETY: as above.
-        let spec = unsafe { ngx_bytes(&args[1]) };
+        let spec = unsafe { conf_words(cf) }[1];
+        // SAFETY: as above, inside the http block.
+        let mcf = unsafe { main_conf(cf) };
         let Ok(spec) = std::str::from_utf8(spec) else {
             conf_err!(cf, "\"wsgi_pass\" target is not valid UTF-8");
         };
@@ -487,7 +482,7 @@ pub extern "C" fn set_script_name(
             return DUPLICATE;
         }
         // SAFETY: directive handler context.
-        let prefix = unsafe { ngx_bytes(&conf_args(cf)[1]) };
+        let prefix = unsafe { conf_words(cf) }[1];
         if !prefix.is_empty() && !prefix.starts_with(b"/") {
             conf_err!(
                 cf,
@@ -516,26 +511,25 @@ pub extern "C" fn set_param(
         // SAFETY: directive handler context.
         let args = unsafe { conf_args(cf) };
         // SAFETY: as above.
-        let name = unsafe { ngx_bytes(&args[1]) };
+        let words = unsafe { conf_words(cf) };
+        let name = words[1];
         if name.is_empty() {
             conf_err!(cf, "empty name in \"wsgi_param\" directive");
         }
-        let if_not_empty = match args.get(3) {
+        let if_not_empty = match words.get(3) {
             None => false,
-            // SAFETY: as above.
-            Some(a) if unsafe { ngx_bytes(a) } == b"if_not_empty" => true,
-            Some(a) => conf_err!(
+            Some(&a) if a == b"if_not_empty" => true,
+            Some(&a) => conf_err!(
                 cf,
                 "invalid parameter \"{}\" in \"wsgi_param\" directive",
-                // SAFETY: as above.
-                lossy(unsafe { ngx_bytes(a) })
+                lossy(a)
             ),
         };
-        // SAFETY: pool allocation; zeroed as nginx's compile API expects.
-        let cv = unsafe {
-            ngx_pcalloc((*cf).pool, core::mem::size_of::<ngx_http_complex_value_t>())
-                as *mut ngx_http_complex_value_t
-        };
+        // SAFETY: as above.
+        let pool = unsafe { (*cf).pool };
+        // SAFETY: the conf's live pool; zeroed as nginx's compile API expects.
+        let cv = unsafe { ngx_pcalloc(pool, core::mem::size_of::<ngx_http_complex_value_t>()) }
+            as *mut ngx_http_complex_value_t;
         if cv.is_null() {
             return CONF_ERROR;
         }
@@ -569,7 +563,7 @@ pub extern "C" fn set_buffer_size(
             return DUPLICATE;
         }
         // SAFETY: directive handler context.
-        let value = unsafe { ngx_bytes(&conf_args(cf)[1]) };
+        let value = unsafe { conf_words(cf) }[1];
         match parse_size(value) {
             Some(n) if n >= 1024 => lcf.buffer_size = Some(n),
             _ => conf_err!(
@@ -603,15 +597,13 @@ pub extern "C" fn set_status(
 /// `cmd` is the table entry of a directive whose `post` points at an
 /// `ngx_http_handler_pt` (or is NULL).
 unsafe fn posted_handler(cmd: *mut ngx_command_t) -> ngx_http_handler_pt {
-    // SAFETY: the caller's promise; the table and what it points at are
-    // statics.
-    unsafe {
-        let post = (*cmd).post.cast::<ngx_http_handler_pt>();
-        if post.is_null() {
-            None
-        } else {
-            *post
-        }
+    // SAFETY: the caller's promise; the table is a static.
+    let post = unsafe { (*cmd).post }.cast::<ngx_http_handler_pt>();
+    if post.is_null() {
+        None
+    } else {
+        // SAFETY: the caller's promise; what `post` points at is a static.
+        unsafe { *post }
     }
 }
 
@@ -620,12 +612,20 @@ unsafe fn posted_handler(cmd: *mut ngx_command_t) -> ngx_http_handler_pt {
 /// # Safety
 /// `cf` is the configuration passed to a location-level directive handler (or a location merge).
 unsafe fn core_loc_conf<'a>(cf: *mut ngx_conf_t) -> &'a mut ngx_http_core_loc_conf_t {
-    // SAFETY: called from a location-level directive handler.
-    unsafe {
-        let ctx = (*cf).ctx as *mut nginx_sys::ngx_http_conf_ctx_t;
-        &mut *(*(*ctx).loc_conf.add(ngx_http_core_module.ctx_index)
-            as *mut ngx_http_core_loc_conf_t)
-    }
+    // SAFETY: the caller's promise: a live cf.
+    let ctx = unsafe { (*cf).ctx } as *mut nginx_sys::ngx_http_conf_ctx_t;
+    // SAFETY: in a location (or its merge) cf's context is an HTTP one.
+    let loc_conf = unsafe { (*ctx).loc_conf };
+    // SAFETY: a read by value; nginx numbers the HTTP modules before any
+    // configuration is parsed.
+    let index = unsafe { ngx_http_core_module.ctx_index };
+    // SAFETY: loc_conf has a slot for every HTTP module.
+    let slot = unsafe { loc_conf.add(index) };
+    // SAFETY: the core module's slot, filled as the location was created.
+    let conf = unsafe { *slot } as *mut ngx_http_core_loc_conf_t;
+    // SAFETY: the location's core conf, in the conf pool, changed only by
+    // this (nginx's) thread's parsing.
+    unsafe { &mut *conf }
 }
 
 /// `wsgi_hide_header` / `wsgi_pass_header`: adds a (lower-cased) name to
@@ -638,7 +638,7 @@ fn add_header_name(
     // SAFETY: nginx passes our conf for this level as `conf`.
     let lcf = unsafe { &mut *(conf as *mut LocConf) };
     // SAFETY: directive handler context.
-    let name = unsafe { ngx_bytes(&conf_args(cf)[1]) }.to_ascii_lowercase();
+    let name = unsafe { conf_words(cf) }[1].to_ascii_lowercase();
     pick(lcf).get_or_insert_with(Vec::new).push(name);
     CONF_OK
 }
@@ -672,9 +672,8 @@ pub extern "C" fn set_ignore_headers(
         }
         let mut bits = 0;
         // SAFETY: directive handler context.
-        for a in unsafe { &conf_args(cf)[1..] } {
-            // SAFETY: as above.
-            let v = unsafe { ngx_bytes(a) };
+        let args = unsafe { conf_words(cf) };
+        for &v in &args[1..] {
             let bit = match v.to_ascii_lowercase().as_slice() {
                 b"x-accel-redirect" => IGNORE_XA_REDIRECT,
                 b"x-accel-limit-rate" => IGNORE_XA_LIMIT_RATE,

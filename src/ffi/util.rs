@@ -5,8 +5,8 @@ use core::ffi::c_char;
 use core::ptr;
 
 use nginx_sys::{
-    ngx_conf_t, ngx_core_conf_t, ngx_cycle_t, ngx_int_t, ngx_list_part_t, ngx_list_t, ngx_pool_t,
-    ngx_str_t, ngx_table_elt_t, NGX_ERROR,
+    ngx_conf_t, ngx_core_conf_t, ngx_cycle_t, ngx_http_request_t, ngx_int_t, ngx_list_part_t,
+    ngx_list_t, ngx_log_t, ngx_pool_t, ngx_str_t, ngx_table_elt_t, NGX_ERROR,
 };
 
 /// nginx's `NGX_CONF_ERROR` (`(char *) -1`).
@@ -30,9 +30,12 @@ pub unsafe fn ngx_bytes<'a>(s: &ngx_str_t) -> &'a [u8] {
 /// The UTC offset, in minutes, of nginx's cached log times: the process's
 /// time zone as nginx's thread last applied it.
 pub fn log_offset_minutes() -> i64 {
+    // SAFETY: a read by value of the pointer, which only this (nginx's)
+    // thread moves.
+    let now = unsafe { nginx_sys::ngx_cached_time };
     // SAFETY: nginx points ngx_cached_time at a filled slot before any
-    // module code runs; only this (nginx's) thread moves it.
-    unsafe { (*nginx_sys::ngx_cached_time).gmtoff as i64 }
+    // module code runs.
+    unsafe { (*now).gmtoff as i64 }
 }
 
 /// The core module's settings of `cycle` (`env`, `worker_shutdown_timeout`).
@@ -40,12 +43,20 @@ pub fn log_offset_minutes() -> i64 {
 /// # Safety
 /// `cycle` must be live, its configuration parsed up to the point of use.
 pub unsafe fn core_conf<'a>(cycle: *mut ngx_cycle_t) -> Option<&'a ngx_core_conf_t> {
-    // SAFETY: conf_ctx holds each core module's conf at its index (nginx's
-    // ngx_get_conf); the core module creates its conf before any parsing.
-    unsafe {
-        let ctx = (*cycle).conf_ctx;
-        (*ctx.add(nginx_sys::ngx_core_module.index) as *const ngx_core_conf_t).as_ref()
-    }
+    // SAFETY: the caller's promise: `cycle` is live.
+    let ctx = unsafe { (*cycle).conf_ctx };
+    // SAFETY: a read by value; nginx numbers its modules while loading
+    // them, before any configuration is parsed.
+    let index = unsafe { nginx_sys::ngx_core_module.index };
+    // SAFETY: conf_ctx has a slot for every module (ngx_max_module), the
+    // core module's at its index (nginx's ngx_get_conf).
+    let slot = unsafe { ctx.add(index) };
+    // SAFETY: the slot is initialised: ngx_init_cycle fills every core
+    // module's before parsing.
+    let conf = unsafe { *slot } as *const ngx_core_conf_t;
+    // SAFETY: NULL or the core module's conf, which lives as long as the
+    // cycle.
+    unsafe { conf.as_ref() }
 }
 
 /// The arguments of the directive being parsed, directive name first.
@@ -53,11 +64,29 @@ pub unsafe fn core_conf<'a>(cycle: *mut ngx_cycle_t) -> Option<&'a ngx_core_conf
 /// # Safety
 /// `cf` must be the `ngx_conf_t` passed to a directive handler.
 pub unsafe fn conf_args<'a>(cf: *mut ngx_conf_t) -> &'a [ngx_str_t] {
-    // SAFETY: during a directive handler `cf->args` is an array of ngx_str_t.
-    unsafe {
-        let args = (*cf).args;
-        core::slice::from_raw_parts((*args).elts as *const ngx_str_t, (*args).nelts)
-    }
+    // SAFETY: the caller's promise: `cf` is live.
+    let args = unsafe { (*cf).args };
+    // SAFETY: during a directive handler `cf->args` is nginx's live array
+    // of the directive's words.
+    let args = unsafe { &*args };
+    // SAFETY: that array holds `nelts` (at least the name) initialised
+    // ngx_str_t at `elts`.
+    unsafe { core::slice::from_raw_parts(args.elts as *const ngx_str_t, args.nelts) }
+}
+
+/// The words of the directive being parsed, directive name first (each
+/// [`conf_args`] entry's bytes).
+///
+/// # Safety
+/// `cf` must be the `ngx_conf_t` passed to a directive handler; the bytes
+/// live in the configuration's pool (`'a`).
+pub unsafe fn conf_words<'a>(cf: *mut ngx_conf_t) -> Vec<&'a [u8]> {
+    // SAFETY: the caller's promise.
+    let args = unsafe { conf_args(cf) };
+    args.iter()
+        // SAFETY: nginx's parser puts each word's bytes in the conf's pool.
+        .map(|a| unsafe { ngx_bytes(a) })
+        .collect()
 }
 
 /// Copies `bytes` into pool memory as an `ngx_str_t`; `None` if out of memory.
@@ -90,16 +119,18 @@ pub unsafe fn pool_str(pool: *mut ngx_pool_t, bytes: &[u8]) -> Option<ngx_str_t>
 /// `list` must be an initialised list of `ngx_table_elt_t` that is not
 /// modified while the closure runs.
 pub unsafe fn for_each_header(list: *const ngx_list_t, mut f: impl FnMut(&ngx_table_elt_t)) {
-    // SAFETY: nginx lists are a chain of parts, each an array of nelts elts.
-    unsafe {
-        let mut part: *const ngx_list_part_t = &(*list).part;
-        while !part.is_null() {
-            let elts = (*part).elts as *const ngx_table_elt_t;
-            for i in 0..(*part).nelts {
-                f(&*elts.add(i));
-            }
-            part = (*part).next;
+    // SAFETY: the caller's promise: an initialised list, left alone meanwhile.
+    let mut part: Option<&ngx_list_part_t> = Some(unsafe { &(*list).part });
+    while let Some(p) = part {
+        if p.nelts > 0 {
+            // SAFETY: nginx lists are a chain of parts, each an array of
+            // `nelts` initialised elements at `elts`.
+            let elts =
+                unsafe { core::slice::from_raw_parts(p.elts as *const ngx_table_elt_t, p.nelts) };
+            elts.iter().for_each(&mut f);
         }
+        // SAFETY: `next` is NULL or the list's next part.
+        part = unsafe { p.next.as_ref() };
     }
 }
 
@@ -164,13 +195,13 @@ pub unsafe fn pool_alloc<T>(pool: *mut ngx_pool_t, value: T) -> Result<*mut T, T
         return Err(value);
     }
     // SAFETY: `p` is fresh pool memory of T's size and alignment (checked
-    // above); `cln` is ours; the handler drops that T once, from the pool's
-    // destruction.
-    unsafe {
-        ptr::write(p, value);
-        (*cln).data = p.cast();
-        (*cln).handler = Some(drop_in_pool::<T>);
-    }
+    // above).
+    unsafe { ptr::write(p, value) };
+    // SAFETY: `cln` is the live clean-up entry just added, ours alone.
+    let cln = unsafe { &mut *cln };
+    // The handler drops that T once, from the pool's destruction.
+    cln.data = p.cast();
+    cln.handler = Some(drop_in_pool::<T>);
     Ok(p)
 }
 
@@ -185,12 +216,28 @@ unsafe extern "C" fn drop_in_pool<T>(data: *mut core::ffi::c_void) {
 
 /// The core module's location conf of request `r` (`send_timeout`,
 /// `error_page`s, ...).
-pub fn core_loc_conf<'a>(
-    r: *mut nginx_sys::ngx_http_request_t,
-) -> &'a nginx_sys::ngx_http_core_loc_conf_t {
-    // SAFETY: every request has the core module's location conf.
-    unsafe {
-        &*(*(*r).loc_conf.add(nginx_sys::ngx_http_core_module.ctx_index)
-            as *const nginx_sys::ngx_http_core_loc_conf_t)
-    }
+pub fn core_loc_conf<'a>(r: *mut ngx_http_request_t) -> &'a nginx_sys::ngx_http_core_loc_conf_t {
+    // SAFETY: a live request (this is called from its handlers).
+    let loc_conf = unsafe { (*r).loc_conf };
+    // SAFETY: a read by value; nginx numbers the HTTP modules before any
+    // configuration is parsed.
+    let index = unsafe { nginx_sys::ngx_http_core_module.ctx_index };
+    // SAFETY: a request's loc_conf has a slot for every HTTP module.
+    let slot = unsafe { loc_conf.add(index) };
+    // SAFETY: every location has the core module's conf at its slot.
+    let conf = unsafe { *slot } as *const nginx_sys::ngx_http_core_loc_conf_t;
+    // SAFETY: that conf lives as long as the configuration, past the request.
+    unsafe { &*conf }
+}
+
+/// The log of request `r`'s connection (nginx's request context: client,
+/// server, request line).
+///
+/// # Safety
+/// `r` is a live request.
+pub unsafe fn request_log(r: *const ngx_http_request_t) -> *mut ngx_log_t {
+    // SAFETY: the caller's promise.
+    let c = unsafe { (*r).connection };
+    // SAFETY: a live request has its live connection.
+    unsafe { (*c).log }
 }
