@@ -37,7 +37,7 @@ fn loc_conf<'a>(r: *mut ngx_http_request_t) -> &'a LocConf {
 /// The content handler installed by `wsgi_pass`.
 pub extern "C" fn content_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls content handlers with a live request.
-    let log = unsafe { (*(*r).connection).log };
+    let log = unsafe { crate::ffi::request_log(r) };
     crate::log::guard(log, "content handler", || {
         #[cfg(feature = "panic-inject")]
         crate::inject::maybe_panic(r, "content handler");
@@ -57,7 +57,7 @@ unsafe fn start(r: *mut ngx_http_request_t) -> ngx_int_t {
         return NGX_DECLINED as ngx_int_t;
     };
     // SAFETY: r is the live request nginx handed us.
-    let log = unsafe { (*(*r).connection).log };
+    let log = unsafe { crate::ffi::request_log(r) };
     match runtime::runtime() {
         None => {
             ngx_log_error!(
@@ -93,7 +93,7 @@ unsafe fn start(r: *mut ngx_http_request_t) -> ngx_int_t {
 
 extern "C" fn body_ready(r: *mut ngx_http_request_t) {
     // SAFETY: nginx calls the body handler with a live request.
-    let log = unsafe { (*(*r).connection).log };
+    let log = unsafe { crate::ffi::request_log(r) };
     let ok = crate::log::guard(log, "request body handler", || {
         #[cfg(feature = "panic-inject")]
         crate::inject::maybe_panic(r, "request body handler");
@@ -115,7 +115,7 @@ unsafe fn dispatch(r: *mut ngx_http_request_t) {
     let rt = runtime::runtime().expect("checked in start");
     let app = lcf.app.expect("checked in start");
     // SAFETY: r is live for the whole function.
-    let log = unsafe { (*(*r).connection).log };
+    let log = unsafe { crate::ffi::request_log(r) };
 
     // SAFETY: the body was read completely by nginx.
     let body = match unsafe { body::collect_body(r) } {
@@ -134,17 +134,16 @@ unsafe fn dispatch(r: *mut ngx_http_request_t) {
     };
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let mut body = body;
-    // SAFETY: r is live; with no buffering the rest of the body arrives
-    // while the app runs.
-    let stream = unsafe {
-        if req::reading_body(r) != 0 {
-            body::take_body_bufs(r, None);
-            let s = Arc::new(BodyStream::new(id, lcf.buffer_size(), rt.hub.clone()));
-            body.segments.push_back(BodySegment::Stream(s.clone()));
-            Some(s)
-        } else {
-            None
-        }
+    // With no buffering the rest of the body arrives while the app runs.
+    // SAFETY: r is live.
+    let stream = if unsafe { req::reading_body(r) } != 0 {
+        // SAFETY: as above; what was read is in `body` already.
+        unsafe { body::take_body_bufs(r, None) };
+        let s = Arc::new(BodyStream::new(id, lcf.buffer_size(), rt.hub.clone()));
+        body.segments.push_back(BodySegment::Stream(s.clone()));
+        Some(s)
+    } else {
+        None
     };
     // SAFETY: r is live; the env only copies from it.
     let env = unsafe { collect_env(r, lcf, &body, stream.is_some()) };
@@ -167,17 +166,16 @@ unsafe fn dispatch(r: *mut ngx_http_request_t) {
         unsafe { ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t) };
         return;
     };
-    // SAFETY: the slot's events, fresh; r is live.
-    unsafe {
-        let wake = &mut *events.wake;
-        wake.handler = Some(output::wake_handler);
-        wake.data = r as *mut c_void;
-        wake.log = log;
-        let timer = &mut *events.timer;
-        timer.handler = Some(timer_handler);
-        timer.data = r as *mut c_void;
-        timer.log = log;
-    }
+    // SAFETY: the slot's fresh wake-up event; nothing else refers to it yet.
+    let wake = unsafe { &mut *events.wake };
+    wake.handler = Some(output::wake_handler);
+    wake.data = r.cast::<c_void>();
+    wake.log = log;
+    // SAFETY: as above, the slot's timer.
+    let timer = unsafe { &mut *events.timer };
+    timer.handler = Some(timer_handler);
+    timer.data = r.cast::<c_void>();
+    timer.log = log;
     notify::register(id, r, events.wake);
 
     let job = Job {
@@ -197,17 +195,16 @@ unsafe fn dispatch(r: *mut ngx_http_request_t) {
 fn submit(cx: &mut RequestCtx, job: Job) {
     let r = cx.r();
     let rt = runtime::runtime().expect("checked in start");
-    // SAFETY: r and the slot's timer are live (nginx thread).
-    unsafe {
-        // Non-cancelable: a graceful quit waits for requests in Python.
-        fields::add_timer(cx.timer(), cx.queue_timeout().min(cx.read_timeout()));
-        (*r).read_event_handler = if cx.stream().is_some() {
-            Some(body::read_body_handler)
-        } else {
-            Some(body::check_broken_connection)
-        };
-        (*r).write_event_handler = Some(output::write_handler);
-    }
+    // Non-cancelable: a graceful quit waits for requests in Python.
+    // SAFETY: the slot's timer, live with it (nginx thread).
+    unsafe { fields::add_timer(cx.timer(), cx.queue_timeout().min(cx.read_timeout())) };
+    let req = cx.req();
+    req.set_read_handler(if cx.stream().is_some() {
+        Some(body::read_body_handler)
+    } else {
+        Some(body::check_broken_connection)
+    });
+    req.set_write_handler(Some(output::write_handler));
     let counters = &rt.hub.counters;
     counters.requests.fetch_add(1, Ordering::Relaxed);
     // For the pool's look at the time zone after the request.
@@ -224,15 +221,15 @@ fn submit(cx: &mut RequestCtx, job: Job) {
                 rt.threads
             );
             notify::job_submitted();
-            // SAFETY: r and its connection are live (nginx thread).
-            unsafe {
-                // nginx may have stopped reading on a full body buffer with
-                // more bytes in the socket and no event left to announce
-                // them (edge-triggered): read on from the posted queue.
-                let rev = (*(*r).connection).read;
-                if cx.stream().is_some() && event::ready(rev) != 0 && event::posted(rev) == 0 {
-                    fields::post_event(rev);
-                }
+            // nginx may have stopped reading on a full body buffer with
+            // more bytes in the socket and no event left to announce them
+            // (edge-triggered): read on from the posted queue.
+            let rev = req.read_event();
+            // SAFETY: the live connection's read event (nginx thread).
+            let idle = unsafe { event::ready(rev) } != 0 && unsafe { event::posted(rev) } == 0;
+            if cx.stream().is_some() && idle {
+                // SAFETY: as above; it stays valid until it runs.
+                unsafe { fields::post_event(rev) };
             }
         }
         Err(waiting) => {
@@ -240,7 +237,7 @@ fn submit(cx: &mut RequestCtx, job: Job) {
             ngx_log_error!(
                 NGX_LOG_ERR,
                 // SAFETY: r is live.
-                unsafe { (*(*r).connection).log },
+                unsafe { crate::ffi::request_log(r) },
                 "wsgi: all {} threads are busy and the queue is full ({} waiting, wsgi_queue_size) while sending request to application",
                 rt.threads,
                 waiting
@@ -259,27 +256,28 @@ fn submit(cx: &mut RequestCtx, job: Job) {
 /// # Safety
 /// nginx thread; `r` is a live request whose response header is not sent yet.
 unsafe fn add_retry_after(r: *mut ngx_http_request_t) {
-    // SAFETY: pushing onto the live request's header list.
-    unsafe {
-        let h = ngx_list_push(&mut (*r).headers_out.headers) as *mut nginx_sys::ngx_table_elt_t;
-        if h.is_null() {
-            return;
-        }
-        (*h).hash = 1;
-        #[cfg(nginx1_23_0)]
-        {
-            (*h).next = ptr::null_mut();
-        }
-        (*h).key = ngx_str_t {
-            len: 11,
-            data: c"Retry-After".as_ptr() as *mut u8,
-        };
-        (*h).value = ngx_str_t {
-            len: 1,
-            data: c"1".as_ptr() as *mut u8,
-        };
-        (*h).lowcase_key = ptr::null_mut();
+    // SAFETY: the caller's promise: the live request's initialised list.
+    let headers = unsafe { &raw mut (*r).headers_out.headers };
+    // SAFETY: as above.
+    let h = unsafe { ngx_list_push(headers) };
+    // SAFETY: NULL or a fresh list entry.
+    let Some(h) = (unsafe { h.cast::<nginx_sys::ngx_table_elt_t>().as_mut() }) else {
+        return;
+    };
+    h.hash = 1;
+    #[cfg(nginx1_23_0)]
+    {
+        h.next = ptr::null_mut();
     }
+    h.key = ngx_str_t {
+        len: 11,
+        data: c"Retry-After".as_ptr() as *mut u8,
+    };
+    h.value = ngx_str_t {
+        len: 1,
+        data: c"1".as_ptr() as *mut u8,
+    };
+    h.lowcase_key = ptr::null_mut();
 }
 
 fn port_of(sa: *mut nginx_sys::sockaddr) -> u64 {
@@ -300,109 +298,131 @@ unsafe fn collect_env(
     body: &Body,
     streaming: bool,
 ) -> RequestEnv {
-    // SAFETY: r is live; every ngx_str_t copied here lives in its pools.
-    unsafe {
-        let c = (*r).connection;
-        let cscf =
-            *(*r).srv_conf.add(ngx_http_core_module.ctx_index) as *const ngx_http_core_srv_conf_t;
-        let method = ngx_bytes(&(*r).method_name);
-        let unparsed_uri = ngx_bytes(&(*r).unparsed_uri);
-        let args = ngx_bytes(&(*r).args);
-        let uri = ngx_bytes(&(*r).uri);
-        let mut protocol = ngx_bytes(&(*r).http_protocol);
-        if protocol.is_empty() {
-            protocol = b"HTTP/0.9";
-        }
-        let addr = ngx_bytes(&(*c).addr_text);
-        let mut server_name = ngx_bytes(&(*cscf).server_name);
-        if server_name.is_empty() {
-            server_name = ngx_bytes(&(*r).headers_in.server);
-        }
-        if server_name.is_empty() {
-            server_name = b"localhost";
-        }
-        let mut header_bytes = 0;
-        for_each_header(&(*r).headers_in.headers, |h| {
-            header_bytes += h.key.len + h.value.len;
-        });
-        // Everything below fits without the buffer growing (ports: 5 digits);
-        // walking the headers twice costs less than growing it (callgrind).
-        let mut env = RequestEnv::with_capacity(
-            method.len()
-                + unparsed_uri.len()
-                + args.len()
-                + uri.len()
-                + protocol.len()
-                + addr.len()
-                + server_name.len()
-                + 10
-                + header_bytes,
-        );
-        env.method = env.push(method);
-        env.request_uri = env.push(unparsed_uri);
-        env.query_string = env.push(args);
-        env.protocol = env.push(protocol);
-        env.remote_addr = env.push(addr);
-        env.remote_port = env.push_number(port_of((*c).sockaddr));
-        let (script_name, path_info) = split_script_name(uri, lcf.script_name.as_deref());
-        env.script_name = env.push(script_name);
-        env.path_info = env.push(path_info);
-        env.server_name = env.push(server_name);
-        let local_port =
-            if ngx_connection_local_sockaddr(c, ptr::null_mut(), 0) == NGX_OK as ngx_int_t {
-                port_of((*c).local_sockaddr)
-            } else {
-                0
-            };
-        env.server_port = env.push_number(local_port);
-        #[cfg(ngx_feature = "ssl")]
-        {
-            env.https = !(*c).ssl.is_null();
-        }
-
-        let mut has_length_header = false;
-        let mut declared_length: Option<u64> = None;
-        for_each_header(&(*r).headers_in.headers, |h| {
-            if h.hash == 0 {
-                return; // removed by nginx
-            }
-            let name = ngx_bytes(&h.key);
-            let value = ngx_bytes(&h.value);
-            if name.eq_ignore_ascii_case(b"content-type") {
-                env.content_type = Some(env.push(value));
-            } else if name.eq_ignore_ascii_case(b"content-length") {
-                has_length_header = true;
-                declared_length = std::str::from_utf8(value)
-                    .ok()
-                    .and_then(|v| v.trim().parse().ok());
-            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-                // nginx has taken the chunk framing off (HTTP/1.1 "chunked"
-                // is the only coding it accepts, HTTP/2 and 3 have none):
-                // wsgi.input is the decoded body, and an app that trusts
-                // this header would parse chunk sizes out of it.
-            } else {
-                let name = env.push(name);
-                let value = env.push(value);
-                env.headers.push((name, value));
-            }
-        });
-        let len = body.len();
-        if streaming {
-            // Still arriving: only the client's own Content-Length is known.
-            env.content_length = declared_length;
-        } else if has_length_header || headers_in::chunked(&(*r).headers_in) != 0 || len > 0 {
-            env.content_length = Some(len);
-        }
-
-        for p in lcf.params() {
-            if let Some(v) = eval_param(r, p) {
-                let name = env.push(&p.name);
-                let value = env.push(v);
-                env.params.push((name, value));
-            }
-        }
-        env
+    // SAFETY: r is live; read only (nothing below changes it while `rq`
+    // is in use: the params, which may, are evaluated after).
+    let rq = unsafe { &*r };
+    // SAFETY: every string read here lives in the request's or the
+    // configuration's pools, longer than this call.
+    let s = |v: &ngx_str_t| unsafe { ngx_bytes(v) };
+    // SAFETY: a live request's connection.
+    let conn = unsafe { &*rq.connection };
+    // SAFETY: a plain read of the core module's index, set at start-up.
+    let core = unsafe { ngx_http_core_module.ctx_index };
+    // SAFETY: every request has the core module's server conf.
+    let slot = unsafe { rq.srv_conf.add(core) };
+    // SAFETY: as above.
+    let cscf = unsafe { *slot }.cast::<ngx_http_core_srv_conf_t>();
+    // SAFETY: as above, live in the configuration's pool.
+    let server_conf_name = s(&unsafe { &*cscf }.server_name);
+    let method = s(&rq.method_name);
+    let unparsed_uri = s(&rq.unparsed_uri);
+    let args = s(&rq.args);
+    let uri = s(&rq.uri);
+    let mut protocol = s(&rq.http_protocol);
+    if protocol.is_empty() {
+        protocol = b"HTTP/0.9";
     }
+    let addr = s(&conn.addr_text);
+    let mut server_name = server_conf_name;
+    if server_name.is_empty() {
+        server_name = s(&rq.headers_in.server);
+    }
+    if server_name.is_empty() {
+        server_name = b"localhost";
+    }
+    let mut header_bytes = 0;
+    // SAFETY: the request's initialised header list, not changed meanwhile.
+    unsafe {
+        for_each_header(&rq.headers_in.headers, |h| {
+            header_bytes += h.key.len + h.value.len;
+        })
+    };
+    // Everything below fits without the buffer growing (ports: 5 digits);
+    // walking the headers twice costs less than growing it (callgrind).
+    let mut env = RequestEnv::with_capacity(
+        method.len()
+            + unparsed_uri.len()
+            + args.len()
+            + uri.len()
+            + protocol.len()
+            + addr.len()
+            + server_name.len()
+            + 10
+            + header_bytes,
+    );
+    env.method = env.push(method);
+    env.request_uri = env.push(unparsed_uri);
+    env.query_string = env.push(args);
+    env.protocol = env.push(protocol);
+    env.remote_addr = env.push(addr);
+    env.remote_port = env.push_number(port_of(conn.sockaddr));
+    let (script_name, path_info) = split_script_name(uri, lcf.script_name.as_deref());
+    env.script_name = env.push(script_name);
+    env.path_info = env.push(path_info);
+    env.server_name = env.push(server_name);
+    #[cfg(ngx_feature = "ssl")]
+    {
+        env.https = !conn.ssl.is_null();
+    }
+
+    let mut has_length_header = false;
+    let mut declared_length: Option<u64> = None;
+    let mut visit = |h: &nginx_sys::ngx_table_elt_t| {
+        if h.hash == 0 {
+            return; // removed by nginx
+        }
+        let name = s(&h.key);
+        let value = s(&h.value);
+        if name.eq_ignore_ascii_case(b"content-type") {
+            env.content_type = Some(env.push(value));
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            has_length_header = true;
+            declared_length = std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.trim().parse().ok());
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            // nginx has taken the chunk framing off (HTTP/1.1 "chunked"
+            // is the only coding it accepts, HTTP/2 and 3 have none):
+            // wsgi.input is the decoded body, and an app that trusts
+            // this header would parse chunk sizes out of it.
+        } else {
+            let name = env.push(name);
+            let value = env.push(value);
+            env.headers.push((name, value));
+        }
+    };
+    // SAFETY: as above.
+    unsafe { for_each_header(&rq.headers_in.headers, &mut visit) };
+    let len = body.len();
+    // SAFETY: the request's live headers.
+    let chunked = unsafe { headers_in::chunked(&rq.headers_in) } != 0;
+    if streaming {
+        // Still arriving: only the client's own Content-Length is known.
+        env.content_length = declared_length;
+    } else if has_length_header || chunked || len > 0 {
+        env.content_length = Some(len);
+    }
+
+    let c = rq.connection;
+    // SAFETY: the live connection; nginx fills in its local address.
+    let local_port =
+        if unsafe { ngx_connection_local_sockaddr(c, ptr::null_mut(), 0) } == NGX_OK as ngx_int_t {
+            // SAFETY: as above, now set.
+            port_of(unsafe { (*c).local_sockaddr })
+        } else {
+            0
+        };
+    env.server_port = env.push_number(local_port);
+
+    for p in lcf.params() {
+        // SAFETY: r is live; the value lives in its pool.
+        if let Some(v) = unsafe { eval_param(r, p) } {
+            let name = env.push(&p.name);
+            let value = env.push(v);
+            env.params.push((name, value));
+        }
+    }
+    env
 }
 
 /// Evaluates a `wsgi_param` value (in request pool memory); `None` if
@@ -449,13 +469,15 @@ pub fn split_script_name<'a>(uri: &'a [u8], prefix: Option<&'a [u8]>) -> (&'a [u
 extern "C" fn timer_handler(ev: *mut ngx_event_t) {
     // SAFETY: ev is the timer of a request's slot; its data is the live
     // request (the slot deletes the timer before the request goes away).
-    unsafe {
-        let r = (*ev).data as *mut ngx_http_request_t;
-        let c = (*r).connection;
-        event::set_timedout(ev, 0);
-        request::enter_event(ev, request::SlotEvent::Timer, "timer", on_timer);
-        nginx_sys::ngx_http_run_posted_requests(c);
-    }
+    let r = unsafe { (*ev).data }.cast::<ngx_http_request_t>();
+    // SAFETY: as above.
+    let c = unsafe { (*r).connection };
+    // SAFETY: as above: our own event.
+    unsafe { event::set_timedout(ev, 0) };
+    // SAFETY: as above; nginx thread, no `enter` of this slot running.
+    unsafe { request::enter_event(ev, request::SlotEvent::Timer, "timer", on_timer) };
+    // SAFETY: the connection outlives its requests' handlers.
+    unsafe { nginx_sys::ngx_http_run_posted_requests(c) };
 }
 
 fn on_timer(cx: &mut RequestCtx) {
@@ -464,8 +486,9 @@ fn on_timer(cx: &mut RequestCtx) {
     }
     let r = cx.r();
     let ev = cx.timer();
-    // SAFETY: nginx thread; r is live while its state is borrowed.
-    let (now, log) = unsafe { (ngx_current_msec, (*(*r).connection).log) };
+    // SAFETY: only the nginx thread writes ngx_current_msec.
+    let now = unsafe { ngx_current_msec };
+    let log = cx.req().log();
     if !cx.exchange().started.load(Ordering::Acquire) {
         let waited = now.wrapping_sub(cx.dispatched_at());
         if waited >= cx.queue_timeout() {

@@ -21,6 +21,8 @@
 //!   bindings, so no `ngx_*` type can reach a pool thread.
 //! * between them — `wsgi_pool::message`: owned jobs and replies only.
 
+// One unsafe operation per `unsafe` block, each with its own SAFETY line.
+#![deny(clippy::multiple_unsafe_ops_per_block)]
 // The bench-only `transport-floor` build skips the WSGI call, leaving it unused.
 #![cfg_attr(feature = "transport-floor", allow(dead_code))]
 

@@ -17,7 +17,7 @@ use ngx::http::HttpModule;
 use ngx::ngx_log_error;
 
 use crate::ffi::fields::{self, buf, connection, event};
-use crate::ffi::pool_str;
+use crate::ffi::{for_each_buf, pool_str};
 use crate::message::{Chunk, FileReply};
 use crate::request::{self, Held, RequestCtx, SlotEvent};
 use crate::{flow, head, HttpWsgiModule};
@@ -30,18 +30,20 @@ fn buf_tag() -> nginx_sys::ngx_buf_tag_t {
 pub extern "C" fn wake_handler(ev: *mut ngx_event_t) {
     // SAFETY: ev is the wake event of a request's slot; data is its live
     // request (the slot removes a posted wake before the request is freed).
-    unsafe {
-        let r = (*ev).data as *mut ngx_http_request_t;
-        let c = (*r).connection;
-        request::enter_event(ev, SlotEvent::Wake, "wake-up of the request", |cx| {
-            // The app may have made room for more of the request body.
-            if cx.stream().is_some() {
-                crate::body::pull_body(cx);
-            }
-            pump(cx)
-        });
-        ngx_http_run_posted_requests(c);
-    }
+    let r = unsafe { (*ev).data }.cast::<ngx_http_request_t>();
+    // SAFETY: as above.
+    let c = unsafe { (*r).connection };
+    let wake = |cx: &mut RequestCtx| {
+        // The app may have made room for more of the request body.
+        if cx.stream().is_some() {
+            crate::body::pull_body(cx);
+        }
+        pump(cx)
+    };
+    // SAFETY: as above; nginx thread, no `enter` of this slot running.
+    unsafe { request::enter_event(ev, SlotEvent::Wake, "wake-up of the request", wake) };
+    // SAFETY: the connection outlives its requests' handlers.
+    unsafe { ngx_http_run_posted_requests(c) };
 }
 
 /// The request's write handler while we stream: the client can take more.
@@ -52,56 +54,61 @@ pub extern "C" fn write_handler(r: *mut ngx_http_request_t) {
 }
 
 fn on_writable(cx: &mut RequestCtx) {
-    let r = cx.r();
-    // SAFETY: r is live while its ctx is.
-    unsafe {
-        let c = (*r).connection;
-        let wev = (*c).write;
-        if event::timedout(wev) != 0 {
-            ngx_log_error!(
-                NGX_LOG_INFO,
-                (*c).log,
-                "wsgi: client timed out while sending response to client"
-            );
-            connection::set_timedout(c, 1);
-            cx.abort(NGX_HTTP_REQUEST_TIME_OUT as ngx_int_t);
-            return;
-        }
-        if event::delayed(wev) != 0 {
-            // limit_rate: nginx re-arms the event itself.
-            if ngx_handle_write_event(wev, crate::ffi::core_loc_conf(r).send_lowat)
-                != NGX_OK as ngx_int_t
-            {
-                cx.abort(NGX_ERROR as ngx_int_t);
-            }
-            return;
-        }
-        if cx.is_done() {
-            return;
-        }
-        let rc = ngx_http_output_filter(r, ptr::null_mut());
-        settle(cx);
-        if rc == NGX_ERROR as ngx_int_t {
-            cx.abort(NGX_ERROR as ngx_int_t);
-            return;
-        }
-        if cx.has_busy() || rc == NGX_AGAIN as ngx_int_t {
-            wait_for_client(cx);
-            return;
-        }
-        // The send_timeout timer is done with; a timer the write filter
-        // just armed for limit_rate (delayed) must stay, or nothing wakes
-        // us once the next write is held back.
-        if event::timer_set(wev) != 0 && event::delayed(wev) == 0 {
-            fields::del_timer(wev);
-        }
-        if cx.waiting_on_client() {
-            wsgi_trace!(r, "job #{} resumed: the client took what was sent", cx.id());
-        }
-        cx.set_waiting_on_client(false);
-        cx.touch(ngx_current_msec);
-        pump(cx);
+    let req = cx.req();
+    let r = req.as_ptr();
+    let c = req.connection();
+    let wev = req.write_event();
+    // SAFETY: the live connection's write event; nginx thread.
+    if unsafe { event::timedout(wev) } != 0 {
+        ngx_log_error!(
+            NGX_LOG_INFO,
+            req.log(),
+            "wsgi: client timed out while sending response to client"
+        );
+        // SAFETY: the live connection.
+        unsafe { connection::set_timedout(c, 1) };
+        cx.abort(NGX_HTTP_REQUEST_TIME_OUT as ngx_int_t);
+        return;
     }
+    // SAFETY: as above.
+    if unsafe { event::delayed(wev) } != 0 {
+        // limit_rate: nginx re-arms the event itself.
+        let lowat = crate::ffi::core_loc_conf(r).send_lowat;
+        // SAFETY: as above.
+        if unsafe { ngx_handle_write_event(wev, lowat) } != NGX_OK as ngx_int_t {
+            cx.abort(NGX_ERROR as ngx_int_t);
+        }
+        return;
+    }
+    if cx.is_done() {
+        return;
+    }
+    // SAFETY: r is live; nginx writes what it still holds of ours.
+    let rc = unsafe { ngx_http_output_filter(r, ptr::null_mut()) };
+    settle(cx);
+    if rc == NGX_ERROR as ngx_int_t {
+        cx.abort(NGX_ERROR as ngx_int_t);
+        return;
+    }
+    if cx.has_busy() || rc == NGX_AGAIN as ngx_int_t {
+        wait_for_client(cx);
+        return;
+    }
+    // The send_timeout timer is done with; a timer the write filter just
+    // armed for limit_rate (delayed) must stay, or nothing wakes us once
+    // the next write is held back.
+    // SAFETY: as above.
+    if unsafe { event::timer_set(wev) } != 0 && unsafe { event::delayed(wev) } == 0 {
+        // SAFETY: as above; its timer is set.
+        unsafe { fields::del_timer(wev) };
+    }
+    if cx.waiting_on_client() {
+        wsgi_trace!(r, "job #{} resumed: the client took what was sent", cx.id());
+    }
+    cx.set_waiting_on_client(false);
+    // SAFETY: only the nginx thread writes ngx_current_msec.
+    cx.touch(unsafe { ngx_current_msec });
+    pump(cx);
 }
 
 /// Bytes handed to nginx and not yet written.
@@ -144,8 +151,7 @@ fn settle(cx: &mut RequestCtx) {
 
 /// The request's pool.
 fn request_pool(cx: &RequestCtx) -> *mut nginx_sys::ngx_pool_t {
-    // SAFETY: the request is live while its state is borrowed.
-    unsafe { (*cx.r()).pool }
+    cx.req().pool()
 }
 
 /// A chain of our links being built, in order.
@@ -308,14 +314,16 @@ pub fn pump(cx: &mut RequestCtx) {
 /// # Safety
 /// `out` is a non-empty chain of live links and buffers.
 unsafe fn flush_chain(out: *mut ngx_chain_t) {
-    // SAFETY: walking our own chain of valid links.
+    let mut last = ptr::null_mut();
+    // SAFETY: the caller's promise.
     unsafe {
-        let mut cl = out;
-        while !(*cl).next.is_null() {
-            cl = (*cl).next;
-        }
-        buf::set_flush((*cl).buf, 1);
-    }
+        for_each_buf(out, |b| {
+            last = b as *mut ngx_buf_t;
+            true
+        })
+    };
+    // SAFETY: the chain's last live buffer (the chain is not empty).
+    unsafe { buf::set_flush(last, 1) };
 }
 
 /// Arms the write event (with `send_timeout`) and waits for the client.
@@ -329,37 +337,38 @@ fn wait_for_client(cx: &mut RequestCtx) {
         );
     }
     cx.set_waiting_on_client(true);
-    let r = cx.r();
-    // SAFETY: r and its connection are live.
-    unsafe {
-        (*r).write_event_handler = Some(write_handler);
-        let c = (*r).connection;
-        let wev = (*c).write;
-        let clcf = crate::ffi::core_loc_conf(r);
-        if event::delayed(wev) == 0 && event::ready(wev) == 0 {
-            fields::add_timer(wev, clcf.send_timeout);
-        }
-        if ngx_handle_write_event(wev, clcf.send_lowat) != NGX_OK as ngx_int_t {
-            cx.abort(NGX_ERROR as ngx_int_t);
-        }
+    let req = cx.req();
+    req.set_write_handler(Some(write_handler));
+    let wev = req.write_event();
+    let clcf = crate::ffi::core_loc_conf(req.as_ptr());
+    // SAFETY: the live connection's write event; nginx thread.
+    if unsafe { event::delayed(wev) } == 0 && unsafe { event::ready(wev) } == 0 {
+        // SAFETY: as above; the connection's own handler runs it.
+        unsafe { fields::add_timer(wev, clcf.send_timeout) };
+    }
+    // SAFETY: as above.
+    if unsafe { ngx_handle_write_event(wev, clcf.send_lowat) } != NGX_OK as ngx_int_t {
+        cx.abort(NGX_ERROR as ngx_int_t);
     }
 }
 
-fn new_buf(cx: &mut RequestCtx) -> Option<*mut ngx_chain_t> {
+/// A clean buffer of ours (recycled from the free chain or new in the
+/// request pool) in a link of its own.
+fn new_buf<'b>(cx: &mut RequestCtx) -> Option<(*mut ngx_chain_t, &'b mut ngx_buf_t)> {
+    let pool = request_pool(cx);
     // SAFETY: reuses our free chain or allocates from the request pool.
-    unsafe {
-        let pool = request_pool(cx);
-        let cl = ngx_chain_get_free_buf(pool, cx.chains().0);
-        if cl.is_null() {
-            return None;
-        }
-        let b = (*cl).buf;
-        // A recycled buffer keeps stale fields: start from a clean one.
-        ptr::write_bytes(b, 0, 1);
-        (*b).tag = buf_tag();
-        (*cl).next = ptr::null_mut();
-        Some(cl)
-    }
+    let cl = unsafe { ngx_chain_get_free_buf(pool, cx.chains().0) };
+    // SAFETY: NULL or a fresh link of ours.
+    let link = unsafe { cl.as_mut() }?;
+    link.next = ptr::null_mut();
+    // SAFETY: the link's buffer, ours, not in nginx's hands any more; a
+    // recycled one keeps stale fields: start from a clean one.
+    unsafe { ptr::write_bytes(link.buf, 0, 1) };
+    // SAFETY: as above; it lives in the request pool, as long as the
+    // response.
+    let b = unsafe { &mut *link.buf };
+    b.tag = buf_tag();
+    Some((cl, b))
 }
 
 /// A buffer over `len` bytes at `p`, which must stay valid until nginx has
@@ -368,82 +377,82 @@ fn new_buf(cx: &mut RequestCtx) -> Option<*mut ngx_chain_t> {
 /// # Safety
 /// `p..p + len` is readable memory that stays valid until nginx has sent it.
 unsafe fn memory_at(cx: &mut RequestCtx, p: *mut u8, len: usize) -> Option<*mut ngx_chain_t> {
-    // SAFETY: a fresh buffer of ours; the caller keeps p..p+len alive.
-    unsafe {
-        let cl = new_buf(cx)?;
-        let b = (*cl).buf;
-        (*b).start = p;
-        (*b).pos = p;
-        (*b).last = p.add(len);
-        (*b).end = (*b).last;
-        buf::set_memory(b, 1);
-        Some(cl)
-    }
+    let (cl, b) = new_buf(cx)?;
+    b.start = p;
+    b.pos = p;
+    // SAFETY: the caller's promise: `len` bytes from `p`.
+    b.last = unsafe { p.add(len) };
+    b.end = b.last;
+    // SAFETY: our own fresh buffer.
+    unsafe { buf::set_memory(b, 1) };
+    Some(cl)
 }
 
 fn memory_buf(cx: &mut RequestCtx, data: Chunk) -> Option<*mut ngx_chain_t> {
-    // SAFETY: the buffer points into `data`, which `held` keeps alive (a
-    // Vec's heap memory, or a Python bytes buffer, does not move when the
-    // Chunk itself moves).
-    unsafe {
-        let cl = memory_at(cx, data.as_slice().as_ptr() as *mut u8, data.len())?;
-        cx.hold(Held::memory((*cl).buf, data));
-        Some(cl)
-    }
+    let p = data.as_slice().as_ptr().cast_mut();
+    // SAFETY: the buffer points into `data`, which `held` keeps alive until
+    // sent (a Vec's heap memory, or a Python bytes buffer, does not move
+    // when the Chunk itself moves).
+    let cl = unsafe { memory_at(cx, p, data.len()) }?;
+    // SAFETY: the fresh link made just above.
+    let b = unsafe { (*cl).buf };
+    cx.hold(Held::memory(b, data));
+    Some(cl)
 }
 
 /// A buffer holding a copy of `data` in the request pool, with no entry in
 /// `held`: for a response's last chunk only (see `pump`), so that copies
 /// the backpressure bound does not count cannot pile up.
 fn copied_buf(cx: &mut RequestCtx, data: &[u8]) -> Option<*mut ngx_chain_t> {
-    // SAFETY: new pool memory of data.len() bytes, filled before use; it
-    // lives as long as the request.
-    unsafe {
-        let p = ngx_pnalloc((*cx.r()).pool, data.len()) as *mut u8;
-        if p.is_null() {
-            return None;
-        }
-        ptr::copy_nonoverlapping(data.as_ptr(), p, data.len());
-        memory_at(cx, p, data.len())
+    // SAFETY: new pool memory of data.len() bytes; it lives as long as the
+    // request.
+    let p = unsafe { ngx_pnalloc(request_pool(cx), data.len()) }.cast::<u8>();
+    if p.is_null() {
+        return None;
     }
+    // SAFETY: `p` has room for data.len() bytes and overlaps nothing.
+    unsafe { ptr::copy_nonoverlapping(data.as_ptr(), p, data.len()) };
+    // SAFETY: filled pool memory, live as long as the request.
+    unsafe { memory_at(cx, p, data.len()) }
 }
 
 fn file_buf(cx: &mut RequestCtx, f: FileReply) -> Option<*mut ngx_chain_t> {
-    // SAFETY: pool allocations for the file description; the fd is kept in
-    // `held` until nginx has sent the range.
-    unsafe {
-        let r = cx.r();
-        let file = ngx_pcalloc((*r).pool, core::mem::size_of::<ngx_file_t>()) as *mut ngx_file_t;
-        if file.is_null() {
-            return None;
-        }
-        (*file).fd = f.fd.as_raw_fd();
-        (*file).log = (*(*r).connection).log;
-        (*file).name = pool_str((*r).pool, b"wsgi.file_wrapper")?;
-        let cl = new_buf(cx)?;
-        let b = (*cl).buf;
-        (*b).file = file;
-        (*b).file_pos = f.offset as i64;
-        (*b).file_last = (f.offset + f.len) as i64;
-        buf::set_in_file(b, 1);
-        cx.hold(Held::file(b, f.fd));
-        Some(cl)
-    }
+    let pool = request_pool(cx);
+    // SAFETY: pool memory for the file description, zeroed.
+    let file =
+        unsafe { ngx_pcalloc(pool, core::mem::size_of::<ngx_file_t>()) }.cast::<ngx_file_t>();
+    // SAFETY: NULL or the fresh allocation.
+    let file_ref = unsafe { file.as_mut() }?;
+    file_ref.fd = f.fd.as_raw_fd();
+    file_ref.log = cx.req().log();
+    // SAFETY: the request's live pool.
+    file_ref.name = unsafe { pool_str(pool, b"wsgi.file_wrapper") }?;
+    let (cl, b) = new_buf(cx)?;
+    b.file = file;
+    b.file_pos = f.offset as i64;
+    b.file_last = (f.offset + f.len) as i64;
+    // SAFETY: our own fresh buffer.
+    unsafe { buf::set_in_file(b, 1) };
+    // the fd is kept in `held` until nginx has sent the range
+    cx.hold(Held::file(b, f.fd));
+    Some(cl)
 }
 
+/// A zero-length special buffer that ends the response (or, in a
+/// subrequest, its part).
 fn last_buf(cx: &mut RequestCtx) -> Option<*mut ngx_chain_t> {
-    // SAFETY: a zero-length special buffer that ends the response.
-    unsafe {
-        let cl = new_buf(cx)?;
-        let b = (*cl).buf;
-        if cx.r() == (*cx.r()).main {
-            buf::set_last_buf(b, 1);
-        } else {
-            buf::set_sync(b, 1);
-        }
-        buf::set_last_in_chain(b, 1);
-        Some(cl)
+    let main = cx.req().is_main();
+    let (cl, b) = new_buf(cx)?;
+    if main {
+        // SAFETY: our own fresh buffer.
+        unsafe { buf::set_last_buf(b, 1) };
+    } else {
+        // SAFETY: as above.
+        unsafe { buf::set_sync(b, 1) };
     }
+    // SAFETY: as above.
+    unsafe { buf::set_last_in_chain(b, 1) };
+    Some(cl)
 }
 
 /// The app failed: a 500 if nothing went out yet, else cut the connection

@@ -32,6 +32,7 @@ use ngx::http::HttpModule;
 
 use crate::conf::LocConf;
 use crate::ffi::fields::{self, event};
+use crate::ffi::Request;
 use crate::message::{BodyStream, Chunk, Exchange, Reply, RequestId};
 use crate::{notify, runtime, HttpWsgiModule};
 
@@ -53,14 +54,16 @@ impl Drop for RequestSlot {
     fn drop(&mut self) {
         // Runs on the nginx thread from the request pool's cleanup, after
         // nothing borrows the state any more.
+        let (timer, wake) = (self.timer.get(), self.wake.get());
         // SAFETY: both events are ours and live in this slot.
-        unsafe {
-            if event::timer_set(self.timer.get()) != 0 {
-                fields::del_timer(self.timer.get());
-            }
-            if event::posted(self.wake.get()) != 0 {
-                fields::delete_posted_event(self.wake.get());
-            }
+        if unsafe { event::timer_set(timer) } != 0 {
+            // SAFETY: as above; its timer is set.
+            unsafe { fields::del_timer(timer) };
+        }
+        // SAFETY: as above.
+        if unsafe { event::posted(wake) } != 0 {
+            // SAFETY: as above; it is posted.
+            unsafe { fields::delete_posted_event(wake) };
         }
     }
 }
@@ -147,6 +150,14 @@ impl RequestCtx {
     /// The request (live while its state is borrowed).
     pub fn r(&self) -> *mut ngx_http_request_t {
         self.r
+    }
+
+    /// The request, typed.
+    pub fn req(&self) -> Request {
+        // SAFETY: the request is live while its state is borrowed (the
+        // slot lives in its pool), and the handle does not leave the
+        // borrow's callers on nginx's thread.
+        unsafe { Request::from_raw(self.r) }.expect("a slot's request")
     }
 
     /// The location's settings. They live in the configuration cycle's
@@ -359,9 +370,14 @@ impl RequestCtx {
 /// # Safety
 /// `r` is a live request.
 unsafe fn slot_of(r: *mut ngx_http_request_t) -> *const RequestSlot {
-    // SAFETY: r->ctx has a slot for every module; ours is NULL or what
-    // `create` stored.
-    unsafe { *(*r).ctx.add(HttpWsgiModule::module().ctx_index) as *const RequestSlot }
+    // SAFETY: the caller's promise.
+    let Some(req) = (unsafe { Request::from_raw(r) }) else {
+        return core::ptr::null();
+    };
+    // ours is NULL or what `create` stored
+    req.ctx(HttpWsgiModule::module().ctx_index)
+        .cast_const()
+        .cast()
 }
 
 /// The shared part of the request's state, for nginx's variable getters.
@@ -369,9 +385,11 @@ unsafe fn slot_of(r: *mut ngx_http_request_t) -> *const RequestSlot {
 /// # Safety
 /// `r` is a live request.
 pub unsafe fn shared<'a>(r: *mut ngx_http_request_t) -> Option<&'a Shared> {
+    // SAFETY: the caller's promise.
+    let slot = unsafe { slot_of(r) };
     // SAFETY: a slot lives as long as its request; `shared` is never
     // borrowed mutably.
-    unsafe { slot_of(r).as_ref().map(|s| &s.shared) }
+    unsafe { slot.as_ref() }.map(|s| &s.shared)
 }
 
 /// The slot's events, for the caller to set up: the wake-up (posted by
@@ -432,25 +450,27 @@ pub unsafe fn create(r: *mut ngx_http_request_t, new: NewRequest) -> Option<Even
         drop(slot);
         return None;
     }
+    // SAFETY: the caller's promise.
+    let req = unsafe { Request::from_raw(r) }?;
     // SAFETY: nginx thread; the request pool outlives every use of the
     // slot, which its clean-up drops when the request is freed.
-    let slot = unsafe { crate::ffi::pool_alloc((*r).pool, slot) };
+    let slot = unsafe { crate::ffi::pool_alloc(req.pool(), slot) };
     // out of memory: the slot (and the request count its ctx took) is
     // dropped here, as the pool's clean-up would have
     let Ok(slot) = slot else {
         return None;
     };
-    // SAFETY: a fresh allocation nobody else has seen yet; r is live.
-    unsafe {
-        let ctx = &mut *(*slot).state.get();
-        ctx.shared = &raw const (*slot).shared;
-        ctx.timer = (*slot).timer.get();
-        *(*r).ctx.add(HttpWsgiModule::module().ctx_index) = slot as *mut c_void;
-        Some(Events {
-            wake: (*slot).wake.get(),
-            timer: (*slot).timer.get(),
-        })
-    }
+    // SAFETY: a fresh allocation nobody else has seen yet.
+    let slot_ref = unsafe { &*slot };
+    // SAFETY: as above: nothing else borrows the state yet.
+    let ctx = unsafe { &mut *slot_ref.state.get() };
+    ctx.shared = &raw const slot_ref.shared;
+    ctx.timer = slot_ref.timer.get();
+    req.set_ctx(HttpWsgiModule::module().ctx_index, slot.cast::<c_void>());
+    Some(Events {
+        wake: slot_ref.wake.get(),
+        timer: slot_ref.timer.get(),
+    })
 }
 
 /// Runs `f` on the request's state: the entry of every function nginx
@@ -484,8 +504,8 @@ pub unsafe fn enter(
     // `entered` is a plain flag outside the state.
     let entered = unsafe { &(*slot).entered };
     if entered.replace(true) {
-        // SAFETY: r is live; a connection's log outlives its requests.
-        let log = unsafe { (*(*r).connection).log };
+        // SAFETY: r is live (the caller's promise).
+        let log = unsafe { crate::ffi::request_log(r) };
         ngx::ngx_log_error!(
             nginx_sys::NGX_LOG_ALERT,
             log,
@@ -505,9 +525,7 @@ pub unsafe fn enter(
     }));
     if let Err(payload) = ran {
         // SAFETY: r is live (nothing finalized it: ends wait for us).
-        let c = unsafe { (*r).connection };
-        // SAFETY: as above.
-        let log = unsafe { (*c).log };
+        let log = unsafe { crate::ffi::request_log(r) };
         crate::log::log_panic(log, what, payload.as_ref());
         // SAFETY: as above; `f`'s borrow is gone.
         let cx = unsafe { &mut *state };
@@ -559,17 +577,12 @@ pub unsafe fn enter_event(
         SlotEvent::Wake => core::mem::offset_of!(RequestSlot, wake),
         SlotEvent::Timer => core::mem::offset_of!(RequestSlot, timer),
     };
-    // SAFETY: the caller's promise: `ev` lies `offset` bytes into a slot,
-    // and `data` is that slot's live request.
-    let (slot, r) = unsafe {
-        (
-            ev.cast::<u8>()
-                .sub(offset)
-                .cast::<RequestSlot>()
-                .cast_const(),
-            (*ev).data.cast::<ngx_http_request_t>(),
-        )
-    };
+    // SAFETY: the caller's promise: `ev` lies `offset` bytes into a slot.
+    let slot = unsafe { ev.cast::<u8>().sub(offset) }
+        .cast::<RequestSlot>()
+        .cast_const();
+    // SAFETY: the caller's promise: `data` is that slot's live request.
+    let r = unsafe { (*ev).data }.cast::<ngx_http_request_t>();
     // SAFETY: as above.
     if !core::ptr::eq(unsafe { slot_of(r) }, slot) {
         return false;

@@ -4,7 +4,11 @@
 //! pool memory, argument parsing). Nothing here knows about requests of
 //! ours, the pool or Python.
 
+mod chain;
 pub mod fields;
+mod request;
 mod util;
 
+pub use chain::{for_each_buf, mem_bytes, mem_len};
+pub use request::Request;
 pub use util::*;
