@@ -87,17 +87,40 @@ fn lookup(id: RequestId) -> Option<Waiter> {
     WAITING.with(|w| w.borrow().get(&id).copied())
 }
 
+/// Why the wake-up eventfd could not join the worker's event loop.
+#[derive(Debug)]
+pub enum RegisterError {
+    Dup(std::io::Error),
+    NoConnection,
+    EventLoop,
+}
+
+impl core::fmt::Display for RegisterError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            RegisterError::Dup(e) => write!(f, "dup() of the wake-up eventfd failed ({e})"),
+            RegisterError::NoConnection => write!(
+                f,
+                "no free connection for the wake-up eventfd (worker_connections)"
+            ),
+            RegisterError::EventLoop => {
+                write!(f, "cannot add the wake-up eventfd to the event loop")
+            }
+        }
+    }
+}
+
 /// Registers the hub's eventfd with the worker's event loop.
 ///
 /// # Safety
 /// Called once per worker, on the nginx thread, from init_process.
-pub unsafe fn start(cycle: *mut ngx_cycle_t, eventfd: i32) -> Result<(), String> {
+pub unsafe fn start(cycle: *mut ngx_cycle_t, eventfd: i32) -> Result<(), RegisterError> {
     // The connection gets its own descriptor for the same eventfd, so that
     // closing the connection never closes the one pool threads write to.
     // SAFETY: plain syscall on a descriptor we own.
     let fd = unsafe { libc::fcntl(eventfd, libc::F_DUPFD_CLOEXEC, 0) };
     if fd < 0 {
-        return Err(format!("dup() failed: {}", std::io::Error::last_os_error()));
+        return Err(RegisterError::Dup(std::io::Error::last_os_error()));
     }
     // nginx API on its thread; every failure path releases what it took.
     // SAFETY: the caller's promise: the live cycle.
@@ -107,7 +130,7 @@ pub unsafe fn start(cycle: *mut ngx_cycle_t, eventfd: i32) -> Result<(), String>
     if c.is_null() {
         // SAFETY: `fd` is ours and no connection took it.
         unsafe { libc::close(fd) };
-        return Err("no free connection for the wake-up eventfd (worker_connections)".into());
+        return Err(RegisterError::NoConnection);
     }
     // SAFETY: a live connection, ours; the reference ends before nginx is
     // called with it.
@@ -122,7 +145,7 @@ pub unsafe fn start(cycle: *mut ngx_cycle_t, eventfd: i32) -> Result<(), String>
     if unsafe { ngx_handle_read_event(rev, 0) } != NGX_OK as ngx_int_t {
         // SAFETY: the connection is ours and unused from here on.
         unsafe { ngx_close_connection(c) };
-        return Err("cannot add the wake-up eventfd to the event loop".into());
+        return Err(RegisterError::EventLoop);
     }
     CONNECTION.with(|cell| cell.set(c));
 

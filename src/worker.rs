@@ -79,6 +79,27 @@ fn start_worker(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     NGX_OK as ngx_int_t
 }
 
+/// Why a worker could not start Python; the worker then serves what
+/// does not need it, and `wsgi_pass` locations answer 500.
+#[derive(Debug)]
+enum StartError {
+    EventFd(std::io::Error),
+    Python(String),
+    Pool(String),
+    WakeUp(notify::RegisterError),
+}
+
+impl core::fmt::Display for StartError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            StartError::EventFd(e) => write!(f, "eventfd() failed ({e})"),
+            StartError::Python(e) => write!(f, "{e}"),
+            StartError::Pool(e) => write!(f, "{e}"),
+            StartError::WakeUp(e) => write!(f, "{e}"),
+        }
+    }
+}
+
 /// glibc's malloc hands out blocks of 128 KiB and more as fresh mappings and
 /// unmaps them on free (until its adaptive threshold happens to rise). A
 /// request body buffer of that size (nginx's) and the bytes objects an app
@@ -141,19 +162,19 @@ fn check_current_dir(log: *mut nginx_sys::ngx_log_t) {
     }
 }
 
-fn start(cycle: *mut ngx_cycle_t, mcf: &crate::conf::MainConf) -> Result<(), String> {
+fn start(cycle: *mut ngx_cycle_t, mcf: &crate::conf::MainConf) -> Result<(), StartError> {
     tune_malloc();
     leave_children_to_python();
     // SAFETY: cycle is live.
     check_current_dir(unsafe { (*cycle).log });
-    let hub = Arc::new(Hub::new().map_err(|e| format!("eventfd() failed: {e}"))?);
+    let hub = Arc::new(Hub::new().map_err(StartError::EventFd)?);
     let interp = Interpreter {
         python_path: mcf.python_path.clone(),
         python_home: mcf.python_home.clone(),
         multiprocess: worker_processes(cycle) > 1,
         sandbox: mcf.sandbox_on().then(|| sandbox_spec(mcf)),
     };
-    python::initialize(&interp, &hub)?;
+    python::initialize(&interp, &hub).map_err(StartError::Python)?;
     let apps = python::import_apps(&mcf.apps, &hub);
     let app_ready: Vec<bool> = apps.iter().map(Option::is_some).collect();
     let pool = Pool::start(
@@ -165,9 +186,10 @@ fn start(cycle: *mut ngx_cycle_t, mcf: &crate::conf::MainConf) -> Result<(), Str
         },
         hub.clone(),
         Arc::new(apps),
-    )?;
+    )
+    .map_err(StartError::Pool)?;
     // SAFETY: init_process runs on the nginx thread.
-    unsafe { notify::start(cycle, hub.eventfd())? };
+    unsafe { notify::start(cycle, hub.eventfd()) }.map_err(StartError::WakeUp)?;
     // Import errors were queued as log completions; show them now.
     let rt = Runtime {
         hub,

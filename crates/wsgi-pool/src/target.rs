@@ -18,6 +18,46 @@ pub struct AppTarget {
     pub callable: String,
 }
 
+/// What is wrong with a `wsgi_pass` target; shown after
+/// `invalid "wsgi_pass" target: `.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetError {
+    Empty,
+    /// A path that names neither a `.py` nor a `.wsgi` file.
+    NotAScript {
+        spec: String,
+    },
+    BadModule {
+        module: String,
+        spec: String,
+    },
+    BadCallable {
+        callable: String,
+        spec: String,
+    },
+}
+
+impl std::fmt::Display for TargetError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TargetError::Empty => write!(f, "empty target"),
+            TargetError::NotAScript { spec } => write!(
+                f,
+                "\"{spec}\" is neither \"module:callable\" nor a path to a .py or .wsgi file"
+            ),
+            TargetError::BadModule { module, spec } => write!(
+                f,
+                "invalid module name \"{module}\" in \"{spec}\" (expected \"package.module:callable\" or a path to a .py file)"
+            ),
+            TargetError::BadCallable { callable, spec } => {
+                write!(f, "invalid callable name \"{callable}\" in \"{spec}\"")
+            }
+        }
+    }
+}
+
+impl std::error::Error for TargetError {}
+
 impl AppTarget {
     /// What `load_app.py`'s `load_app` takes: the kind ("module" or
     /// "file"), the module or file, the callable's dotted path, and the
@@ -72,9 +112,9 @@ fn is_dotted(s: &str) -> bool {
 
 impl AppTarget {
     /// Parses a `wsgi_pass` argument; the error says what is wrong with it.
-    pub fn parse(spec: &str) -> Result<AppTarget, String> {
+    pub fn parse(spec: &str) -> Result<AppTarget, TargetError> {
         if spec.is_empty() {
-            return Err("empty target".into());
+            return Err(TargetError::Empty);
         }
         // A Python file: `.py`, or a `.wsgi` script as mod_wsgi and uWSGI
         // load them (given as a path: "app:factory.wsgi" is a module's
@@ -89,14 +129,13 @@ impl AppTarget {
                 _ => (spec, "application"),
             };
             if !is_script(path) {
-                return Err(format!(
-                    "\"{spec}\" is neither \"module:callable\" nor a path to a .py or .wsgi file"
-                ));
+                return Err(TargetError::NotAScript { spec: spec.into() });
             }
             if !is_dotted(callable) {
-                return Err(format!(
-                    "invalid callable name \"{callable}\" in \"{spec}\""
-                ));
+                return Err(TargetError::BadCallable {
+                    callable: callable.into(),
+                    spec: spec.into(),
+                });
             }
             return Ok(AppTarget {
                 source: AppSource::File(path.to_string()),
@@ -105,14 +144,16 @@ impl AppTarget {
         }
         let (module, callable) = spec.split_once(':').unwrap_or((spec, "application"));
         if !is_dotted(module) {
-            return Err(format!(
-                "invalid module name \"{module}\" in \"{spec}\" (expected \"package.module:callable\" or a path to a .py file)"
-            ));
+            return Err(TargetError::BadModule {
+                module: module.into(),
+                spec: spec.into(),
+            });
         }
         if !is_dotted(callable) {
-            return Err(format!(
-                "invalid callable name \"{callable}\" in \"{spec}\""
-            ));
+            return Err(TargetError::BadCallable {
+                callable: callable.into(),
+                spec: spec.into(),
+            });
         }
         Ok(AppTarget {
             source: AppSource::Module(module.to_string()),
