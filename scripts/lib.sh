@@ -177,3 +177,38 @@ copy_into_root() {
     fi
     chmod a+rX "$dest"
 }
+
+# run_in_root SCRIPT SUITE PYTHON ARGS...: reruns scripts/SCRIPT inside the
+# Debian root SUITE (scripts/root), on a copy of the checkout (/ngx-wsgi),
+# with the root's Python PYTHON (a version such as 3.15, or "" for the
+# root's python3) and the vendored nginx built there: how scripts/soak and
+# scripts/memcheck run on a suite's newest Python.
+run_in_root() {
+    local script=$1 suite=$2 py=$3
+    shift 3
+    "$ROOT/scripts/root" "$suite"
+    copy_into_root "$BUILD/roots/$suite/ngx-wsgi"
+    local python=/usr/bin/python3
+    [ -n "$py" ] && python=/usr/bin/python$py
+    exec "$ROOT/scripts/root" "$suite" --quiet -- env PYO3_PYTHON="$python" \
+        /ngx-wsgi/scripts/"$script" "$@"
+}
+
+# take_root_args: sets root_suite, root_python and rest_args from "$@"
+# (--root SUITE, --python 3.X; everything else is kept in order).
+take_root_args() {
+    root_suite="" root_python="" rest_args=()
+    while [ $# -gt 0 ]; do
+        case $1 in
+            --root) [ $# -ge 2 ] || die "--root needs a suite"; root_suite=$2; shift 2 ;;
+            --root=*) root_suite=${1#*=}; shift ;;
+            --python) [ $# -ge 2 ] || die "--python needs a version"; root_python=$2; shift 2 ;;
+            --python=*) root_python=${1#*=}; shift ;;
+            *) rest_args+=("$1"); shift ;;
+        esac
+    done
+    if [ -n "$root_python" ] && [ -z "$root_suite" ]; then
+        die "--python goes with --root SUITE here (the default pair's Python is Debian's python3)"
+    fi
+    return 0
+}
