@@ -269,6 +269,7 @@ impl Hub {
     fn wake(&self) {
         OWED.with(|o| o.set(false));
         if !self.pending.swap(true, Ordering::SeqCst) {
+            self.counters.wakeups.fetch_add(1, Ordering::Relaxed);
             let one: u64 = 1;
             // SAFETY: writing 8 bytes from a valid u64 to our eventfd. A
             // failure (counter overflow) still leaves the fd readable.
@@ -328,6 +329,8 @@ pub struct Counters {
     pub app_errors: AtomicU64,
     pub client_aborts: AtomicU64,
     pub bytes_out: AtomicU64,
+    /// Eventfd writes: times a pool thread woke nginx's event loop.
+    pub wakeups: AtomicU64,
 }
 
 #[cfg(test)]
