@@ -242,8 +242,7 @@ impl Pool {
         if let Err(e) = &spin {
             hub.log(None, LogLevel::Warn, e.clone());
         }
-        hub.idle
-            .set_spin(spin.unwrap_or(message::DEFAULT_SPIN));
+        hub.idle.set_spin(spin.unwrap_or(message::DEFAULT_SPIN));
         let shared = Arc::new(Shared {
             read_stacks,
             version,
@@ -290,7 +289,9 @@ impl Pool {
             Ok(()) => {
                 let hub = &self.shared.hub;
                 hub.idle.wake_one();
-                hub.counters.queued.store(self.jobs.len(), Ordering::Relaxed);
+                hub.counters
+                    .queued
+                    .store(self.jobs.len(), Ordering::Relaxed);
                 Ok(())
             }
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => Err(self.jobs.len()),
