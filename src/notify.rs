@@ -192,7 +192,9 @@ extern "C" fn on_tick(ev: *mut ngx_event_t) {
         #[cfg(feature = "panic-inject")]
         crate::inject::maybe_panic_global("tick");
         let Some(rt) = runtime::runtime() else { return };
-        if SUBMITTED.with(|s| s.replace(false)) {
+        // Jobs that waited the whole tick with threads parked get one.
+        let stalled = rt.pool.nudge();
+        if SUBMITTED.with(|s| s.replace(false)) || stalled {
             // SAFETY: `ev` is the tick event; nginx thread.
             unsafe { fields::add_timer(ev, DEFER_MS) };
         } else {

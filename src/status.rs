@@ -32,6 +32,8 @@ pub struct Snapshot {
     pub app_errors: u64,
     pub client_aborts: u64,
     pub bytes_out: u64,
+    /// Times pool threads woke nginx's event loop (eventfd writes).
+    pub wakeups: u64,
     /// The worker's Python runs with the GIL (always true but on a
     /// free-threaded build that no import has turned it on in).
     pub gil: bool,
@@ -48,7 +50,7 @@ impl Snapshot {
                 "{{\"pid\":{},\"threads\":{{\"configured\":{},\"alive\":{},\"busy\":{},\"idle\":{}}},",
                 "\"queue\":{},\"in_flight\":{},\"requests\":{},\"responses\":{},",
                 "\"rejected_503\":{},\"timeouts_504\":{},\"app_errors\":{},",
-                "\"client_aborts\":{},\"bytes_out\":{},\"gil\":{}}}\n"
+                "\"client_aborts\":{},\"bytes_out\":{},\"wakeups\":{},\"gil\":{}}}\n"
             ),
             self.pid,
             self.threads,
@@ -64,6 +66,7 @@ impl Snapshot {
             self.app_errors,
             self.client_aborts,
             self.bytes_out,
+            self.wakeups,
             self.gil
         )
     }
@@ -143,6 +146,12 @@ impl Snapshot {
             self.bytes_out.to_string(),
         );
         metric(
+            "wakeups_total",
+            "counter",
+            "Times pool threads woke the worker's event loop (eventfd writes).",
+            self.wakeups.to_string(),
+        );
+        metric(
             "gil_enabled",
             "gauge",
             "1 if the worker's Python runs with the GIL (one thread at a time).",
@@ -171,6 +180,7 @@ fn snapshot() -> Snapshot {
         s.app_errors = c.app_errors.load(Ordering::Relaxed);
         s.client_aborts = c.client_aborts.load(Ordering::Relaxed);
         s.bytes_out = c.bytes_out.load(Ordering::Relaxed);
+        s.wakeups = c.wakeups.load(Ordering::Relaxed);
         s.gil = rt.hub.gil.load(Ordering::Relaxed);
     }
     s

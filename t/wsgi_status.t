@@ -111,7 +111,7 @@ sub json {
 		in_flight => 0, requests => 0, responses => 0, rejected_503 => 0,
 		timeouts_504 => 0, app_errors => 0, client_aborts => 0,
 		bytes_out => 0, @_);
-	return qr/^\{"pid":\d+,"threads":\{"configured":$v{threads},"alive":$v{alive},"busy":$v{busy},"idle":$v{idle}\},"queue":$v{queue},"in_flight":$v{in_flight},"requests":$v{requests},"responses":$v{responses},"rejected_503":$v{rejected_503},"timeouts_504":$v{timeouts_504},"app_errors":$v{app_errors},"client_aborts":$v{client_aborts},"bytes_out":$v{bytes_out},"gil":$gil\}\n\z/;
+	return qr/^\{"pid":\d+,"threads":\{"configured":$v{threads},"alive":$v{alive},"busy":$v{busy},"idle":$v{idle}\},"queue":$v{queue},"in_flight":$v{in_flight},"requests":$v{requests},"responses":$v{responses},"rejected_503":$v{rejected_503},"timeouts_504":$v{timeouts_504},"app_errors":$v{app_errors},"client_aborts":$v{client_aborts},"bytes_out":$v{bytes_out},"wakeups":\d+,"gil":$gil\}\n\z/;
 }
 
 # the status once it settles: a pool thread counts itself idle just after
@@ -183,7 +183,7 @@ $p = http_content($p);
 my %m = $p =~ /^wsgi_(\w+)\{pid="$pid"\} (\d+)$/mg;
 my $gil_enabled = $gil eq 'false' ? 0 : 1;
 like(join(' ', map { "$_=$m{$_}" } sort keys %m),
-	qr/^app_errors_total=1 bytes_out_total=23 client_aborts_total=1 gil_enabled=${\($gil =~ m{^(true|false)$} ? $gil_enabled : '[01]')} queue_length=0 rejected_total=1 requests_total=9 responses_total=9 threads=1 threads_busy=0 threads_idle=1 timeouts_total=1$/,
+	qr/^app_errors_total=1 bytes_out_total=23 client_aborts_total=1 gil_enabled=${\($gil =~ m{^(true|false)$} ? $gil_enabled : '[01]')} queue_length=0 rejected_total=1 requests_total=9 responses_total=9 threads=1 threads_busy=0 threads_idle=1 timeouts_total=1 wakeups_total=\d+$/,
 	'prometheus values');
 like($p, qr/^# TYPE wsgi_requests_total counter$/m, 'prometheus counter type');
 like($p, qr/^# TYPE wsgi_threads_busy gauge$/m, 'prometheus gauge type');

@@ -238,6 +238,11 @@ impl Pool {
             Python::attach(|py| (crate::python::gil_enabled(py), crate::python::build(py)));
         hub.gil.store(gil, Ordering::Relaxed);
         let read_stacks = gil && !hooks::threads_report_stacks();
+        let spin = spin_from_env(std::env::var("WSGI_POOL_SPIN_US").ok().as_deref());
+        if let Err(e) = &spin {
+            hub.log(None, LogLevel::Warn, e.clone());
+        }
+        hub.idle.set_spin(spin.unwrap_or(message::DEFAULT_SPIN));
         let shared = Arc::new(Shared {
             read_stacks,
             version,
@@ -282,9 +287,9 @@ impl Pool {
     pub fn submit(&self, job: Job) -> Result<(), usize> {
         match self.jobs.try_send(Work::Job(Box::new(job))) {
             Ok(()) => {
-                self.shared
-                    .hub
-                    .counters
+                let hub = &self.shared.hub;
+                hub.idle.wake_one();
+                hub.counters
                     .queued
                     .store(self.jobs.len(), Ordering::Relaxed);
                 Ok(())
@@ -296,6 +301,14 @@ impl Pool {
     /// Jobs waiting for a thread.
     pub fn queue_len(&self) -> usize {
         self.jobs.len()
+    }
+
+    /// nginx thread, from its deferral timer (about once per millisecond
+    /// while jobs arrive): wakes a parked thread if queued jobs found no
+    /// taker since the last call (see [`message::Idlers::nudge`]). Returns
+    /// whether jobs wait with threads parked: call again a tick later.
+    pub fn nudge(&self) -> bool {
+        self.shared.hub.idle.nudge(!self.jobs.is_empty())
     }
 
     /// nginx thread: ask the watchdog to stop the app running request `id`.
@@ -344,6 +357,7 @@ impl Pool {
             // Never block the exiting worker on a full queue.
             let _ = self.jobs.try_send(Work::Stop);
         }
+        self.shared.hub.idle.wake_all();
         let deadline = Instant::now() + wait;
         let mut alive = self.shared.alive.lock().unwrap_or_else(|e| e.into_inner());
         while *alive > 0 {
@@ -431,6 +445,9 @@ fn thread_main(shared: &Shared, slot: &Slot) {
         };
         let mut run_time = RunTime::default();
         let mut modules = 0;
+        let idle = &shared.hub.idle;
+        // Counted awake while it will look at the queue before it parks.
+        idle.enter();
         loop {
             // Take the next job while still holding the GIL: under load the
             // queue is rarely empty, and handing the GIL to another thread
@@ -455,6 +472,19 @@ fn thread_main(shared: &Shared, slot: &Slot) {
                 Some(Work::Job(job)) => job,
                 Some(Work::Stop) | None => break,
             };
+            idle.took();
+            // A short job with the GIL: this thread will take the next one
+            // before any other could run it, so it stays counted awake and
+            // nginx wakes nobody for new jobs meanwhile. A long one (or
+            // threads that run in parallel) leaves the queue to the others,
+            // and wakes one for what waits.
+            let stays_awake = run_time.short() && shared.hub.gil.load(Ordering::Relaxed);
+            if !stays_awake {
+                idle.leave();
+                if !shared.jobs.is_empty() {
+                    idle.wake_one();
+                }
+            }
             // And what nginx finished while we waited.
             shared.hub.release_python(py);
             // Holding back a wake-up pays when jobs take about as long as
@@ -468,10 +498,14 @@ fn thread_main(shared: &Shared, slot: &Slot) {
             hooks::job_done(id);
             run_time.add(started.elapsed());
             watch_gil(py, &shared.hub, &mut modules, id);
+            if !stays_awake {
+                idle.enter();
+            }
             if slot.retire.load(Ordering::Acquire) {
                 break;
             }
         }
+        idle.leave();
         // Leaving: wake nginx for what this thread finished last.
         shared.hub.flush_owed();
     });
@@ -502,6 +536,23 @@ fn watch_gil(py: Python<'_>, hub: &Hub, modules: &mut isize, id: u64) {
              threads run Python one at a time from now on while handling request"
                 .into(),
         );
+    }
+}
+
+/// `WSGI_POOL_SPIN_US` (the worker's environment, nginx's `env`): how
+/// long an idle pool thread looks for the next job before it parks, in
+/// microseconds; 0 parks at once.
+fn spin_from_env(value: Option<&str>) -> Result<Duration, String> {
+    let Some(v) = value else {
+        return Ok(message::DEFAULT_SPIN);
+    };
+    match v.trim().parse::<u64>() {
+        Ok(us) if Duration::from_micros(us) <= message::MAX_SPIN => Ok(Duration::from_micros(us)),
+        _ => Err(format!(
+            "wsgi: invalid WSGI_POOL_SPIN_US \"{v}\" (microseconds, 0 to {}), using {}",
+            message::MAX_SPIN.as_micros(),
+            message::DEFAULT_SPIN.as_micros()
+        )),
     }
 }
 
@@ -772,6 +823,16 @@ fn format_stack(py: Python<'_>, frames: PyResult<Option<Vec<Frame>>>) -> String 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spin_from_the_environment() {
+        assert_eq!(spin_from_env(None), Ok(message::DEFAULT_SPIN));
+        assert_eq!(spin_from_env(Some("0")), Ok(Duration::ZERO));
+        assert_eq!(spin_from_env(Some("20")), Ok(Duration::from_micros(20)));
+        assert!(spin_from_env(Some("20us")).is_err());
+        assert!(spin_from_env(Some("-1")).is_err());
+        assert!(spin_from_env(Some("10001")).is_err());
+    }
 
     #[test]
     fn run_time_tells_short_jobs_from_long_ones() {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::timezone::ZoneWatch;
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use pyo3::types::PyBytes;
 use pyo3::{Py, Python};
 
@@ -98,6 +98,8 @@ pub struct Hub {
     /// reference count, a pool thread drops them with its thread state
     /// attached (the GIL, or a free-threaded build's attached state).
     pub(super) graveyard: Arc<Graveyard>,
+    /// Idle pool threads: how nginx's thread wakes one.
+    pub idle: Arc<Idlers>,
 }
 
 /// What woke an idle pool thread ([`Hub::wait_idle`]).
@@ -121,25 +123,24 @@ pub struct Graveyard {
     /// Bytes waiting: added by the nginx thread as it buries, taken off by
     /// the pool thread that drops them (an estimate: only the bell reads it).
     bytes: AtomicUsize,
-    /// Rung (at most one ring pending: bounded(1)) when `bytes` crosses the
-    /// line; an idle pool thread waits on it beside the job queue.
-    bell_tx: Sender<()>,
-    bell_rx: Receiver<()>,
+    /// Rung (set) when `bytes` crosses the line; an idle pool thread looks
+    /// at it beside the job queue, and is woken for it.
+    bell: AtomicBool,
+    idle: Arc<Idlers>,
 }
 
 impl Graveyard {
     /// Below this, what waits is left for the next job to release.
     pub const IDLE_RELEASE_BYTES: usize = 1 << 20;
 
-    fn new() -> Graveyard {
+    fn new(idle: Arc<Idlers>) -> Graveyard {
         let (tx, rx) = crossbeam_channel::unbounded();
-        let (bell_tx, bell_rx) = crossbeam_channel::bounded(1);
         Graveyard {
             tx,
             rx,
             bytes: AtomicUsize::new(0),
-            bell_tx,
-            bell_rx,
+            bell: AtomicBool::new(false),
+            idle,
         }
     }
 
@@ -149,8 +150,8 @@ impl Graveyard {
         self.tx.send((obj, len)).map_err(|e| e.into_inner().0)?;
         let before = self.bytes.fetch_add(len, Ordering::AcqRel);
         if before < Self::IDLE_RELEASE_BYTES && before + len >= Self::IDLE_RELEASE_BYTES {
-            // full: a ring is already pending
-            let _ = self.bell_tx.try_send(());
+            self.bell.store(true, Ordering::SeqCst);
+            self.idle.wake_one();
         }
         Ok(())
     }
@@ -166,8 +167,10 @@ impl Hub {
             return Err(std::io::Error::last_os_error());
         }
         let (tx, rx) = crossbeam_channel::unbounded();
+        let idle = Arc::new(Idlers::default());
         Ok(Hub {
-            graveyard: Arc::new(Graveyard::new()),
+            graveyard: Arc::new(Graveyard::new(idle.clone())),
+            idle,
             tx,
             rx,
             // SAFETY: `fd` was just created and is owned by nobody else.
@@ -193,12 +196,17 @@ impl Hub {
 
     /// Pool thread, idle, without the GIL: the next job, or `Idle::Release`
     /// when nginx has finished sending enough Python bytes that they should
-    /// go back now rather than with the next job.
+    /// go back now rather than with the next job (see [`Idlers::wait`]).
     pub fn wait_idle<T>(&self, jobs: &Receiver<T>) -> Idle<T> {
-        crossbeam_channel::select! {
-            recv(jobs) -> work => Idle::Work(work.ok()),
-            recv(self.graveyard.bell_rx) -> _ => Idle::Release,
-        }
+        self.idle.wait(|| match jobs.try_recv() {
+            Ok(w) => Some(Idle::Work(Some(w))),
+            Err(TryRecvError::Disconnected) => Some(Idle::Work(None)),
+            Err(TryRecvError::Empty) => self
+                .graveyard
+                .bell
+                .swap(false, Ordering::SeqCst)
+                .then_some(Idle::Release),
+        })
     }
 
     pub fn eventfd(&self) -> i32 {
@@ -269,6 +277,7 @@ impl Hub {
     fn wake(&self) {
         OWED.with(|o| o.set(false));
         if !self.pending.swap(true, Ordering::SeqCst) {
+            self.counters.wakeups.fetch_add(1, Ordering::Relaxed);
             let one: u64 = 1;
             // SAFETY: writing 8 bytes from a valid u64 to our eventfd. A
             // failure (counter overflow) still leaves the fd readable.
@@ -328,6 +337,8 @@ pub struct Counters {
     pub app_errors: AtomicU64,
     pub client_aborts: AtomicU64,
     pub bytes_out: AtomicU64,
+    /// Eventfd writes: times a pool thread woke nginx's event loop.
+    pub wakeups: AtomicU64,
 }
 
 #[cfg(test)]

@@ -8,14 +8,16 @@
 //! One file per protocol: [`request`] (the job and environ's strings),
 //! [`body`] (request bodies and their memory), [`reply`] (replies and the
 //! bounded per-request queue), [`hub`] (completions, the eventfd, wake-up
-//! batching, counters).
+//! batching, counters), [`idle`] (waking idle pool threads the other way).
 
 mod body;
 mod hub;
+mod idle;
 mod reply;
 mod request;
 
 pub use body::*;
 pub use hub::*;
+pub use idle::*;
 pub use reply::*;
 pub use request::*;
