@@ -182,7 +182,7 @@ fn start(cycle: *mut ngx_cycle_t, mcf: &crate::conf::MainConf) -> Result<(), Sta
             threads: mcf.threads(),
             queue_size: mcf.queue_size(),
             multiprocess: interp.multiprocess,
-            low_priority: mcf.thread_priority_low(),
+            priority: mcf.thread_priority(),
         },
         hub.clone(),
         Arc::new(apps),

@@ -258,7 +258,7 @@ my @bad = (
 	[ loc => 'wsgi_intercept_errors yes;', 'wsgi_intercept_errors',
 		qr/invalid value "yes"/ ],
 	[ main => 'wsgi_thread_priority high;', 'wsgi_thread_priority',
-		qr/invalid value "high".*"low" or "normal"/ ],
+		qr/invalid value "high".*"normal", "low" or "idle"/ ],
 	[ main => 'wsgi_sandbox maybe;', 'wsgi_sandbox',
 		qr/invalid value "maybe"/ ],
 	[ main => 'wsgi_sandbox_read relative/dir;', 'wsgi_sandbox_read',

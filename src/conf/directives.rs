@@ -19,6 +19,7 @@ use super::{
 };
 use crate::ffi::fields::core_loc_conf;
 use crate::ffi::{conf_args, conf_words, ngx_bytes, parse_msec, parse_size, CONF_ERROR, CONF_OK};
+use crate::pool::ThreadPriority;
 use crate::target::AppTarget;
 use crate::HttpWsgiModule;
 
@@ -351,23 +352,24 @@ one_value_directive!(set_queue_timeout, main, queue_timeout, time_arg);
 one_value_directive!(set_import_check, main, import_check, flag_arg);
 one_value_directive!(set_max_requests, main, max_requests, max_requests_arg);
 one_value_directive!(set_sandbox, main, sandbox, flag_arg);
-one_value_directive!(set_thread_priority, main, thread_priority_low, priority_arg);
+one_value_directive!(set_thread_priority, main, thread_priority, priority_arg);
 
-/// `low` or `normal` of `wsgi_thread_priority`: true for low.
+/// `normal`, `low` or `idle` of `wsgi_thread_priority`.
 ///
 /// # Safety
 /// `cf` is the configuration passed to a directive handler.
-unsafe fn priority_arg(cf: *mut ngx_conf_t) -> Result<bool, ()> {
+unsafe fn priority_arg(cf: *mut ngx_conf_t) -> Result<ThreadPriority, ()> {
     // SAFETY: directive handler context; arguments live in the conf pool.
     let value = unsafe { conf_words(cf) }[1];
     match value {
-        b"low" => Ok(true),
-        b"normal" => Ok(false),
+        b"normal" => Ok(ThreadPriority::Normal),
+        b"low" => Ok(ThreadPriority::Low),
+        b"idle" => Ok(ThreadPriority::Idle),
         _ => {
             ngx_conf_log_error!(
                 NGX_LOG_EMERG,
                 cf,
-                "invalid value \"{}\" in \"wsgi_thread_priority\" directive, it must be \"low\" or \"normal\"",
+                "invalid value \"{}\" in \"wsgi_thread_priority\" directive, it must be \"normal\", \"low\" or \"idle\"",
                 lossy(value)
             );
             Err(())

@@ -7,6 +7,7 @@
 use nginx_sys::{ngx_http_complex_value_t, ngx_msec_t};
 use ngx::http::{Merge, MergeConfigError};
 
+use crate::pool::ThreadPriority;
 use crate::target::AppTarget;
 
 pub mod directives;
@@ -17,7 +18,6 @@ pub const DEFAULT_QUEUE_SIZE: usize = 1024;
 pub const DEFAULT_QUEUE_TIMEOUT_MS: u64 = 60_000;
 pub const DEFAULT_BUFFER_SIZE: usize = 256 * 1024;
 pub const DEFAULT_READ_TIMEOUT_MS: u64 = 60_000;
-pub const DEFAULT_THREAD_PRIORITY_LOW: bool = false;
 
 /// http-level settings: one interpreter and one pool per worker process.
 #[derive(Default)]
@@ -35,7 +35,7 @@ pub struct MainConf {
     /// `wsgi_sandbox`: Landlock rules for the threads that run Python.
     pub sandbox: Option<bool>,
     /// `wsgi_thread_priority low|normal`: true for low.
-    pub thread_priority_low: Option<bool>,
+    pub thread_priority: Option<ThreadPriority>,
     /// `wsgi_sandbox_read` / `wsgi_sandbox_write`: absolute paths.
     pub sandbox_read: Vec<String>,
     pub sandbox_write: Vec<String>,
@@ -51,9 +51,8 @@ impl MainConf {
     pub fn queue_timeout_ms(&self) -> u64 {
         self.queue_timeout.unwrap_or(DEFAULT_QUEUE_TIMEOUT_MS)
     }
-    pub fn thread_priority_low(&self) -> bool {
-        self.thread_priority_low
-            .unwrap_or(DEFAULT_THREAD_PRIORITY_LOW)
+    pub fn thread_priority(&self) -> ThreadPriority {
+        self.thread_priority.unwrap_or_default()
     }
     pub fn sandbox_on(&self) -> bool {
         self.sandbox.unwrap_or(false)

@@ -21,25 +21,60 @@ pub struct PoolConfig {
     pub threads: usize,
     pub queue_size: usize,
     pub multiprocess: bool,
-    /// `wsgi_thread_priority low`: pool threads yield to nginx's thread.
-    pub low_priority: bool,
+    /// `wsgi_thread_priority`: pool threads may yield to nginx's thread.
+    pub priority: ThreadPriority,
 }
 
 /// How far `wsgi_thread_priority low` lowers a pool thread (nice): its
 /// CPU weight is about a third of nginx's thread's.
 const LOW_PRIORITY_NICE: libc::c_int = 5;
 
-/// `wsgi_thread_priority low`, on the calling pool thread: `SCHED_BATCH`
-/// (the scheduler no longer lets a waking pool thread preempt the running
-/// nginx thread) and nice +5 (a third of its weight when both want the
-/// core). nginx's thread keeps the worker's own priority, so the event
-/// loop (static files, proxying, the responses Python has finished) gets
-/// the CPU first while every pool thread is busy.
-fn yield_to_nginx() -> std::io::Result<()> {
+/// `wsgi_thread_priority`: how pool threads share the CPU with the
+/// worker's nginx thread.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ThreadPriority {
+    /// The worker's own policy and nice value.
+    #[default]
+    Normal,
+    /// `SCHED_BATCH` and nice +5.
+    Low,
+    /// `SCHED_IDLE`: a pool thread runs only when nginx's thread (and
+    /// everything else on the core) does not want it.
+    Idle,
+}
+
+impl ThreadPriority {
+    pub fn name(self) -> &'static str {
+        match self {
+            ThreadPriority::Normal => "normal",
+            ThreadPriority::Low => "low",
+            ThreadPriority::Idle => "idle",
+        }
+    }
+}
+
+/// `wsgi_thread_priority low|idle`, on the calling pool thread.
+///
+/// `low`: `SCHED_BATCH` (the scheduler no longer lets a waking pool thread
+/// preempt the running nginx thread) and nice +5 (a third of its weight
+/// when both want the core). `idle`: `SCHED_IDLE`, the lowest weight the
+/// scheduler has; a waking nginx thread preempts it at once. nginx's thread
+/// keeps the worker's own priority, so the event loop (static files,
+/// proxying, the responses Python has finished) gets the CPU first while
+/// every pool thread is busy.
+fn yield_to_nginx(priority: ThreadPriority) -> std::io::Result<()> {
+    let policy = match priority {
+        ThreadPriority::Normal => return Ok(()),
+        ThreadPriority::Low => libc::SCHED_BATCH,
+        ThreadPriority::Idle => libc::SCHED_IDLE,
+    };
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: pid 0 is the calling thread; `param` is a valid sched_param.
-    if unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) } != 0 {
+    if unsafe { libc::sched_setscheduler(0, policy, &param) } != 0 {
         return Err(std::io::Error::last_os_error());
+    }
+    if priority == ThreadPriority::Idle {
+        return Ok(());
     }
     // SAFETY: plain syscalls on the calling thread (Linux applies
     // PRIO_PROCESS to the one thread its id names).
@@ -178,7 +213,7 @@ struct Shared {
     slots: Mutex<Vec<Arc<Slot>>>,
     threads: usize,
     multiprocess: bool,
-    low_priority: bool,
+    priority: ThreadPriority,
     /// The watchdog reads a timed-out app's stack from its thread (see
     /// [`watchdog`]); false where the interrupted thread reports it itself.
     read_stacks: bool,
@@ -253,7 +288,7 @@ impl Pool {
             slots: Mutex::new(Vec::new()),
             threads: cfg.threads,
             multiprocess: cfg.multiprocess,
-            low_priority: cfg.low_priority,
+            priority: cfg.priority,
             alive: Mutex::new(0),
             exited: Condvar::new(),
             spawned: AtomicUsize::new(0),
@@ -410,16 +445,15 @@ fn thread_main(shared: &Shared, slot: &Slot) {
         );
         return;
     }
-    if shared.low_priority {
-        if let Err(e) = yield_to_nginx() {
-            shared.hub.log(
-                None,
-                LogLevel::Warn,
-                format!(
-                    "wsgi: cannot lower a pool thread's priority (wsgi_thread_priority low): {e}"
-                ),
-            );
-        }
+    if let Err(e) = yield_to_nginx(shared.priority) {
+        shared.hub.log(
+            None,
+            LogLevel::Warn,
+            format!(
+                "wsgi: cannot lower a pool thread's priority (wsgi_thread_priority {}): {e}",
+                shared.priority.name()
+            ),
+        );
     }
     // One thread state for the thread's life; the GIL is released while
     // waiting for work and held for each app call.
