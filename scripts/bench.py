@@ -30,7 +30,13 @@ h2-* scenarios) against each stack in turn, repetition after repetition
 processes took meanwhile (/proc/stat minus everything the bench started); a
 run disturbed by others is repeated. --full-runs N repeats the whole thing
 N times (stacks restarted) and decides every target by the median of the N
-runs' values. Results: build/bench/results.md and build/bench/results.json.
+runs' values. --workers 1,2 runs everything once per worker count (stacks
+restarted with it) and ends with a table per count (scenario rows, stack
+columns: req/s, server and load generator CPU per request, the spread over
+the full runs); --unpinned lets servers and load generator share every CPU.
+--openssl-build DIR adds ours and nginx alone built with another OpenSSL
+(scripts/build --openssl) to the TLS scenarios of the first worker count.
+Results: build/bench/results.md and build/bench/results.json.
 """
 
 import argparse
