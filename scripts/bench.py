@@ -1449,9 +1449,20 @@ def build_floor():
     """The module with --features transport-floor, in its own target directory
     (the main build's artifacts stay as scripts/build left them)."""
     log("cargo build --release --features transport-floor (the floor stack)")
+    # nginx-sys configured as for build/ (scripts/build --openssl: its
+    # NGX_CONFIGURE_ARGS and NGX_LDFLAGS, in build-info)
+    env = dict(os.environ)
+    info = {}
+    with open(os.path.join(BUILD, "build-info")) as f:
+        for line in f:
+            k, _, v = line.rstrip("\n").partition("=")
+            info[k] = v
+    for key, var in (("ngx_configure_args", "NGX_CONFIGURE_ARGS"), ("ngx_ldflags", "NGX_LDFLAGS")):
+        if info.get(key):
+            env[var] = info[key]
     subprocess.run(["cargo", "build", "--release", "--locked", "--features", "transport-floor",
                     "--target-dir", FLOOR_TARGET], cwd=ROOT, check=True,
-                   stdout=subprocess.DEVNULL)
+                   stdout=subprocess.DEVNULL, env=env)
     os.makedirs(os.path.dirname(FLOOR_MODULE), exist_ok=True)
     shutil.copy(os.path.join(FLOOR_TARGET, "release", "libngx_http_wsgi_module.so"),
                 FLOOR_MODULE)
