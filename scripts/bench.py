@@ -1630,12 +1630,17 @@ def summary_table(docs, workers):
     L = ["## %d worker%s per stack%s: req/s%s" % (
         workers, "s" if workers > 1 else "", ", not pinned" if set0.get("unpinned") or
         set0.get("pin") == "off" else "", ", median of %d full runs" % n if n > 1 else ""), ""]
+    unpinned = docs[0]["meta"]["pinning"].startswith("off")
     L.append("Every stack: %d worker process(es) × %d threads (nginx: %d worker(s); uWSGI "
              "%d process(es), gunicorn %d worker(s), Granian %d worker(s)). Cells: req/s "
-             "(server CPU µs per request / load generator CPU µs per request)%s. %s" % (
+             "(server CPU µs per request / load generator CPU µs per request)%s. Pinning: %s. "
+             "The load generator's CPU is its own user+sys (wait4), not in the server "
+             "figure%s." % (
                  workers, set0["threads"], workers, workers, workers, workers,
                  "; below, the lowest – highest req/s of the %d runs" % n if n > 1 else "",
-                 docs[0]["meta"]["pinning"]))
+                 docs[0]["meta"]["pinning"],
+                 "; unpinned, it shares the same CPUs, so what it uses the servers do not get"
+                 if unpinned else "; it has a CPU of its own"))
     L.append("")
     L.append("| scenario | " + " | ".join(labels.get(c, c) for c in cols) +
              " | ours / Granian direct |")
