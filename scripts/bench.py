@@ -1672,14 +1672,19 @@ def summary_table(docs, workers):
             for base, other in (("ours", "ours-ossl"), ("ceiling", "ceiling-ossl")):
                 b = [d["results"].get(scn, {}).get(base) for d in docs]
                 o = [d["results"].get(scn, {}).get(other) for d in docs]
-                b = med([r["rps"] for r in b if r and r.get("rps")])
-                o = med([r["rps"] for r in o if r and r.get("rps")])
+                b = [r for r in b if r and r.get("rps")]
+                o = [r for r in o if r and r.get("rps")]
                 if b and o:
-                    lines.append("%s %s %.2f×" % (scn, labels.get(base, base).split(" (")[0],
-                                                  o / b))
+                    lines.append("%s, %s: %.2f× the req/s, %.2f× the server CPU per "
+                                 "request" % (
+                                     scn, labels.get(other, other),
+                                     med([r["rps"] for r in o]) / med([r["rps"] for r in b]),
+                                     med([r["cpu_us_per_req"] for r in o]) /
+                                     med([r["cpu_us_per_req"] for r in b])))
         if lines:
-            L.append("The other OpenSSL's req/s over the default one's (same stack): " +
-                     ", ".join(lines) + ".")
+            L.append("Against the same stack with %s: " % (
+                labels.get("ours", "ours").partition(" (")[2].rstrip(")") or "the default") +
+                "; ".join(lines) + ".")
             L.append("")
     return L
 
