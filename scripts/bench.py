@@ -30,7 +30,13 @@ h2-* scenarios) against each stack in turn, repetition after repetition
 processes took meanwhile (/proc/stat minus everything the bench started); a
 run disturbed by others is repeated. --full-runs N repeats the whole thing
 N times (stacks restarted) and decides every target by the median of the N
-runs' values. Results: build/bench/results.md and build/bench/results.json.
+runs' values. --workers 1,2 runs everything once per worker count (stacks
+restarted with it) and ends with a table per count (scenario rows, stack
+columns: req/s, server and load generator CPU per request, the spread over
+the full runs); --unpinned lets servers and load generator share every CPU.
+--openssl-build DIR adds ours and nginx alone built with another OpenSSL
+(scripts/build --openssl) to the TLS scenarios of the first worker count.
+Results: build/bench/results.md and build/bench/results.json.
 """
 
 import argparse
@@ -50,6 +56,10 @@ import sys
 import threading
 import time
 
+import stacks
+from stacks import (all_ticks, children_map, cpu_ticks, free_port, others, rss_kib,
+                    system_ticks, tree)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.path.join(ROOT, "build")
 OUT = os.path.join(BUILD, "bench")
@@ -66,13 +76,14 @@ OPENSSL = shutil.which("openssl") or "/usr/bin/openssl"
 # What the load generators offer (bench/openssl-client.cnf for wrk, flags for h2load).
 TLS13_CIPHER = "TLS_AES_128_GCM_SHA256"
 TLS_GROUP = "X25519"
-TICK = os.sysconf("SC_CLK_TCK")
+TICK = stacks.TICK
 KiB, MiB, GiB = 1024, 1024 * 1024, 1024 * 1024 * 1024
 
 # The cpu scenario: ours with 1 worker x 1, 2 and N threads, and N workers x
 # 1 thread, N = the CPUs here (what threads buy with and without the GIL,
 # against processes).
-NCPU = len(os.sched_getaffinity(0))
+CPUS = sorted(os.sched_getaffinity(0))     # what the bench may use (restored per pass)
+NCPU = len(CPUS)
 CPU_STACKS = list(dict.fromkeys(
     ["cpu-1w1t", "cpu-1w2t", "cpu-1w%dt" % NCPU, "cpu-%dw1t" % NCPU]))
 ALL_STACKS = ["ours", "ours-64t", "uwsgi", "gunicorn", "granian", "granian-nginx", "floor",
@@ -85,11 +96,25 @@ NGINX_FRONTED = ["ours", "uwsgi", "gunicorn", "granian-nginx"]
 APP_STACKS = ["ours", "uwsgi", "gunicorn", "granian", "granian-nginx"]
 # The TLS scenarios' stacks: TLS (and HTTP/2) at nginx, or Granian's own.
 TLS_STACKS = ["ours", "uwsgi", "gunicorn", "granian", "ceiling"]
+# --openssl-build DIR (scripts/build --openssl VERSION): ours and nginx alone
+# from that build directory's nginx, in the TLS scenarios only.
+OSSL_STACKS = ["ours-ossl", "ceiling-ossl"]
+ALL_STACKS += OSSL_STACKS
+NAMED_ONLY += tuple(OSSL_STACKS)
+OSSL = dict(dir=None, nginx=None, module=None, version=None)
+# The stacks of --unpinned unless --stacks says otherwise (README's columns).
+UNPINNED_STACKS = ["ours", "uwsgi", "gunicorn", "granian", "ceiling"] + OSSL_STACKS
+# What the summary tables call each stack.
+LABELS = {"ours": "ours", "uwsgi": "nginx → uWSGI", "gunicorn": "nginx → gunicorn",
+          "granian": "Granian direct", "granian-nginx": "nginx → Granian", "floor": "floor",
+          "ceiling": "nginx alone", "ours-ossl": "ours (other OpenSSL)",
+          "ceiling-ossl": "nginx alone (other OpenSSL)"}
 
 # name: what, path, method/body, connections, expected body length, stacks
 SCENARIOS = [
     dict(name="hello", what="GET, 13 bytes (floor: our module without Python)", path="/hello",
-         conns=16, expect=13, stacks=[x for x in ALL_STACKS if x != "ours-64t"]),
+         conns=16, expect=13,
+         stacks=[x for x in ALL_STACKS if x != "ours-64t" and x not in OSSL_STACKS]),
     dict(name="10k", what="GET, 10 KiB body (one bytes object)", path="/bytes/10240",
          conns=16, expect=10240),
     dict(name="64k", what="GET, 64 KiB body (one bytes object)", path="/bytes/65536",
@@ -141,7 +166,8 @@ SCENARIO_NAMES = [s["name"] for s in SCENARIOS]
 
 # ------------------------------------------------------------------ process bookkeeping
 
-STARTED = []          # every Popen the bench made (stacks, wrk), killed on exit
+STARTED = stacks.Started()   # every Popen the bench made (stacks, wrk), killed on exit
+spawn = STARTED.spawn
 STOPPING = False
 
 
@@ -155,144 +181,9 @@ def note(msg):
     sys.stderr.flush()
 
 
-def spawn(cmd, cpus=None, **kw):
-    """Popen in its own session (so a process group we can kill), pinned."""
-    if cpus:
-        cmd = ["taskset", "-c", ",".join(map(str, cpus))] + cmd
-    p = subprocess.Popen(cmd, start_new_session=True, **kw)
-    STARTED.append(p)
-    return p
-
-
-def proc_stat(pid):
-    """(ppid, pgid, utime+stime ticks, start time) or None."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            s = f.read()
-    except OSError:
-        return None
-    rest = s[s.rfind(")") + 2:].split()
-    return int(rest[1]), int(rest[2]), int(rest[11]) + int(rest[12]), int(rest[19])
-
-
-def all_ticks():
-    """pid -> (name, utime+stime ticks) of every process."""
-    out = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % d) as f:
-                s = f.read()
-        except OSError:
-            continue
-        rest = s[s.rfind(")") + 2:].split()
-        out[int(d)] = (s[s.find("(") + 1:s.rfind(")")], int(rest[11]) + int(rest[12]))
-    return out
-
-
-def others(before, after, exclude, n=3):
-    """CPU seconds the processes that are not the bench's used between two
-    all_ticks() snapshots, and the top n of them: [(name, pid, seconds)]."""
-    used = []
-    for pid, (name, t1) in after.items():
-        if pid in exclude or pid == os.getpid():
-            continue
-        t0 = before.get(pid, (name, 0))[1] if pid in before else 0
-        if t1 - t0 > 0:
-            used.append((name, pid, round((t1 - t0) / TICK, 2)))
-    used.sort(key=lambda x: -x[2])
-    return sum(x[2] for x in used), used[:n]
-
-
-def children_map():
-    kids = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        st = proc_stat(int(d))
-        if st:
-            kids.setdefault(st[0], []).append(int(d))
-    return kids
-
-
-def tree(roots, kids):
-    out, todo = [], list(roots)
-    while todo:
-        pid = todo.pop()
-        if pid in out:
-            continue
-        out.append(pid)
-        todo.extend(kids.get(pid, ()))
-    return out
-
-
-def cpu_ticks(pids):
-    total = 0
-    for pid in pids:
-        st = proc_stat(pid)
-        if st:
-            total += st[2]
-    return total
-
-
-def rss_kib(pids, field="VmRSS"):
-    total = 0
-    for pid in pids:
-        try:
-            with open("/proc/%d/status" % pid) as f:
-                for line in f:
-                    if line.startswith(field + ":"):
-                        total += int(line.split()[1])
-                        break
-        except OSError:
-            pass
-    return total
-
-
-def system_ticks():
-    """Busy ticks of all CPUs (user+nice+system) and irq+softirq, steal."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    return v[0] + v[1] + v[2], v[5] + v[6], v[7] if len(v) > 7 else 0
-
-
 def kill_all():
     """SIGTERM every process group the bench started, then SIGKILL what is left."""
-    live = [p for p in STARTED if p.returncode is None]
-    for p in live:
-        try:
-            os.killpg(p.pid, signal.SIGTERM)
-        except (ProcessLookupError, PermissionError):
-            pass
-    deadline = time.time() + 5
-    for p in live:
-        try:
-            p.wait(max(0.05, deadline - time.time()))
-        except subprocess.TimeoutExpired:
-            pass
-        except ChildProcessError:
-            pass
-    # Whatever remains in our groups (workers of a master that died first).
-    groups = {p.pid for p in STARTED}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            st = proc_stat(int(d))
-            if st and st[1] in groups:
-                try:
-                    os.kill(int(d), signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-    for p in live:
-        if p.returncode is None:
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            try:
-                p.wait(2)
-            except (subprocess.TimeoutExpired, ChildProcessError):
-                pass
+    STARTED.kill()
 
 
 def on_signal(signum, frame):
@@ -305,29 +196,8 @@ def on_signal(signum, frame):
 
 # ------------------------------------------------------------------ stacks
 
-def free_port(start):
-    port = start
-    while True:
-        s = socket.socket()
-        try:
-            s.bind(("127.0.0.1", port))
-            return port
-        except OSError:
-            port += 1
-        finally:
-            s.close()
-
-
 def fill(template, values, dest):
-    with open(os.path.join(BENCH, template)) as f:
-        text = f.read()
-    for k, v in values.items():
-        text = text.replace("@%s@" % k, str(v))
-    left = re.findall(r"@[A-Z_]+@", text)
-    if left:
-        raise SystemExit("%s: unfilled %s" % (template, left))
-    with open(dest, "w") as f:
-        f.write(text)
+    stacks.fill(os.path.join(BENCH, template), values, dest)
 
 
 class Stack:
@@ -345,11 +215,13 @@ class Stack:
         self.tls_procs = []
         self.sock = os.path.join(RUN, "%s.sock" % name)
         self.front = name in ("ours", "ours-64t", "uwsgi", "gunicorn", "granian-nginx",
-                              "floor", "ceiling", "dedicated")
+                              "floor", "ceiling", "dedicated", *OSSL_STACKS)
+        self.nginx = OSSL["nginx"] if name in OSSL_STACKS else NGINX
 
     # -- configuration
-    def nginx_conf(self, template, threads=None, module=MODULE, tls=False, workers=None,
+    def nginx_conf(self, template, threads=None, module=None, tls=False, workers=None,
                    suffix=""):
+        module = module or (OSSL["module"] if self.name in OSSL_STACKS else MODULE)
         name = (self.name + "-tls" if tls else self.name) + suffix
         values = dict(
             RUN=RUN, NAME=name, PORT=self.tls_port if tls else self.port,
@@ -376,10 +248,9 @@ class Stack:
         for tls in ((False, True) if tls_too and self.args.tls else (False,)):
             name = self.name + "-tls" if tls else self.name
             conf = self.nginx_conf(template, tls=tls, **kw)
-            for d in ("client_body", "proxy", "uwsgi", "fastcgi", "scgi"):
-                os.makedirs(os.path.join(RUN, "tmp", "%s_%s" % (d, name)), exist_ok=True)
+            stacks.nginx_temp_dirs(os.path.join(RUN, "tmp"), "_" + name)
             err = open(os.path.join(RUN, "logs", "%s.nginx.stderr" % name), "w")
-            p = spawn([NGINX, "-p", RUN + "/", "-c", conf],
+            p = spawn([self.nginx, "-p", RUN + "/", "-c", conf],
                       cpus=self.args.server_cpus if pin else None, stdout=err, stderr=err)
             if tls:
                 self.tls_procs[:] = app + [p]
@@ -388,9 +259,7 @@ class Stack:
 
     def start_app(self, cmd, log="app", into=None):
         out = open(os.path.join(RUN, "logs", "%s.%s.log" % (self.name, log)), "w")
-        env = dict(os.environ, VIRTUAL_ENV=VENV, PATH=os.path.join(VENV, "bin") + ":" +
-                   os.environ.get("PATH", ""))
-        env.pop("PYTHONPATH", None)
+        env = stacks.venv_env(VENV)
         (self.procs if into is None else into).append(
             spawn(cmd, cpus=self.args.server_cpus, stdout=out, stderr=out,
                   env=env, cwd=os.path.join(RUN, "app")))
@@ -406,7 +275,7 @@ class Stack:
         w, t = str(a.workers), str(a.threads)
         if os.path.exists(self.sock):
             os.unlink(self.sock)
-        if self.name == "ours":
+        if self.name in ("ours", "ours-ossl"):
             self.start_nginx("ours.conf.in")
         elif self.name == "ours-64t":
             self.start_nginx("ours.conf.in", tls_too=False, threads=64)
@@ -416,40 +285,28 @@ class Stack:
             w, t = re.match(r"cpu-(\d+)w(\d+)t$", self.name).groups()
             self.start_nginx("ours.conf.in", tls_too=False, pin=False, threads=int(t),
                              workers=int(w))
-        elif self.name == "ceiling":
+        elif self.name in ("ceiling", "ceiling-ossl"):
             self.start_nginx("ceiling.conf.in")
         elif self.name == "dedicated":
             # the app's own nginx on the socket (counted with the stack),
             # then the front nginx proxying to it
             conf = self.nginx_conf("dedicated-app.conf.in", suffix="-app")
-            for d in ("client_body", "proxy", "uwsgi", "fastcgi", "scgi"):
-                os.makedirs(os.path.join(RUN, "tmp", "%s_%s-app" % (d, self.name)),
-                            exist_ok=True)
+            stacks.nginx_temp_dirs(os.path.join(RUN, "tmp"), "_%s-app" % self.name)
             err = open(os.path.join(RUN, "logs", "%s-app.nginx.stderr" % self.name), "w")
             self.procs.append(spawn([NGINX, "-p", RUN + "/", "-c", conf],
                                     cpus=self.args.server_cpus, stdout=err, stderr=err))
             self.start_nginx("proxy.conf.in", tls_too=False)
         elif self.name == "uwsgi":
-            self.start_app([os.path.join(VENV, "bin", "uwsgi"), "--master",
-                            "--processes", w, "--threads", t,
-                            "--uwsgi-socket", self.sock, "--chmod-socket=666",
-                            "--chdir", app_dir, "--module", "bench_app:application",
-                            "--need-app", "--die-on-term", "--disable-logging",
-                            "--listen", "1024", "--buffer-size", "32768",
-                            "--single-interpreter"])
+            self.start_app(stacks.uwsgi_cmd(VENV, w, t, self.sock, app_dir,
+                                            "bench_app:application"))
             self.start_nginx("uwsgi.conf.in")
         elif self.name == "gunicorn":
-            self.start_app([os.path.join(VENV, "bin", "gunicorn"), "-k", "gthread",
-                            "-w", w, "--threads", t, "--bind", "unix:" + self.sock,
-                            "--chdir", app_dir, "--keep-alive", "30",
-                            "--log-level", "warning", "--backlog", "1024",
-                            "bench_app:application"])
+            self.start_app(stacks.gunicorn_cmd(
+                VENV, w, t, self.sock, app_dir, "bench_app:application",
+                ["--keep-alive", "30", "--log-level", "warning", "--backlog", "1024"]))
             self.start_nginx("proxy.conf.in")
         elif self.name in ("granian", "granian-nginx"):
-            cmd = [os.path.join(VENV, "bin", "granian"), "--interface", "wsgi",
-                   "--workers", w, "--blocking-threads", t, "--runtime-threads", "1",
-                   "--http", "1", "--no-ws", "--log-level", "warning", "--no-access-log",
-                   "--working-dir", app_dir]
+            cmd = stacks.granian_cmd(VENV, w, t, app_dir)
             if self.name == "granian":
                 self.start_app(cmd + ["--host", "127.0.0.1", "--port", str(self.port),
                                       "bench_app:application"])
@@ -478,17 +335,14 @@ class Stack:
         behind = self.name in ("uwsgi", "gunicorn", "granian-nginx", "dedicated")
         tls = self.has_tls()
         while time.time() < deadline:
-            for p in self.all_procs():
-                if p.poll() is not None:
-                    raise SystemExit("%s: %s exited with %s (see %s/logs/%s.*)" % (
-                        self.name, p.args[-1], p.returncode, RUN, self.name))
+            p = stacks.first_exited(self.all_procs())
+            if p:
+                raise SystemExit("%s: %s exited with %s (see %s/logs/%s.*)" % (
+                    self.name, p.args[-1], p.returncode, RUN, self.name))
             try:
                 if behind:        # the app server's socket first: no 502s in the log
-                    s = socket.socket(socket.AF_UNIX)
-                    try:
-                        s.connect(self.sock)
-                    finally:
-                        s.close()
+                    if not stacks.unix_socket_ready(self.sock):
+                        raise OSError("%s: not accepting yet" % self.sock)
                     behind = False
                 status, body = request(self.port, "GET", "/hello", timeout=5)
                 if status == 200 and body == b"Hello, World!" and tls:
@@ -800,6 +654,7 @@ class Bench:
             cpu_us_per_req=server_cpu / reqs * 1e6 if reqs else None,
             peak_rss_mib=round(peak / 1024, 1),
             wrk_cpu_s=round(wrk_cpu, 3), client_cores=round(wrk_cpu / wall, 3),
+            client_us_per_req=wrk_cpu / reqs * 1e6 if reqs else None,
             driver_cpu_s=round(self_cpu, 3),
             other_cpu_s=round(other, 3), other_cores=round(other / wall, 3),
             irq_cores=round((t_irq1 - t_irq0) / TICK / wall, 3),
@@ -1011,6 +866,7 @@ def summarize(rs):
         peak_rss_mib=max(col("peak_rss_mib")),
         other_cores=max(col("other_cores")), disturbed=any(r["disturbed"] for r in rs),
         client_cores=max(col("client_cores")) if col("client_cores") else None,
+        client_us_per_req=med(col("client_us_per_req")),
         errors=sum(r["error_count"] for r in rs),
     )
 
@@ -1334,9 +1190,17 @@ def markdown(meta, results, memory, tgts, title="# ngx-wsgi benchmark"):
                      next((sc["conns"] for sc in SCENARIOS if sc.get("client") == "h2load"), "?"),
                      next((sc["streams"] for sc in SCENARIOS if sc.get("client") == "h2load"),
                           "?")))
-    L.append("- client = CPU the load generator used per second of run (on its own CPU); "
-             "ⓒ marks rows where it was ≥ %.2f, i.e. the client, not the server, may have "
-             "been the limit" % CLIENT_BOUND)
+    if a.get("pin") == "off" or meta["pinning"].startswith("off"):
+        L.append("- client = CPU the load generator (wrk or h2load, one thread) used per second "
+                 "of run, client µs/req = the same per request (its own user+sys, from wait4); "
+                 "it is not pinned either: it shares the CPUs with the servers, so what it uses "
+                 "is not available to them, and it is not counted in the server CPU column; "
+                 "ⓒ marks rows where it was ≥ %.2f of a core" % CLIENT_BOUND)
+    else:
+        L.append("- client = CPU the load generator used per second of run (on its own CPU), "
+                 "client µs/req = the same per request (user+sys, from wait4); "
+                 "ⓒ marks rows where it was ≥ %.2f, i.e. the client, not the server, may have "
+                 "been the limit" % CLIENT_BOUND)
     L.append("")
     if tgts:
         L.append("## Targets")
@@ -1380,22 +1244,23 @@ def markdown(meta, results, memory, tgts, title="# ngx-wsgi benchmark"):
             base = CPU_STACKS[0]
             ours = rows.get(base, {}).get("rps")
         L.append("| stack | req/s | min–max | p50 ms | p99 ms | CPU s/10k req | peak RSS MiB "
-                 "| vs %s | other | client |" % base)
-        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+                 "| vs %s | other | client | client µs/req |" % base)
+        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for n, r in rows.items():
             if "invalid" in r:
-                L.append("| %s | invalid: %s | | | | | | | | |" % (n, r["invalid"]))
+                L.append("| %s | invalid: %s | | | | | | | | | |" % (n, r["invalid"]))
                 continue
             vs = ratio(r["rps"], ours)
             cc = r.get("client_cores")
             flags = (" ⚠" if r["disturbed"] else "") + (
                 " (%d errors)" % r["errors"] if r["errors"] else "")
-            L.append("| %s | %s | %s–%s | %s | %s | %s | %s | %s | %.2f%s | %s%s |" % (
+            L.append("| %s | %s | %s–%s | %s | %s | %s | %s | %s | %.2f%s | %s%s | %s |" % (
                 n, fmt(r["rps"]), fmt(r["rps_min"]), fmt(r["rps_max"]),
                 fmt(r["p50_ms"], 2), fmt(r["p99_ms"], 2), fmt(r["cpu_s_per_10k"], 3),
                 fmt(r["peak_rss_mib"]), "%.2f×" % vs if vs else "–",
                 r["other_cores"], flags, fmt(cc, 2),
-                " ⓒ" if cc is not None and cc >= CLIENT_BOUND else ""))
+                " ⓒ" if cc is not None and cc >= CLIENT_BOUND else "",
+                fmt(r.get("client_us_per_req"))))
         h2 = [(n, r) for n, r in rows.items() if r.get("h2load_mean_ms") is not None]
         if h2:
             L.append("")
@@ -1452,12 +1317,8 @@ def prepare_run_dir():
     # The TLS scenarios' certificate (self-signed, ECDSA P-256; the key in
     # PKCS#8, which Granian requires) and every nginx's TLS settings.
     os.makedirs(os.path.join(RUN, "tls"), exist_ok=True)
-    subprocess.run([OPENSSL, "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:P-256", "-nodes", "-days", "30",
-                    "-keyout", os.path.join(RUN, "tls", "key.pem"),
-                    "-out", os.path.join(RUN, "tls", "cert.pem"),
-                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stacks.make_cert(os.path.join(RUN, "tls", "key.pem"), os.path.join(RUN, "tls", "cert.pem"),
+                     openssl=OPENSSL)
     fill("tls.conf.in", dict(RUN=RUN), os.path.join(RUN, "tls.conf"))
     # Workers may run as another user: everything readable.
     for base, dirs, names in os.walk(RUN):
@@ -1473,8 +1334,18 @@ def parse_args():
         "nginx alone, on 127.0.0.1. Writes build/bench/results.md and results.json.")
     p.add_argument("--quick", action="store_true",
                    help="1 repetition of 2 s, 1 s warm-up, 128 MiB memory runs (~4 min)")
-    p.add_argument("--workers", type=int, default=1,
-                   help="worker processes of every stack (default 1)")
+    p.add_argument("--workers", default="1",
+                   help="worker processes of every stack (default 1); a list (1,2) runs the "
+                   "scenarios once per count, the stacks restarted with it, and gives a "
+                   "table per count")
+    p.add_argument("--unpinned", action="store_true",
+                   help="servers and the load generator not pinned (--pin off), every stack "
+                   "free to use every CPU as in production; unless --stacks: ours, uWSGI, "
+                   "gunicorn, Granian direct, nginx alone (and the --openssl-build ones)")
+    p.add_argument("--openssl-build", metavar="DIR",
+                   help="a build directory of scripts/build --openssl VERSION: ours and nginx "
+                   "alone with its nginx as well, in the TLS scenarios (in the first "
+                   "--workers count only)")
     p.add_argument("--threads", type=int, default=4, help="threads per worker (default 4)")
     p.add_argument("--only", default="",
                    help="scenarios, comma-separated: " + ",".join(SCENARIO_NAMES))
@@ -1517,11 +1388,32 @@ def parse_args():
     for s in a.only:
         if s not in SCENARIO_NAMES:
             p.error("unknown scenario %r (known: %s)" % (s, ", ".join(SCENARIO_NAMES)))
-    a.stacks = [s for s in a.stacks.split(",") if s] or ALL_STACKS
+    try:
+        a.worker_counts = [int(x) for x in a.workers.split(",") if x]
+    except ValueError:
+        p.error("--workers: a count or a comma-separated list of counts")
+    if not a.worker_counts:
+        p.error("--workers: a count or a comma-separated list of counts")
+    a.workers = a.worker_counts[0]
+    if a.unpinned:
+        if a.pin == "on":
+            p.error("--unpinned and --pin on exclude each other")
+        a.pin = "off"
+    if a.openssl_build:
+        d = os.path.abspath(a.openssl_build)
+        OSSL.update(dir=d, nginx=os.path.join(d, "sbin", "nginx"),
+                    module=os.path.join(d, "modules", "ngx_http_wsgi_module.so"))
+        for f in (OSSL["nginx"], OSSL["module"]):
+            if not os.path.exists(f):
+                p.error("--openssl-build %s: no %s (scripts/build --openssl VERSION)" % (
+                    a.openssl_build, f))
+        OSSL["version"] = nginx_openssl(OSSL["nginx"])
+    a.stacks = [s for s in a.stacks.split(",") if s] or (
+        UNPINNED_STACKS if a.unpinned else ALL_STACKS)
     for s in a.stacks:
         if s not in ALL_STACKS:
             p.error("unknown stack %r (known: %s)" % (s, ", ".join(ALL_STACKS)))
-    if a.workers < 1 or a.threads < 1:
+    if min(a.worker_counts) < 1 or a.threads < 1:
         p.error("--workers and --threads must be at least 1")
     if a.full_runs < 1:
         p.error("--full-runs must be at least 1")
@@ -1529,7 +1421,8 @@ def parse_args():
 
 
 def pinning(a):
-    cpus = sorted(os.sched_getaffinity(0))
+    cpus = CPUS
+    os.sched_setaffinity(0, cpus)     # a pinned pass before this one set the driver's
     a.server_cpus = a.wrk_cpus = None
     if a.pin == "off":
         return "off (--pin off): servers and wrk share all %d CPUs" % len(cpus)
@@ -1546,16 +1439,30 @@ def pinning(a):
 
 
 def scenario_stacks(sc):
-    return sc.get("stacks", [x for x in ALL_STACKS if x not in NAMED_ONLY])
+    names = sc.get("stacks", [x for x in ALL_STACKS if x not in NAMED_ONLY])
+    if sc.get("tls") and OSSL["dir"]:
+        names = names + [x for x in OSSL_STACKS if x[:-5] in names]
+    return names
 
 
 def build_floor():
     """The module with --features transport-floor, in its own target directory
     (the main build's artifacts stay as scripts/build left them)."""
     log("cargo build --release --features transport-floor (the floor stack)")
+    # nginx-sys configured as for build/ (scripts/build --openssl: its
+    # NGX_CONFIGURE_ARGS and NGX_LDFLAGS, in build-info)
+    env = dict(os.environ)
+    info = {}
+    with open(os.path.join(BUILD, "build-info")) as f:
+        for line in f:
+            k, _, v = line.rstrip("\n").partition("=")
+            info[k] = v
+    for key, var in (("ngx_configure_args", "NGX_CONFIGURE_ARGS"), ("ngx_ldflags", "NGX_LDFLAGS")):
+        if info.get(key):
+            env[var] = info[key]
     subprocess.run(["cargo", "build", "--release", "--locked", "--features", "transport-floor",
                     "--target-dir", FLOOR_TARGET], cwd=ROOT, check=True,
-                   stdout=subprocess.DEVNULL)
+                   stdout=subprocess.DEVNULL, env=env)
     os.makedirs(os.path.dirname(FLOOR_MODULE), exist_ok=True)
     shutil.copy(os.path.join(FLOOR_TARGET, "release", "libngx_http_wsgi_module.so"),
                 FLOOR_MODULE)
@@ -1590,34 +1497,49 @@ def main():
         if not os.path.exists(f):
             raise SystemExit("%s is missing: run %s" % (f, what))
     os.makedirs(OUT, exist_ok=True)
-    pin = pinning(a)
     needed = set()
     for s in scen:
         for n in scenario_stacks(s):
             if n in a.stacks:
                 needed.add(n)
     names = [n for n in ALL_STACKS if n in needed]
-    settings = dict(workers=a.workers, threads=a.threads, reps=a.reps,
-                    duration=a.duration, warmup=a.warmup, noise=a.noise,
-                    retries=a.retries, quick=a.quick, mem_size=a.mem_size,
-                    mem_rate=a.mem_rate, scenarios=a.only, stacks=names,
-                    pin=a.pin, body_buffer=a.body_buffer, full_runs=a.full_runs)
+    if OSSL["dir"]:
+        LABELS["ours-ossl"] = "ours (OpenSSL %s)" % OSSL["version"]
+        LABELS["ceiling-ossl"] = "nginx alone (OpenSSL %s)" % OSSL["version"]
+        for n in ("ours", "ceiling"):
+            LABELS[n] += " (OpenSSL %s)" % nginx_openssl(NGINX)
+    # the --openssl-build stacks in the first worker count's pass only
+    pass_names = {w: [n for n in names if i == 0 or n not in OSSL_STACKS]
+                  for i, w in enumerate(a.worker_counts)}
     vers = versions()
-    log("%s; %s" % (", ".join("%s %s" % kv for kv in vers.items()), pin))
-    log("%s; about %.0f min%s without repeats of disturbed runs" % (
-        ", ".join(s["name"] for s in scen), a.full_runs * estimate(a, scen, names) / 60,
-        " (%d full runs)" % a.full_runs if a.full_runs > 1 else ""))
+    log(", ".join("%s %s" % kv for kv in vers.items()))
+    minutes = sum(estimate(a, scen, pass_names[w]) for w in a.worker_counts) / 60
+    log("%s; workers %s; about %.0f min%s without repeats of disturbed runs" % (
+        ", ".join(s["name"] for s in scen), ",".join(map(str, a.worker_counts)),
+        a.full_runs * minutes, " (%d full runs)" % a.full_runs if a.full_runs > 1 else ""))
     if "floor" in names:
         build_floor()
     docs = []
     try:
         for i in range(a.full_runs):
-            if a.full_runs > 1:
-                log("full run %d of %d" % (i + 1, a.full_runs))
-            meta = dict(date=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-                        machine=machine(), versions=vers, pinning=pin, settings=settings,
-                        tls_library=tls_library())
-            run_once(a, scen, names, meta, docs)
+            for w in a.worker_counts:
+                a.workers = w
+                pin = pinning(a)
+                log("%s%d worker(s); %s" % (
+                    "full run %d of %d, " % (i + 1, a.full_runs) if a.full_runs > 1 else "",
+                    w, pin))
+                settings = dict(workers=w, threads=a.threads, reps=a.reps,
+                                duration=a.duration, warmup=a.warmup, noise=a.noise,
+                                retries=a.retries, quick=a.quick, mem_size=a.mem_size,
+                                mem_rate=a.mem_rate, scenarios=a.only, stacks=pass_names[w],
+                                pin=a.pin, unpinned=a.unpinned, body_buffer=a.body_buffer,
+                                full_runs=a.full_runs, worker_counts=a.worker_counts,
+                                openssl_build=OSSL["dir"], labels=dict(LABELS))
+                meta = dict(date=datetime.datetime.now().astimezone().isoformat(
+                                timespec="seconds"),
+                            machine=machine(), versions=vers, pinning=pin, settings=settings,
+                            tls_library=tls_library(), full_run=i + 1)
+                run_once(a, scen, pass_names[w], meta, docs)
     finally:
         write_results(a, docs)
 
@@ -1662,7 +1584,6 @@ def run_once(a, scen, names, meta, docs):
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         kill_all()
-        del STARTED[:]
         if bench is not None:
             meta["log_alerts"] = scan_logs()
             seen = {}
@@ -1685,24 +1606,119 @@ def run_markdown(doc, title):
     return md
 
 
+def summary_table(docs, workers):
+    """README's kind of table for one worker count: a row per scenario, a
+    column per stack; req/s (server CPU / client CPU µs per request), the
+    median over docs (full runs) with the req/s spread when there are
+    several; and ours over Granian direct."""
+    order, stacks_seen = [], []
+    for sc in SCENARIOS:
+        if sc["name"] in ("memory", "static-busy", "cpu"):
+            continue
+        if any(sc["name"] in d["results"] for d in docs):
+            order.append(sc["name"])
+            for d in docs:
+                for n in d["results"].get(sc["name"], {}):
+                    if n not in stacks_seen:
+                        stacks_seen.append(n)
+    cols = [n for n in ALL_STACKS if n in stacks_seen]
+    if not order:
+        return []
+    labels = docs[0]["meta"]["settings"].get("labels", LABELS)
+    set0 = docs[0]["meta"]["settings"]
+    n = len(docs)
+    L = ["## %d worker%s per stack%s: req/s%s" % (
+        workers, "s" if workers > 1 else "", ", not pinned" if set0.get("unpinned") or
+        set0.get("pin") == "off" else "", ", median of %d full runs" % n if n > 1 else ""), ""]
+    unpinned = docs[0]["meta"]["pinning"].startswith("off")
+    L.append("Every stack: %d worker process(es) × %d threads (nginx: %d worker(s); uWSGI "
+             "%d process(es), gunicorn %d worker(s), Granian %d worker(s)). Cells: req/s "
+             "(server CPU µs per request / load generator CPU µs per request)%s. Pinning: %s. "
+             "The load generator's CPU is its own user+sys (wait4), not in the server "
+             "figure%s." % (
+                 workers, set0["threads"], workers, workers, workers, workers,
+                 "; below, the lowest – highest req/s of the %d runs" % n if n > 1 else "",
+                 docs[0]["meta"]["pinning"],
+                 "; unpinned, it shares the same CPUs, so what it uses the servers do not get"
+                 if unpinned else "; it has a CPU of its own"))
+    L.append("")
+    L.append("| scenario | " + " | ".join(labels.get(c, c) for c in cols) +
+             " | ours / Granian direct |")
+    L.append("|---|" + "---:|" * len(cols) + "---:|")
+    for scn in order:
+        cells, rps_of = [], {}
+        for c in cols:
+            rs = [d["results"].get(scn, {}).get(c) for d in docs]
+            rs = [r for r in rs if r and "invalid" not in r and r.get("rps")]
+            if not rs:
+                cells.append("–")
+                continue
+            rps = [r["rps"] for r in rs]
+            rps_of[c] = med(rps)
+            cpu = med([r["cpu_us_per_req"] for r in rs if r.get("cpu_us_per_req")])
+            cli = med([r["client_us_per_req"] for r in rs if r.get("client_us_per_req")])
+            cell = "%s (%s / %s)" % (fmt(med(rps)), fmt(cpu), fmt(cli))
+            if n > 1:
+                cell += "<br>%s – %s" % (fmt(min(rps)), fmt(max(rps)))
+            if any(r["disturbed"] for r in rs):
+                cell += " ⚠"
+            cells.append(cell)
+        x = ratio(rps_of.get("ours"), rps_of.get("granian"))
+        L.append("| %s | %s | %s |" % (scn, " | ".join(cells), "%.2f×" % x if x else "–"))
+    L.append("")
+    if any(c in cols for c in OSSL_STACKS):
+        lines = []
+        for scn in order:
+            for base, other in (("ours", "ours-ossl"), ("ceiling", "ceiling-ossl")):
+                b = [d["results"].get(scn, {}).get(base) for d in docs]
+                o = [d["results"].get(scn, {}).get(other) for d in docs]
+                b = [r for r in b if r and r.get("rps")]
+                o = [r for r in o if r and r.get("rps")]
+                if b and o:
+                    lines.append("%s, %s: %.2f× the req/s, %.2f× the server CPU per "
+                                 "request" % (
+                                     scn, labels.get(other, other),
+                                     med([r["rps"] for r in o]) / med([r["rps"] for r in b]),
+                                     med([r["cpu_us_per_req"] for r in o]) /
+                                     med([r["cpu_us_per_req"] for r in b])))
+        if lines:
+            L.append("Against the same stack with %s: " % (
+                labels.get("ours", "ours").partition(" (")[2].rstrip(")") or "the default") +
+                "; ".join(lines) + ".")
+            L.append("")
+    return L
+
+
 def write_results(a, docs):
     if not docs:
         return
+    counts = list(dict.fromkeys(d["meta"]["settings"]["workers"] for d in docs))
+    tables = []
+    for w in counts:
+        tables += summary_table([d for d in docs if d["meta"]["settings"]["workers"] == w], w)
     if len(docs) == 1 and a.full_runs == 1:
-        out, md = docs[0], run_markdown(docs[0], "# ngx-wsgi benchmark")
+        out = docs[0]
+        md = run_markdown(docs[0], "# ngx-wsgi benchmark") + "\n" + "\n".join(tables)
     else:
-        mt = median_targets([d["targets"] for d in docs])
+        n = a.full_runs
+        mt = median_targets([d["targets"] for d in docs if
+                             d["meta"]["settings"]["workers"] == counts[0]])
         out = dict(full_runs=docs, median_targets=mt)
-        n = len(docs)
-        done = sum(1 for d in docs if "elapsed_s" in d["meta"])
-        L = ["# ngx-wsgi benchmark: %d full runs%s" % (
-                 n, "" if done == a.full_runs else
+        done = len(set(d["meta"].get("full_run") for d in docs
+                       if "elapsed_s" in d["meta"] and
+                       d["meta"]["settings"]["workers"] == a.worker_counts[-1]))
+        L = ["# ngx-wsgi benchmark: %d full run%s%s%s" % (
+                 n, "s" if n > 1 else "",
+                 ", workers %s" % ",".join(map(str, counts)) if len(counts) > 1 else "",
+                 "" if done == a.full_runs else
                  " (%d of %d asked completed; interrupted)" % (done, a.full_runs)), ""]
+        L += tables
+        n = len([d for d in docs if d["meta"]["settings"]["workers"] == counts[0]])
         L.append("Every target decided by the median of its value over the %d runs (each "
                  "run: all the scenarios below, the stacks restarted; a run's figures are "
                  "medians of its repetitions). Spread: lowest – highest of the runs." % n)
         L.append("")
-        L.append("## Targets (median of %d runs)" % n)
+        L.append("## Targets, %d worker(s) (median of %d runs)" % (counts[0], n))
         L.append("")
         L.append("| target | " + " | ".join("run %d" % (i + 1) for i in range(n)) +
                  " | median | spread | |")
@@ -1716,10 +1732,10 @@ def write_results(a, docs):
         L.append("† the targets the issue decides by the median of three full runs.")
         L.append("")
         md = "\n".join(L) + "\n"
-        for i, d in enumerate(docs):
-            md += "\n---\n\n" + run_markdown(d, "# Run %d of %d (%s)%s" % (
-                i + 1, n, d["meta"]["date"],
-                "" if "elapsed_s" in d["meta"] else ", interrupted"))
+        for d in docs:
+            md += "\n---\n\n" + run_markdown(d, "# Run %d of %d, %d worker(s) (%s)%s" % (
+                d["meta"].get("full_run", 1), a.full_runs, d["meta"]["settings"]["workers"],
+                d["meta"]["date"], "" if "elapsed_s" in d["meta"] else ", interrupted"))
     with open(os.path.join(OUT, "results.json"), "w") as f:
         json.dump(out, f, indent=1, ensure_ascii=False)
     with open(os.path.join(OUT, "results.md"), "w") as f:
@@ -1728,26 +1744,29 @@ def write_results(a, docs):
     sys.stdout.write("\n(written to %s/results.md and results.json)\n" % OUT)
 
 
-def tls_library():
-    """nginx's OpenSSL (its -V) and Granian's TLS (rustls)."""
+def nginx_openssl(nginx):
+    """The OpenSSL version an nginx was built with (its -V), or "?"."""
     try:
-        text = subprocess.run([NGINX, "-V"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text = subprocess.run([nginx, "-V"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, timeout=30).stdout
     except OSError:
         text = ""
-    m = re.search(r"built with (OpenSSL \S+)", text)
-    return "nginx with %s, Granian with rustls" % (m.group(1) if m else "OpenSSL")
+    m = re.search(r"built with OpenSSL (\S+)", text)
+    return m.group(1) if m else "?"
+
+
+def tls_library():
+    """nginx's OpenSSL (its -V) and Granian's TLS (rustls)."""
+    other = ""
+    if OSSL["dir"]:
+        other = "; %s with OpenSSL %s, statically (--openssl-build %s)" % (
+            " and ".join(LABELS[n].split(" (")[0] for n in OSSL_STACKS), OSSL["version"],
+            os.path.relpath(OSSL["dir"], ROOT))
+    return "nginx with OpenSSL %s, Granian with rustls%s" % (nginx_openssl(NGINX), other)
 
 
 def scan_logs():
-    found = []
-    logs = os.path.join(RUN, "logs")
-    for n in sorted(os.listdir(logs)):
-        with open(os.path.join(logs, n), errors="replace") as f:
-            for line in f:
-                if re.search(r"\[(alert|crit|emerg|error)\]|Traceback", line):
-                    found.append("%s: %s" % (n, line.rstrip()[:300]))
-    return found
+    return stacks.scan_logs(os.path.join(RUN, "logs"))
 
 
 if __name__ == "__main__":

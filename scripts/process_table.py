@@ -14,11 +14,11 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
+
+import stacks
 
 PROBE = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 't', 'process_probe.py')
 REQUESTS = ['/report', '/partial', '/close', '/after-close']
@@ -27,17 +27,7 @@ REQUESTS = ['/report', '/partial', '/close', '/after-close']
 ENV = {'PATH': '/usr/local/bin:/usr/bin:/bin', 'LANG': 'C.UTF-8'}
 
 
-def wait_port(port, proc, secs=60):
-    end = time.monotonic() + secs
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise SystemExit('server exited with %s' % proc.returncode)
-        try:
-            socket.create_connection(('127.0.0.1', port), 0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit('server did not listen on %d in %d s' % (port, secs))
+wait_port, stop = stacks.wait_port, stacks.stop
 
 
 def get(port, path):
@@ -46,15 +36,6 @@ def get(port, path):
             return json.loads(r.read())
     except Exception as e:  # a server that fails a request: say so in the table
         return {'failed': '%s: %s' % (type(e).__name__, e)}
-
-
-def stop(proc, sig, secs=60):
-    proc.send_signal(sig)
-    try:
-        proc.wait(secs)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 class Stack:

@@ -16,7 +16,6 @@ an expected one fails the run. Figures: build/soak/<stack>.json.
 
 import argparse
 import asyncio
-import hashlib
 import json
 import os
 import random
@@ -25,11 +24,12 @@ import shutil
 import signal
 import socket
 import ssl
-import statistics
 import struct
 import subprocess
 import sys
 import time
+
+import stacks
 
 import h2.config
 import h2.errors
@@ -69,74 +69,10 @@ def now():
 
 # ------------------------------------------------------------------ processes
 
-def children(pid):
-    """PIDs whose parent is pid."""
-    kids = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % d) as f:
-                st = f.read()
-        except OSError:
-            continue
-        if int(st[st.rindex(")") + 2:].split()[1]) == pid:
-            kids.append(int(d))
-    return kids
-
-
-def cmdline(pid):
-    try:
-        with open("/proc/%d/cmdline" % pid, "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        return ""
-
-
-def rss_kib(pid):
-    try:
-        with open("/proc/%d/status" % pid) as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def fd_count(pid):
-    try:
-        return len(os.listdir("/proc/%d/fd" % pid))
-    except OSError:
-        return None
-
-
-class LogTail:
-    """Reads what a log file gained since the last call."""
-
-    def __init__(self, path):
-        self.path, self.off = path, 0
-
-    def mark(self):
-        self.off = os.path.getsize(self.path) if os.path.exists(self.path) else 0
-
-    def since_mark(self):
-        try:
-            with open(self.path, errors="replace") as f:
-                f.seek(self.off)
-                return f.read()
-        except OSError:
-            return ""
-
-
-async def wait_for(cond, timeout, step=0.05):
-    """Polls cond() (a log or /proc look-up: no event to await) until true."""
-    end = now() + timeout
-    while now() < end:
-        if cond():
-            return True
-        await asyncio.sleep(step)
-    return bool(cond())
+children, cmdline, fd_count, LogTail = (stacks.children, stacks.cmdline, stacks.fd_count,
+                                        stacks.LogTail)
+rss_kib = stacks.pid_rss_kib
+wait_for = stacks.await_for
 
 
 # ------------------------------------------------------------------ stacks
@@ -148,15 +84,14 @@ class Stack:
     def __init__(self, run, port, tls_port, user_root):
         self.run, self.port, self.tls_port = run, port, tls_port
         self.user = "user root;" if user_root else ""
-        self.procs = []
+        self.started = stacks.Started()
+        self.procs = self.started.procs
         self.nginx_log = os.path.join(run, "logs", "error.log")
         self.app_dir = os.path.join(run, "app")
 
     def spawn(self, cmd, logname, **kw):
         out = open(os.path.join(self.run, "logs", logname), "w")
-        p = subprocess.Popen(cmd, stdout=out, stderr=out, start_new_session=True, **kw)
-        self.procs.append(p)
-        return p
+        return self.started.spawn(cmd, stdout=out, stderr=out, **kw)
 
     def nginx_conf(self, locations, http_extra=""):
         r = self.run
@@ -200,8 +135,7 @@ http {{
         return ""
 
     def start_nginx(self):
-        for d in ("client_body", "proxy", "uwsgi", "fastcgi", "scgi"):
-            os.makedirs(os.path.join(self.run, "tmp", d), exist_ok=True)
+        stacks.nginx_temp_dirs(os.path.join(self.run, "tmp"))
         self.nginx = self.spawn([NGINX, "-p", self.run + "/", "-c", self.conf],
                                 "nginx.stderr")
 
@@ -218,7 +152,7 @@ http {{
         return [p for p in children(self.nginx_master()) if "worker process" in cmdline(p)]
 
     def alive(self):
-        return all(p.poll() is None for p in self.procs)
+        return stacks.first_exited(self.procs) is None
 
     def quit(self):
         """nginx -s quit (and the app server's own graceful stop); True if all exited."""
@@ -235,13 +169,7 @@ http {{
         return True
 
     def kill_everything(self):
-        for p in self.procs:
-            if p.poll() is None:
-                try:
-                    os.killpg(p.pid, signal.SIGKILL)
-                except OSError:
-                    pass
-                p.wait()
+        self.started.kill(grace=0)
 
 
 class Ours(Stack):
@@ -356,17 +284,12 @@ class Uwsgi(AppServer):
         self.app_log = os.path.join(self.run, "logs", "uwsgi.log")
         shutil.copy(APP_SRC, os.path.join(self.app_dir, "soak_app.py"))
         venv = os.path.dirname(os.path.dirname(sys.executable))
-        self.master = self.spawn(
-            [os.path.join(venv, "bin", "uwsgi"), "--master", "--processes", str(WORKERS),
-             "--threads", str(THREADS), "--uwsgi-socket", self.sock, "--chmod-socket=666",
-             "--chdir", self.app_dir, "--module", "soak_app:application", "--need-app",
-             "--die-on-term", "--disable-logging", "--pidfile", self.pidfile,
-             "--max-requests", str(MAX_REQUESTS),
+        self.master = self.spawn(stacks.uwsgi_cmd(
+            venv, WORKERS, THREADS, self.sock, self.app_dir, "soak_app:application",
+            ["--pidfile", self.pidfile, "--max-requests", str(MAX_REQUESTS),
              # uWSGI's jitter: worker_id * delta added to max-requests
-             "--max-requests-delta", str(JITTER // WORKERS), "--single-interpreter",
-             "--buffer-size", "32768", "--listen", "1024",
-             "--reload-mercy", "30", "--worker-reload-mercy", "30"],
-            "uwsgi.log")
+             "--max-requests-delta", str(JITTER // WORKERS),
+             "--reload-mercy", "30", "--worker-reload-mercy", "30"]), "uwsgi.log")
         params = os.path.join(ROOT, "bench", "uwsgi_params")
         loc = "            include %s;\n            uwsgi_pass unix:%s;\n" % (params, self.sock)
         self.conf = self.nginx_conf(
@@ -396,13 +319,11 @@ class Gunicorn(AppServer):
         self.app_log = os.path.join(self.run, "logs", "gunicorn.log")
         shutil.copy(APP_SRC, os.path.join(self.app_dir, "soak_app.py"))
         venv = os.path.dirname(os.path.dirname(sys.executable))
-        self.master = self.spawn(
-            [os.path.join(venv, "bin", "gunicorn"), "-k", "gthread", "-w", str(WORKERS),
-             "--threads", str(THREADS), "--bind", "unix:" + self.sock,
-             "--chdir", self.app_dir, "--max-requests", str(MAX_REQUESTS),
-             "--max-requests-jitter", str(JITTER), "--graceful-timeout", "30",
-             "--log-level", "info", "--error-logfile", self.app_log,
-             "soak_app:application"], "gunicorn.stderr")
+        self.master = self.spawn(stacks.gunicorn_cmd(
+            venv, WORKERS, THREADS, self.sock, self.app_dir, "soak_app:application",
+            ["--max-requests", str(MAX_REQUESTS), "--max-requests-jitter", str(JITTER),
+             "--graceful-timeout", "30", "--log-level", "info",
+             "--error-logfile", self.app_log]), "gunicorn.stderr")
         self.conf = self.nginx_conf(
             "        location / { proxy_pass http://app; }\n"
             "        location /unbuf/ {\n            proxy_pass http://app;\n"
@@ -1378,16 +1299,16 @@ def scan_nginx_log(path, killed):
     killed = set(killed)
     with open(path, errors="replace") as f:
         for line in f:
-            m = re.match(r"\d{4}/\d\d/\d\d \d\d:\d\d:\d\d \[(\w+)\]", line)
-            if not m:
+            level = stacks.log_level(line)
+            if not level:
                 continue
-            levels[m.group(1)] = levels.get(m.group(1), 0) + 1
-            if m.group(1) not in ("alert", "crit", "emerg"):
+            levels[level] = levels.get(level, 0) + 1
+            if level not in ("alert", "crit", "emerg"):
                 continue
             k = re.search(r"worker process (\d+) exited on signal 9", line)
             if k and int(k.group(1)) in killed:
                 expected.append(line.strip())
-            elif m.group(1) == "emerg" and re.search(
+            elif level == "emerg" and re.search(
                     r"wsgi: (cannot load application \"[^\"]*/app_v\d+\.py:application\""
                     r"|application import check failed \(wsgi_import_check\), "
                     r"configuration rejected)", line):
@@ -1405,18 +1326,11 @@ def percentile(xs, q):
 
 
 def make_cert(run):
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                    "-subj", "/CN=localhost", "-keyout", os.path.join(run, "key.pem"),
-                    "-out", os.path.join(run, "cert.pem")],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stacks.make_cert(os.path.join(run, "key.pem"), os.path.join(run, "cert.pem"), key="rsa",
+                     cn="localhost")
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+free_port = stacks.free_port
 
 
 def prepare(run):
@@ -1444,11 +1358,8 @@ async def wait_ready(stack, timeout=60):
             raise SystemExit("%s exited at start (see %s/logs)" % (stack.name, stack.run))
         try:
             if behind:
-                s = socket.socket(socket.AF_UNIX)
-                try:
-                    s.connect(behind)
-                finally:
-                    s.close()
+                if not stacks.unix_socket_ready(behind):
+                    raise OSError("%s: not accepting yet" % behind)
                 behind = None
             c = H1Conn(stack.port)
             await c.open()
