@@ -2,17 +2,23 @@
 //!
 //! The nginx event loop never waits for Python. Where code runs:
 //!
-//! * nginx thread — this crate: [`conf`] (directives), [`request`] (a
-//!   request's state, the guarded entry of every handler, its one end),
-//!   [`handler`] (content handler, request body, dispatch), [`output`]
-//!   (response to nginx's filters, backpressure), [`notify`] (the eventfd
-//!   that wakes the event loop), [`worker`] (per-worker start and exit),
-//!   [`variables`], [`status`], [`fields`] (nginx's structs as C lays them
-//!   out). None of these take the GIL, and none can: this crate does not
-//!   depend on pyo3. Python is reached only through `wsgi-pool`'s
-//!   functions; the ones that take the GIL run at worker start and exit
-//!   (`python::initialize`, `python::import_apps`, `python::run_atexit`),
-//!   never while requests are served.
+//! * nginx thread — this crate, in layers (the `mod` list below, lowest
+//!   first: a module uses only those above it; `scripts/import-graph`
+//!   checks it): [`ffi`] (nginx's structs as C lays them out, a typed
+//!   request handle), [`log`], [`conf`] (directives), [`check`]
+//!   (configuration-time probing), [`runtime`] (the worker's pool as nginx
+//!   sees it), [`notify`] (the eventfd that wakes the event loop),
+//!   [`request`] (a request's state, the guarded entry of every handler,
+//!   finish and abort), [`body`], [`head`], [`flow`] and [`output`] (the
+//!   response, backpressure), [`handler`] (content handler, dispatch),
+//!   [`status`], [`variables`], [`worker`] (per-worker start and exit) and
+//!   [`module`] (what nginx reads; the only file naming its handlers).
+//!   None of these take the GIL, and none can: this crate does not depend
+//!   on pyo3. Python is reached only through `wsgi-pool`'s functions; the
+//!   ones that take the GIL (`python::initialize`, `python::import_apps`,
+//!   `python::run_atexit`) are called from [`worker`] at worker start and
+//!   exit only, and take it inside the pool crate, never while requests
+//!   are served.
 //! * pool threads — the `wsgi-pool` crate (`crates/wsgi-pool`): `pool`
 //!   (threads, signal masks, thread states), `wsgi` (environ,
 //!   `start_response`, `wsgi.input`, iteration), `python` (interpreter
