@@ -5,6 +5,7 @@ it needs first). Standard library only.
 Starts every stack once, on 127.0.0.1, each on its own port:
   ours           nginx + ngx_http_wsgi_module (wsgi_pass)
   ours-64t       the same with wsgi_threads 64 (only in the sleep scenario)
+  ours-low       wsgi_thread_priority low; ours-idle: idle (hello, static-busy)
   uwsgi          nginx -> uWSGI (uwsgi_pass, unix socket)
   gunicorn       nginx -> gunicorn gthread (proxy_pass, unix socket, keepalive)
   granian        Granian WSGI, direct
@@ -86,12 +87,14 @@ CPUS = sorted(os.sched_getaffinity(0))     # what the bench may use (restored pe
 NCPU = len(CPUS)
 CPU_STACKS = list(dict.fromkeys(
     ["cpu-1w1t", "cpu-1w2t", "cpu-1w%dt" % NCPU, "cpu-%dw1t" % NCPU]))
-ALL_STACKS = ["ours", "ours-64t", "uwsgi", "gunicorn", "granian", "granian-nginx", "floor",
+# ours-low, ours-idle: wsgi_thread_priority low / idle (hello, static-busy).
+PRIORITY_STACKS = ["ours-low", "ours-idle"]
+ALL_STACKS = ["ours", "ours-64t", *PRIORITY_STACKS, "uwsgi", "gunicorn", "granian", "granian-nginx", "floor",
               "ceiling", "dedicated"] + CPU_STACKS
 # Stacks that run only in the scenarios that name them, or with --stacks.
 # "dedicated": ours in an nginx of its own on a unix socket, behind the
 # front nginx (README "Security model": the hop that recipe costs).
-NAMED_ONLY = ("ours-64t", "floor", "dedicated", *CPU_STACKS)
+NAMED_ONLY = ("ours-64t", *PRIORITY_STACKS, "floor", "dedicated", *CPU_STACKS)
 NGINX_FRONTED = ["ours", "uwsgi", "gunicorn", "granian-nginx"]
 APP_STACKS = ["ours", "uwsgi", "gunicorn", "granian", "granian-nginx"]
 # The TLS scenarios' stacks: TLS (and HTTP/2) at nginx, or Granian's own.
@@ -105,7 +108,7 @@ OSSL = dict(dir=None, nginx=None, module=None, version=None)
 # The stacks of --unpinned unless --stacks says otherwise (README's columns).
 UNPINNED_STACKS = ["ours", "uwsgi", "gunicorn", "granian", "ceiling"] + OSSL_STACKS
 # What the summary tables call each stack.
-LABELS = {"ours": "ours", "uwsgi": "nginx → uWSGI", "gunicorn": "nginx → gunicorn",
+LABELS = {"ours": "ours", "ours-low": "ours (priority low)", "ours-idle": "ours (priority idle)", "uwsgi": "nginx → uWSGI", "gunicorn": "nginx → gunicorn",
           "granian": "Granian direct", "granian-nginx": "nginx → Granian", "floor": "floor",
           "ceiling": "nginx alone", "ours-ossl": "ours (other OpenSSL)",
           "ceiling-ossl": "nginx alone (other OpenSSL)"}
@@ -145,7 +148,7 @@ SCENARIOS = [
          "(wrk, 1 connection), idle and while 32 connections keep the app busy "
          "(/cpu/1: 1 ms of Python CPU per request)", special="static_busy",
          path="/static/4k.bin", load_path="/cpu/1", conns=1, load_conns=32,
-         expect=4096, stacks=NGINX_FRONTED),
+         expect=4096, stacks=NGINX_FRONTED + PRIORITY_STACKS),
     dict(name="64m-stream", what="GET, 64 MiB from a generator in 64 KiB chunks "
          "(ceiling: a static file)", path="/chunked/67108864", conns=2, expect=64 * MiB),
     dict(name="upload-1m", what="POST 1 MiB, read fully", path="/upload", body=MiB,
@@ -214,13 +217,13 @@ class Stack:
         # they were without the TLS scenarios.
         self.tls_procs = []
         self.sock = os.path.join(RUN, "%s.sock" % name)
-        self.front = name in ("ours", "ours-64t", "uwsgi", "gunicorn", "granian-nginx",
+        self.front = name in ("ours", "ours-64t", *PRIORITY_STACKS, "uwsgi", "gunicorn", "granian-nginx",
                               "floor", "ceiling", "dedicated", *OSSL_STACKS)
         self.nginx = OSSL["nginx"] if name in OSSL_STACKS else NGINX
 
     # -- configuration
     def nginx_conf(self, template, threads=None, module=None, tls=False, workers=None,
-                   suffix=""):
+                   suffix="", priority="normal"):
         module = module or (OSSL["module"] if self.name in OSSL_STACKS else MODULE)
         name = (self.name + "-tls" if tls else self.name) + suffix
         values = dict(
@@ -234,6 +237,7 @@ class Stack:
             UWSGI_PARAMS=os.path.join(BENCH, "uwsgi_params"),
             BODY_BUFFER=self.args.body_buffer,
             USER="user root;" if os.geteuid() == 0 else "",
+            PRIORITY=priority,
         )
         fill("common.conf.in", values, os.path.join(RUN, "common-%s.conf" % name))
         conf = os.path.join(RUN, "%s.nginx.conf" % name)
@@ -277,6 +281,8 @@ class Stack:
             os.unlink(self.sock)
         if self.name in ("ours", "ours-ossl"):
             self.start_nginx("ours.conf.in")
+        elif self.name in PRIORITY_STACKS:
+            self.start_nginx("ours-priority.conf.in", priority=self.name[len("ours-"):])
         elif self.name == "ours-64t":
             self.start_nginx("ours.conf.in", tls_too=False, threads=64)
         elif self.name == "floor":
