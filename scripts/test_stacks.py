@@ -75,7 +75,7 @@ class Templates(unittest.TestCase):
     def test_every_bench_template_is_filled_by_its_names(self):
         # bench/*.conf.in use only the names bench.py fills
         names = {"RUN", "NAME", "PORT", "SSL", "TLS_CONF", "WORKERS", "DOCROOT", "APPDIR",
-                 "MODULE", "THREADS", "SOCK", "UWSGI_PARAMS", "BODY_BUFFER", "USER"}
+                 "MODULE", "THREADS", "SOCK", "UWSGI_PARAMS", "BODY_BUFFER", "USER", "PRIORITY"}
         bench = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                              "bench")
         for n in sorted(os.listdir(bench)):
