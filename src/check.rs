@@ -480,8 +480,7 @@ pub unsafe fn postconfiguration(cf: *mut ngx_conf_t) -> nginx_sys::ngx_int_t {
             }
         }
         if mcf.sandbox_on() {
-            let kernel = wsgi_pool::sandbox::kernel_support();
-            if !matches!(kernel, wsgi_pool::sandbox::KernelSupport::Available(_)) {
+            if let Some(kernel) = wsgi_pool::sandbox::missing_kernel() {
                 ngx::ngx_log_error!(
                     NGX_LOG_EMERG,
                     log,

@@ -55,8 +55,7 @@ fn start_worker(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     // it; a kernel can change under a running master): this worker does
     // not start at all rather than run the app unsandboxed.
     if mcf.sandbox_on() {
-        let kernel = wsgi_pool::sandbox::kernel_support();
-        if !matches!(kernel, wsgi_pool::sandbox::KernelSupport::Available(_)) {
+        if let Some(kernel) = wsgi_pool::sandbox::missing_kernel() {
             ngx_log_error!(
                 NGX_LOG_EMERG,
                 log,

@@ -120,6 +120,15 @@ impl fmt::Display for KernelSupport {
     }
 }
 
+/// What the kernel lacks for `wsgi_sandbox on` (`None`: Landlock is there):
+/// the check `nginx -t` and worker start share.
+pub fn missing_kernel() -> Option<KernelSupport> {
+    match kernel_support() {
+        KernelSupport::Available(_) => None,
+        lacking => Some(lacking),
+    }
+}
+
 /// The running kernel's Landlock, as `landlock_create_ruleset(NULL, 0,
 /// LANDLOCK_CREATE_RULESET_VERSION)` reports it. No GIL, no nginx: callable
 /// from `nginx -t` and from a worker alike.
