@@ -103,7 +103,7 @@ const MAIN_OFF: usize = NGX_HTTP_MAIN_CONF_OFFSET;
 const LOC_OFF: usize = NGX_HTTP_LOC_CONF_OFFSET;
 
 /// The directive table nginx reads (`ngx_module_t.commands`).
-static mut COMMANDS: [ngx_command_t; 23] = [
+static mut COMMANDS: [ngx_command_t; 24] = [
     with_post(
         c"wsgi_pass",
         NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1,
@@ -157,6 +157,12 @@ static mut COMMANDS: [ngx_command_t; 23] = [
         c"wsgi_thread_priority",
         MAIN | NGX_CONF_TAKE1,
         directives::set_thread_priority,
+        MAIN_OFF,
+    ),
+    command(
+        c"wsgi_nginx_first",
+        MAIN | NGX_CONF_FLAG,
+        directives::set_nginx_first,
         MAIN_OFF,
     ),
     command(

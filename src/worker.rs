@@ -187,6 +187,8 @@ fn start(cycle: *mut ngx_cycle_t, mcf: &crate::conf::MainConf) -> Result<(), Sta
         Arc::new(apps),
     )
     .map_err(StartError::Pool)?;
+    // After the pool threads exist: a thread inherits its creator's slice.
+    let first = nginx_first(mcf);
     // SAFETY: init_process runs on the nginx thread.
     unsafe { notify::start(cycle, hub.eventfd()) }.map_err(StartError::WakeUp)?;
     // Import errors were queued as log completions; show them now.
@@ -202,7 +204,7 @@ fn start(cycle: *mut ngx_cycle_t, mcf: &crate::conf::MainConf) -> Result<(), Sta
         NGX_LOG_NOTICE,
         // SAFETY: cycle is live.
         unsafe { (*cycle).log },
-        "{} while starting worker process",
+        "{}{first} while starting worker process",
         rt.pool.describe()
     );
     runtime::install(rt);
@@ -210,6 +212,28 @@ fn start(cycle: *mut ngx_cycle_t, mcf: &crate::conf::MainConf) -> Result<(), Sta
     runtime::set_max_requests(mcf, unsafe { (*cycle).log });
     flush_logs();
     Ok(())
+}
+
+/// `wsgi_nginx_first on` (the default): this thread, nginx's event loop,
+/// takes the kernel's shortest time slice, so that waking while every pool
+/// thread runs Python it preempts one at once instead of waiting out its
+/// slice (see wsgi_pool::sched). Returns what to add to the start notice.
+fn nginx_first(mcf: &crate::conf::MainConf) -> String {
+    use wsgi_pool::sched::{set_own_slice, Slice, SHORTEST_SLICE_NS};
+    if !mcf.nginx_first() {
+        return String::new();
+    }
+    match set_own_slice(SHORTEST_SLICE_NS) {
+        Ok(Slice::Set(ns)) => format!(", nginx's thread first ({} µs time slice)", ns / 1000),
+        Ok(Slice::Unsupported) => {
+            ", nginx's thread first: not on this kernel (per-thread time slices need Linux 6.12)"
+                .to_string()
+        }
+        Ok(Slice::OtherPolicy(p)) => {
+            format!(", nginx's thread first: not in scheduling policy {p}")
+        }
+        Err(e) => format!(", nginx's thread first: sched_setattr() failed ({e})"),
+    }
 }
 
 /// `wsgi_sandbox on`: the configured paths, and the directory of every app

@@ -24,7 +24,7 @@ use Test::WSGI qw/ slurp poll /;
 select STDERR; $| = 1;
 select STDOUT; $| = 1;
 
-my $t = Test::Nginx->new()->has(qw/http/)->plan(130);
+my $t = Test::Nginx->new()->has(qw/http/)->plan(136);
 
 my $d = $t->testdir();
 
@@ -259,6 +259,10 @@ my @bad = (
 		qr/invalid value "yes"/ ],
 	[ main => 'wsgi_thread_priority high;', 'wsgi_thread_priority',
 		qr/invalid value "high".*"normal", "low" or "idle"/ ],
+	[ main => 'wsgi_nginx_first first;', 'wsgi_nginx_first',
+		qr/invalid value "first".*"on" or "off"/ ],
+	[ main => 'wsgi_nginx_first on; wsgi_nginx_first off;', 'wsgi_nginx_first',
+		qr/is duplicate/ ],
 	[ main => 'wsgi_sandbox maybe;', 'wsgi_sandbox',
 		qr/invalid value "maybe"/ ],
 	[ main => 'wsgi_sandbox_read relative/dir;', 'wsgi_sandbox_read',

@@ -353,6 +353,7 @@ one_value_directive!(set_import_check, main, import_check, flag_arg);
 one_value_directive!(set_max_requests, main, max_requests, max_requests_arg);
 one_value_directive!(set_sandbox, main, sandbox, flag_arg);
 one_value_directive!(set_thread_priority, main, thread_priority, priority_arg);
+one_value_directive!(set_nginx_first, main, nginx_first, flag_arg);
 
 /// `normal`, `low` or `idle` of `wsgi_thread_priority`.
 ///

@@ -34,8 +34,10 @@ pub struct MainConf {
     pub apps: Vec<AppTarget>,
     /// `wsgi_sandbox`: Landlock rules for the threads that run Python.
     pub sandbox: Option<bool>,
-    /// `wsgi_thread_priority low|normal`: true for low.
+    /// `wsgi_thread_priority normal|low|idle`.
     pub thread_priority: Option<ThreadPriority>,
+    /// `wsgi_nginx_first`: nginx's thread takes the shortest time slice.
+    pub nginx_first: Option<bool>,
     /// `wsgi_sandbox_read` / `wsgi_sandbox_write`: absolute paths.
     pub sandbox_read: Vec<String>,
     pub sandbox_write: Vec<String>,
@@ -53,6 +55,9 @@ impl MainConf {
     }
     pub fn thread_priority(&self) -> ThreadPriority {
         self.thread_priority.unwrap_or_default()
+    }
+    pub fn nginx_first(&self) -> bool {
+        self.nginx_first.unwrap_or(true)
     }
     pub fn sandbox_on(&self) -> bool {
         self.sandbox.unwrap_or(false)

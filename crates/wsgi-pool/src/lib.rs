@@ -13,6 +13,7 @@
 //! * [`target`] — what `wsgi_pass` names (module:callable or a file);
 //! * [`hooks`] — tests only: holds a thread where two threads race;
 //! * [`sandbox`] — `wsgi_sandbox`: Landlock rules for the Python threads;
+//! * [`sched`] — a thread's scheduler time slice (`wsgi_nginx_first`);
 //! * [`timezone`] — the process's time zone, which nginx's log times
 //!   follow, watched for an app that changes it.
 
@@ -24,6 +25,7 @@ pub mod message;
 pub mod pool;
 pub mod python;
 pub mod sandbox;
+pub mod sched;
 pub mod target;
 pub mod timezone;
 pub mod wsgi;

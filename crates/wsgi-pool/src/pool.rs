@@ -445,6 +445,10 @@ fn thread_main(shared: &Shared, slot: &Slot) {
         );
         return;
     }
+    // `wsgi_nginx_first`: the short slice is nginx's thread's alone; a
+    // thread it spawns inherits it. (Best effort: without the call a pool
+    // thread has the kernel's default already.)
+    let _ = crate::sched::set_own_slice(0);
     if let Err(e) = yield_to_nginx(shared.priority) {
         shared.hub.log(
             None,
