@@ -111,7 +111,7 @@ ALL_STACKS += OSSL_STACKS
 NAMED_ONLY += tuple(OSSL_STACKS)
 OSSL = dict(dir=None, nginx=None, module=None, version=None)
 # The stacks of --unpinned unless --stacks says otherwise (README's columns).
-UNPINNED_STACKS = ["ours", "uwsgi", "gunicorn", "granian", "ceiling"] + OSSL_STACKS
+UNPINNED_STACKS = ["ours", "uwsgi", "gunicorn", "granian", "ceiling", "floor"] + OSSL_STACKS
 # What the summary tables call each stack.
 LABELS = {"ours": "ours", "ours-low": "ours (priority low)", "ours-idle": "ours (priority idle)",
           "ours-nofirst": "ours (wsgi_nginx_first off)", "uwsgi": "nginx → uWSGI", "gunicorn": "nginx → gunicorn",
@@ -1360,7 +1360,8 @@ def parse_args():
     p.add_argument("--unpinned", action="store_true",
                    help="servers and the load generator not pinned (--pin off), every stack "
                    "free to use every CPU as in production; unless --stacks: ours, uWSGI, "
-                   "gunicorn, Granian direct, nginx alone (and the --openssl-build ones)")
+                   "gunicorn, Granian direct, nginx alone, floor (and the --openssl-build "
+                   "ones)")
     p.add_argument("--openssl-build", metavar="DIR",
                    help="a build directory of scripts/build --openssl VERSION: ours and nginx "
                    "alone with its nginx as well, in the TLS scenarios (in the first "
