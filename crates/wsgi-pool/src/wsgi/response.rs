@@ -437,7 +437,8 @@ fn latin1(s: &Bound<'_, PyString>, what: &str) -> PyResult<Vec<u8>> {
 /// Parses `"200 OK"`: a three-digit code, then optionally a space and a
 /// reason without control characters.
 pub fn parse_status(s: &[u8]) -> Result<u16, String> {
-    let shown = String::from_utf8_lossy(s);
+    // Only an error shows the status: no text is made for a good one.
+    let shown = Shown(s);
     if s.len() < 3 || !s[..3].iter().all(u8::is_ascii_digit) {
         return Err(format!(
             "status {shown:?} does not start with a three-digit code"
@@ -463,6 +464,15 @@ pub fn parse_status(s: &[u8]) -> Result<u16, String> {
         }
     }
     Ok(code)
+}
+
+/// A status line as an error message quotes it (Debug of its lossy text).
+struct Shown<'a>(&'a [u8]);
+
+impl std::fmt::Debug for Shown<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&String::from_utf8_lossy(self.0), f)
+    }
 }
 
 /// RFC 9110 token characters.
